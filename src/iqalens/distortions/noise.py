@@ -1,0 +1,1 @@
+"""Placeholder: types of this group are registered here."""
