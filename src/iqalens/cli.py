@@ -1,0 +1,153 @@
+"""The ``iqalens`` command: parses arguments, shows progress, writes outputs.
+
+Every subcommand is a thin wrapper over a library function. Errors a user can fix (bad input
+file, unknown distortion type, existing output) print one line and exit with status 2; nothing
+a user does should end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from iqalens import __version__
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A problem with the user's input; printed as one line, exit status 2."""
+
+
+def _cmd_distort(args: argparse.Namespace) -> int:
+    from iqalens.distortions import all_types, distort, get_type
+    from iqalens.distortions.variants import plan_variants, resolve_types, write_variants
+    from iqalens.images import load_rgb, save_rgb
+
+    if args.list:
+        print(f"{'id':>3}  {'name':<28} {'group':<19} {'levels 1..5':<36} stochastic")
+        for t in all_types():
+            levels = ", ".join(f"{v:g}" for v in t.levels)
+            print(f"{t.id:>3}  {t.name:<28} {t.group:<19} {levels:<36} {'yes' if t.stochastic else 'no'}")
+        return 0
+    if args.image is None or args.output is None:
+        raise CliError("distort needs IMAGE and -o/--output (or --list)")
+    if args.all == (args.type is not None):
+        raise CliError("give either --type TYPE --level L, or --all")
+    image = load_rgb(args.image)
+    if args.all:
+        types = resolve_types(None)
+        levels = [1, 2, 3, 4, 5] if args.level is None else [args.level]
+        stem = Path(args.image).stem
+        plan = plan_variants(stem, str(Path(args.image).resolve()), types, levels, args.seed)
+        index = write_variants(
+            image, plan, args.output, f"{stem}_distortions.csv", args.overwrite, progress=not args.quiet
+        )
+        print(f"wrote {len(plan)} variants and {index}")
+        return 0
+    if args.level is None:
+        raise CliError("--type needs --level (1-5)")
+    dist = get_type(args.type)
+    out_path = Path(args.output)
+    if out_path.exists() and not args.overwrite:
+        raise CliError(f"{out_path} already exists; pass --overwrite to replace it")
+    save_rgb(distort(image, dist.id, args.level, seed=args.seed), out_path, overwrite=True)
+    print(f"wrote {out_path} ({dist.id}={dist.name}, level {args.level})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from iqalens.demo import format_summary, run_demo
+
+    result = run_demo(
+        args.output,
+        levels=args.levels,
+        seed=args.seed,
+        max_photos=args.max_photos,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(format_summary(result))
+    return 0
+
+
+def _level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"level must be an integer 1-5, got {text!r}") from None
+    if not 1 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"level must be 1-5, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; subcommands map one-to-one onto library entry points."""
+    parser = argparse.ArgumentParser(
+        prog="iqalens",
+        description="Vision-language image quality assessment: perception diagnostics and "
+        "label-efficient quality scoring.",
+    )
+    parser.add_argument("--version", action="version", version=f"iqalens {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "distort",
+        help="apply KADID-10k distortions (25 types x 5 levels) to an image",
+        description="Apply one KADID-10k distortion (--type, --level) or all 125 (--all) to IMAGE. "
+        "Types are given by id (1-25) or name; --list shows them.",
+    )
+    p.add_argument("image", nargs="?", help="input image (any Pillow-readable format)")
+    p.add_argument("--type", "-t", help="distortion id (1-25) or name, e.g. gaussian_blur")
+    p.add_argument("--level", "-l", type=_level, help="level 1 (mildest) .. 5 (strongest)")
+    p.add_argument("--all", action="store_true", help="write all 25 types x 5 levels into the -o folder")
+    p.add_argument("--output", "-o", help="output file (--type) or folder (--all)")
+    p.add_argument("--seed", type=int, default=0, help="seed for stochastic types (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--list", action="store_true", help="list the distortion types and exit")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_distort)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the main job on the bundled sample photos",
+        description="Distort the bundled sample photos with every KADID-10k type and summarise "
+        "the strength per level. Writes a run folder (config, metrics, images).",
+    )
+    p.add_argument("--output", "-o", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--levels", type=_level, nargs="+", default=[1, 3, 5], help="levels (default 1 3 5)")
+    p.add_argument("--max-photos", type=int, default=None, help="use only the first N sample photos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    from iqalens.images import ImageLoadError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("iqalens: interrupted; partial outputs were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CliError, ImageLoadError, FileExistsError, ValueError) as exc:
+        print(f"iqalens {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyError as exc:
+        print(f"iqalens {args.command}: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

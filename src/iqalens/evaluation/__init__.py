@@ -1,0 +1,1 @@
+"""Evaluation: fidelity measures now; correlation metrics and reports in later modules."""

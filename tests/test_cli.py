@@ -1,0 +1,164 @@
+"""The ``iqalens`` command: outputs, naming, exit codes and never a partial set left behind."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iqalens import __version__
+from iqalens.cli import main
+from iqalens.distortions import distort
+from iqalens.distortions import variants as variants_module
+from iqalens.images import load_rgb
+
+
+@pytest.fixture()
+def photo(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    base = np.linspace(0, 255, 48 * 64 * 3).reshape(48, 64, 3)
+    arr = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_help_lists_subcommands_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "distort" in out and "demo" in out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+
+
+def test_console_script_runs_as_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "iqalens.cli", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"iqalens {__version__}"
+
+
+def test_distort_single_matches_library(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "blur.png"
+    assert main(["distort", str(photo), "--type", "gaussian_blur", "--level", "4", "-o", str(out)]) == 0
+    np.testing.assert_array_equal(load_rgb(out), distort(load_rgb(photo), 1, 4, seed=0))
+
+
+def test_distort_type_by_id_and_seed(photo: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["distort", str(photo), "-t", "11", "-l", "5", "-o", str(a), "--seed", "1"]) == 0
+    assert main(["distort", str(photo), "-t", "white_noise", "-l", "5", "-o", str(b), "--seed", "2"]) == 0
+    assert not np.array_equal(load_rgb(a), load_rgb(b))
+
+
+def test_distort_all_writes_125_named_variants_and_index(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    assert main(["distort", str(photo), "--all", "-o", str(out), "-q"]) == 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 125
+    assert pngs[0] == "photo_01_1.png" and pngs[-1] == "photo_25_5.png"
+    with open(out / "photo_distortions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 125
+    assert {(int(r["type_id"]), int(r["level"])) for r in rows} == {
+        (t, lv) for t in range(1, 26) for lv in range(1, 6)
+    }
+    row = next(r for r in rows if r["file"] == "photo_10_3.png")
+    assert row["type_name"] == "jpeg" and float(row["parameter"]) == 24
+    for name in ("photo_01_5.png", "photo_19_2.png"):
+        img = load_rgb(out / name)
+        assert img.shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--type", "nope", "--level", "1"], "unknown distortion type"),
+        (["--type", "26", "--level", "1"], "unknown distortion type"),
+        (["--type", "1"], "--level"),
+        (["--all", "--type", "1"], "either"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code = main(["distort", str(photo), *args, "-o", str(tmp_path / "x.png")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_level_is_rejected_by_parser(photo: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["distort", str(photo), "--type", "1", "--level", "6", "-o", str(tmp_path / "x.png")])
+    assert info.value.code == 2
+
+
+def test_unreadable_input_exit_2_names_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["distort", str(bad), "--all", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_existing_output_needs_overwrite(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.png"
+    out.write_bytes(b"keep me")
+    assert main(["distort", str(photo), "-t", "1", "-l", "1", "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(["distort", str(photo), "-t", "1", "-l", "1", "-o", str(out), "--overwrite"]) == 0
+    assert load_rgb(out).shape == (48, 64, 3)
+
+
+def test_existing_set_needs_overwrite(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    out.mkdir()
+    (out / "photo_07_3.png").write_bytes(b"old")
+    assert main(["distort", str(photo), "--all", "-o", str(out), "-q"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["photo_07_3.png"]  # nothing written
+
+
+def test_failure_midway_removes_partial_set(
+    photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    real = variants_module.distort
+
+    def flaky(image: np.ndarray, dist_type: int | str, level: int, seed: int | None = 0) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real(image, dist_type, level, seed=seed)
+
+    monkeypatch.setattr(variants_module, "distort", flaky)
+    out = tmp_path / "all"
+    assert main(["distort", str(photo), "--all", "-o", str(out), "-q"]) == 130
+    assert list(out.iterdir()) == []
+
+
+def test_list_shows_all_types(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["distort", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "gaussian_blur" in out and "contrast_change" in out
+    assert len([ln for ln in out.splitlines() if ln.strip()[:2].strip().isdigit()]) == 25
+
+
+@pytest.mark.slow
+def test_demo_writes_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["demo", "-o", str(run), "--max-photos", "1", "--levels", "1", "5", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Mean PSNR" in out and "jpeg2000" in out
+    assert (run / "config.json").is_file() and (run / "metrics.json").is_file()
+    assert len(list((run / "distortions").glob("*.png"))) == 50
