@@ -3,9 +3,9 @@
 Run once by a maintainer (needs scikit-image, plus the unpacked scikit-learn and matplotlib
 wheels, or those packages installed); the result is committed under
 ``src/iqalens/data/samples``. Each photo is centre-cropped to 4:3 (3:4 for portrait
-originals) and resized with Lanczos to 512x384 (KADID-10k's image size) or 384x512 (384x288 for originals too small
-to be downsized), then saved
-as PNG so that no new compression artefacts are added. Provenance and licences: NOTICE.
+originals) and resized with Lanczos to 512x384 (KADID-10k's image size) or 384x512
+(384x288 for originals too small to be downsized), then saved as PNG so that no new
+compression artefacts are added. Provenance and licences: NOTICE.
 """
 
 from __future__ import annotations

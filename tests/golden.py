@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from iqalens.distortions.golden import GoldenCase, read_manifest
+from iqalens.evaluation.fidelity import psnr as _psnr
+from iqalens.images import load_rgb as _load_rgb
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kadid-golden"
 
-
-@dataclass(frozen=True)
-class GoldenCase:
-    reference: Path
-    output: Path
-    type_id: int
-    level: int
-    parameter: float
-    stochastic: bool
+__all__ = [
+    "GOLDEN_DIR",
+    "GoldenCase",
+    "golden_available",
+    "golden_cases",
+    "load_rgb",
+    "psnr",
+    "requires_golden",
+]
 
 
 def golden_available() -> bool:
@@ -35,26 +36,12 @@ requires_golden = pytest.mark.skipif(
 def golden_cases(type_id: int | None = None) -> list[GoldenCase]:
     if not golden_available():
         return []
-    with open(GOLDEN_DIR / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cases = [
-        GoldenCase(
-            reference=GOLDEN_DIR / r["reference"],
-            output=GOLDEN_DIR / r["file"],
-            type_id=int(r["type_id"]),
-            level=int(r["level"]),
-            parameter=float(r["parameter_value"]),
-            stochastic=r["stochastic"] == "1",
-        )
-        for r in rows
-    ]
-    return [c for c in cases if type_id is None or c.type_id == type_id]
+    return [c for c in read_manifest(GOLDEN_DIR) if type_id is None or c.type_id == type_id]
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    return _load_rgb(path)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return _psnr(a, b)

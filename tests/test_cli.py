@@ -111,7 +111,9 @@ def test_unreadable_input_exit_2_names_file(tmp_path: Path, capsys: pytest.Captu
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_existing_output_needs_overwrite(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_needs_overwrite(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "x.png"
     out.write_bytes(b"keep me")
     assert main(["distort", str(photo), "-t", "1", "-l", "1", "-o", str(out)]) == 2

@@ -72,7 +72,9 @@ def run_demo(
         {
             "n_images": n_images,
             "seconds": round(seconds, 2),
-            "mean_psnr_db_vs_reference": {str(t): {str(k): v for k, v in d.items()} for t, d in mean_psnr.items()},
+            "mean_psnr_db_vs_reference": {
+                str(t): {str(k): v for k, v in d.items()} for t, d in mean_psnr.items()
+            },
             "protocol": "PSNR of each variant against its bundled reference photo, mean over photos",
         },
     )
