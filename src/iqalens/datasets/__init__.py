@@ -1,0 +1,1 @@
+"""Datasets: manifests, content-disjoint splits, importers of public IQA databases, benchmark builder."""
