@@ -8,6 +8,7 @@ a user does should end in a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +75,49 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_classes(args: argparse.Namespace) -> int:
+    from iqalens.taxonomy import CLASSES, class_table_rows
+
+    print(f"Perception classes: {', '.join(CLASSES)}")
+    print(f"{'source':<10} {'distortion':<44} {'class':<13} note")
+    for source, dist, cls, note in class_table_rows():
+        print(f"{source:<10} {dist:<44} {cls:<13} {note}")
+    return 0
+
+
+def _cmd_bench_build(args: argparse.Namespace) -> int:
+    from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+    from iqalens.datasets.manifest import read_manifest
+    from iqalens.distortions import get_type
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--size must look like 512x384, got {args.size!r}") from None
+    types = tuple(get_type(t).id for t in args.types) if args.types else tuple(range(1, 26))
+    spec = BenchmarkSpec(
+        types=types,
+        levels=tuple(args.levels),
+        size=(width, height),
+        split_fractions=tuple(args.split),
+        seed=args.seed,
+        balance=args.balance,
+        identity_as=args.identity,
+    )
+    path = build_benchmark(
+        args.output, refs=args.refs, spec=spec, workers=args.workers, progress=not args.quiet
+    )
+    manifest, _ = read_manifest(path)
+    counts: dict[str, int] = {}
+    for row in manifest.rows:
+        counts[row.perception_class] = counts.get(row.perception_class, 0) + 1
+    per_split = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
+    print(f"wrote {path}: {len(manifest)} images from {len({r.reference for r in manifest.rows})} references")
+    print("classes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print("splits:  " + ", ".join(f"{k} {v}" for k, v in per_split.items()))
+    return 0
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -124,6 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="perception benchmarks and IQA database manifests")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
+    p = bench_sub.add_parser("classes", help="print the distortion -> perception class table")
+    p.set_defaults(func=_cmd_bench_classes)
+    p = bench_sub.add_parser(
+        "build",
+        help="build the synthetic distortion-perception benchmark",
+        description="Distort reference photos (default: the bundled samples) with KADID-10k types and "
+        "levels; write images, a manifest with perception classes, proxy MOS and content-disjoint splits.",
+    )
+    p.add_argument("--refs", nargs="+", help="reference image files or folders (default: bundled photos)")
+    p.add_argument("--output", "-o", required=True, help="benchmark folder")
+    p.add_argument("--types", nargs="+", help="KADID type ids or names (default all 25)")
+    p.add_argument("--levels", type=_level, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--size", default="512x384", help="WIDTHxHEIGHT (default 512x384, KADID's)")
+    p.add_argument("--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--balance", action="store_true", help="equal images per class within each reference")
+    p.add_argument(
+        "--identity",
+        choices=["clean", "excluded"],
+        default="clean",
+        help="class of cells that leave the image unchanged (mean shift level 3); default clean",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_bench_build)
     return parser
 
 
@@ -141,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iqalens: interrupted; partial outputs were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CliError, ImageLoadError, FileExistsError, ValueError) as exc:
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which closed early: not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (CliError, ImageLoadError, FileExistsError, ValueError) as exc:  # ManifestError is a ValueError
         print(f"iqalens {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyError as exc:

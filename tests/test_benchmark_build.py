@@ -1,0 +1,131 @@
+"""The synthetic perception benchmark: classes, proxy MOS, disjoint splits, resumability, workers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iqalens.cli import main
+from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark, fit_to_size
+from iqalens.datasets.manifest import read_manifest
+from iqalens.datasets.proxy_mos import proxy_mos
+from iqalens.images import load_rgb
+from iqalens.taxonomy import CLASSES, kadid_class
+
+SMALL = BenchmarkSpec(
+    types=(1, 10, 18, 25), levels=(1, 3, 5), size=(48, 32), split_fractions=(0.5, 0.25, 0.25)
+)
+
+
+@pytest.fixture()
+def refs(tmp_path: Path) -> Path:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        arr = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"r{i}.png")
+    return folder
+
+
+def test_build_writes_classes_proxy_mos_and_disjoint_splits(refs: Path, tmp_path: Path) -> None:
+    path = build_benchmark(tmp_path / "b", refs=[refs], spec=SMALL, progress=False)
+    m, _ = read_manifest(path)
+    assert len(m) == 4 * (1 + 4 * 3)  # per reference: 1 clean + 4 types x 3 levels
+    for row in m.rows:
+        assert row.perception_class in CLASSES
+        assert load_rgb(m.resolve(row)).shape == (32, 48, 3)
+        if row.dist_type:
+            assert row.perception_class == kadid_class(int(row.dist_type), row.dist_level)
+            assert row.mos == pytest.approx(proxy_mos(int(row.dist_type), row.dist_level))
+        else:
+            assert row.perception_class == "clean" and row.mos == pytest.approx(proxy_mos(None, None))
+    # mean shift level 3 leaves the image unchanged: it is a clean image, not a distortion
+    ms3 = next(r for r in m.rows if r.dist_type == "18" and r.dist_level == 3)
+    assert ms3.perception_class == "clean"
+    splits_per_ref: dict[str, set[str]] = {}
+    for row in m.rows:
+        splits_per_ref.setdefault(row.reference, set()).add(row.split)
+    assert all(len(s) == 1 for s in splits_per_ref.values())
+    assert {s for v in splits_per_ref.values() for s in v} == {"train", "val", "test"}
+    assert m.provenance["builder"] == "iqalens bench build" and m.provenance["spec"]["types"] == [
+        1,
+        10,
+        18,
+        25,
+    ]
+
+
+def test_identity_cells_can_be_excluded(refs: Path, tmp_path: Path) -> None:
+    spec = BenchmarkSpec(**{**SMALL.__dict__, "identity_as": "excluded"})
+    m, _ = read_manifest(build_benchmark(tmp_path / "b", refs=[refs], spec=spec, progress=False))
+    assert not any(r.dist_type == "18" and r.dist_level == 3 for r in m.rows)
+    assert len(m) == 4 * (1 + 4 * 3 - 1)
+
+
+def test_rerun_reuses_finished_images_and_repairs_broken_ones(refs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    first = read_manifest(build_benchmark(out, refs=[refs], spec=SMALL, progress=False))[0]
+    victim = first.resolve(first.rows[5])
+    good = victim.read_bytes()
+    victim.write_bytes(good[:20])  # truncated, as after a crash
+    second = read_manifest(build_benchmark(out, refs=[refs], spec=SMALL, progress=False))[0]
+    assert second.provenance["images_written"] == 1
+    assert second.provenance["images_reused"] == len(first) - 1
+    np.testing.assert_array_equal(load_rgb(victim), np.asarray(Image.open(__import__("io").BytesIO(good))))
+
+
+def test_two_workers_give_identical_images(refs: Path, tmp_path: Path) -> None:
+    a = read_manifest(build_benchmark(tmp_path / "a", refs=[refs], spec=SMALL, workers=1, progress=False))[0]
+    b = read_manifest(build_benchmark(tmp_path / "b", refs=[refs], spec=SMALL, workers=2, progress=False))[0]
+    assert [r.path for r in a.rows] == [r.path for r in b.rows]
+    for ra, rb in zip(a.rows, b.rows, strict=True):
+        np.testing.assert_array_equal(load_rgb(a.resolve(ra)), load_rgb(b.resolve(rb)))
+
+
+def test_balance_gives_equal_counts_per_class_and_reference(refs: Path, tmp_path: Path) -> None:
+    spec = BenchmarkSpec(size=(48, 32), balance=True)
+    m, _ = read_manifest(build_benchmark(tmp_path / "b", refs=[refs], spec=spec, progress=False))
+    for ref in {r.reference for r in m.rows}:
+        counts = Counter(r.perception_class for r in m.rows if r.reference == ref)
+        assert set(counts) == set(CLASSES)
+        assert len(set(counts.values())) == 1, counts
+    clean = [load_rgb(m.resolve(r)) for r in m.rows if r.reference == "r0" and r.perception_class == "clean"]
+    assert len({c.tobytes() for c in clean}) == len(clean)  # clean copies are distinct pictures
+
+
+def test_fit_to_size_crops_then_resizes() -> None:
+    tall = np.zeros((100, 50, 3), np.uint8)
+    tall[:25] = 255  # top quarter white: cropped away by a centre crop to 4:3
+    out = fit_to_size(tall, (40, 30))
+    assert out.shape == (30, 40, 3)
+    assert out.mean() < 5
+
+
+def test_bad_references_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["bench", "build", "--refs", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    assert "no image files" in capsys.readouterr().err
+    assert main(["bench", "build", "--refs", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", "build", "--types", "99", "-o", str(tmp_path / "o")]) == 2
+
+
+def test_classes_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "classes"]) == 0
+    out = capsys.readouterr().out
+    assert "jitter" in out and "TID2013" in out and "excluded" in out
+    assert out.count("KADID-10k") == 25
+
+
+@pytest.mark.slow
+def test_default_build_on_bundled_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", "build", "-o", str(out), "--workers", "2", "-q"]) == 0
+    m, _ = read_manifest(out / "manifest.csv")
+    assert len(m) == 8 * 126
+    assert "1008 images from 8 references" in capsys.readouterr().out
