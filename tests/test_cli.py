@@ -164,3 +164,44 @@ def test_demo_writes_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "Mean PSNR" in out and "jpeg2000" in out
     assert (run / "config.json").is_file() and (run / "metrics.json").is_file()
     assert len(list((run / "distortions").glob("*.png"))) == 50
+
+
+def _agiqa_layout(root: Path, names: list[str]) -> None:
+    (root / "images").mkdir(parents=True)
+    lines = ["name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"]
+    for i, name in enumerate(names):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / "images" / name)
+        lines.append(f"{name},a cat,,,,{1.0 + i},0.5,3.0,0.4")
+    (root / "data.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_bench_import_writes_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from iqalens.datasets.manifest import read_manifest
+
+    root = tmp_path / "AGIQA-3K"
+    _agiqa_layout(root, ["a.jpg", "b.jpg", "c.jpg"])
+    out = tmp_path / "m" / "agiqa.csv"
+    assert main(["bench", "import", "agiqa3k", str(root), "-o", str(out)]) == 0
+    manifest, _ = read_manifest(out)
+    assert sorted(r.mos for r in manifest.rows) == [1.0, 2.0, 3.0]
+    assert all(manifest.resolve(r).is_file() for r in manifest.rows)
+    assert main(["bench", "import", "agiqa3k", str(root), "-o", str(out)]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_bench_import_missing_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "AGIQA-3K"
+    _agiqa_layout(root, ["a.jpg", "b.jpg", "c.jpg"])
+    (root / "images" / "b.jpg").unlink()
+    out = tmp_path / "agiqa.csv"
+    assert main(["bench", "import", "agiqa3k", str(root), "-o", str(out)]) == 2
+    assert "b.jpg" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", "import", "agiqa3k", str(root), "-o", str(out), "--skip-missing"]) == 0
+    assert "skipped 1" in capsys.readouterr().out
+
+
+def test_bench_import_unified_needs_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "import", "unified", str(tmp_path), "-o", str(tmp_path / "u.csv")]) == 2
+    assert "NAME=ROOT" in capsys.readouterr().err
+    assert main(["bench", "import", "nosuchdb", str(tmp_path), "-o", str(tmp_path / "u.csv")]) == 2
+    assert "unknown database" in capsys.readouterr().err

