@@ -8,8 +8,13 @@ need no shared data. The documented exceptions (docs/distortions.md):
 - 25 contrast_change: the curve's control points move by |0.05 + a/4| from the identity
   (0.125, 0.0875, 0.05, 0.05, 0.10 for levels 1..5), so strength falls from level 1 to 3,
   levels 3 and 4 are about equal, and level 5 is stronger than 4.
-- 21 pixelate: nearest-neighbour aliasing can make level 1 (scale 0.887) stronger than level 2;
-  only levels 2..5 are required to be ordered.
+- 21 pixelate: nearest-neighbour aliasing reorders the mild levels. On the golden 256x192 inputs
+  level 1 (scale 0.887) is stronger than level 2; at 512x384, level 2 is stronger than level 3
+  on 7 of the 8 bundled photos (coffee MSE per level: 144.8, 184.3, 170.7, 183.5, 386.8, matching
+  the original's nearest-neighbour resize exactly). Only levels 3..5 are required to be ordered,
+  and level 5 to be the strongest.
+- 23 color_block: each level draws its own block positions and colours, so the strength of one
+  draw varies a lot; the mean over 32 seeds is ordered (a 4-seed mean is not reliably).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from iqalens.samples import sample_paths
 
 PHOTOS = ("coffee.png", "palace.png")
 SPECIAL = {18, 21, 25}
+SEEDS = {23: 32}  # seeds averaged per stochastic type (default 4)
 
 
 @cache
@@ -33,7 +39,7 @@ def strengths(photo: str, type_id: int) -> tuple[float, ...]:
     """MSE per level; for stochastic types the mean over 4 seeds (one draw can reorder close levels)."""
     path = next(p for p in sample_paths() if p.name == photo)
     ref = load_rgb(path)
-    seeds = range(4) if get_type(type_id).stochastic else range(1)
+    seeds = range(SEEDS.get(type_id, 4)) if get_type(type_id).stochastic else range(1)
     return tuple(
         float(np.mean([mse(ref, distort(ref, type_id, lv, seed=s)) for s in seeds])) for lv in range(1, 6)
     )
@@ -63,10 +69,10 @@ def test_contrast_change_follows_its_curve_offsets(photo: str) -> None:
 
 
 @pytest.mark.parametrize("photo", PHOTOS)
-def test_pixelate_levels_2_to_5_are_ordered(photo: str) -> None:
+def test_pixelate_levels_3_to_5_are_ordered(photo: str) -> None:
     s = strengths(photo, 21)
-    assert s[0] > 0
-    assert s[1] < s[2] < s[3] < s[4]
+    assert min(s) > 0
+    assert s[2] < s[3] < s[4] and s[4] == max(s)
 
 
 def test_every_type_changes_the_image_at_level_5() -> None:

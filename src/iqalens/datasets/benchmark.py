@@ -27,7 +27,7 @@ from iqalens.datasets.splits import assign_splits
 from iqalens.distortions import distort, get_type
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb, save_rgb
 from iqalens.samples import sample_paths
-from iqalens.taxonomy import EXCLUDED, kadid_class
+from iqalens.taxonomy import EXCLUDED, IDENTITY_CELLS, kadid_class
 
 DEFAULT_SIZE = (512, 384)  # width, height
 
@@ -162,20 +162,21 @@ def balanced_cells(spec: BenchmarkSpec, rng: np.random.Generator) -> list[tuple[
     """Per reference, equal counts per class: the smallest distorted class sets the count.
 
     Larger classes are subsampled (seeded, spread over their types and levels), and the clean
-    class is filled with distinct clean copies up to the same count.
+    class is filled with distinct clean copies up to the same count. Identity cells (mean shift
+    level 3) are left out here: their output is byte-identical to the reference, i.e. to clean
+    copy 0, and a balanced set should not count one picture twice.
     """
     by_class: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for cell in plan_cells(spec, 0):
-        by_class[kadid_class(cell[0], cell[1], spec.identity_as)].append(cell)
-    clean_extra = by_class.pop("clean", [])
+        if cell not in IDENTITY_CELLS:
+            by_class[kadid_class(cell[0], cell[1], spec.identity_as)].append(cell)
     target = min(len(v) for v in by_class.values())
     cells: list[tuple[int, int]] = []
     for cls in sorted(by_class):
         members = by_class[cls]
         keep = sorted(rng.choice(len(members), size=target, replace=False))
         cells += [members[i] for i in keep]
-    n_clean = max(1, target - len(clean_extra))
-    return [(0, k) for k in range(n_clean)] + clean_extra[:target] + cells
+    return [(0, k) for k in range(target)] + cells
 
 
 def build_benchmark(
