@@ -84,6 +84,21 @@ def bench_peer(image: np.ndarray, repeats: int) -> dict[int, list[float]] | None
     return out
 
 
+def jpeg_codec_floor(image: np.ndarray, repeats: int) -> list[float]:
+    """Bare Pillow JPEG encode + decode at KADID's five qualities: the floor under type 10."""
+    import io
+
+    from PIL import Image
+
+    def round_trip(q: int) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG", quality=q, subsampling=2)
+        buf.seek(0)
+        return np.asarray(Image.open(buf))
+
+    return [median_seconds(lambda q=int(q): round_trip(q), repeats) for q in (43, 36, 24, 7, 4)]
+
+
 def all_variants_seconds(image: np.ndarray, repeats: int) -> float:
     def run_all() -> None:
         for t in all_types():
@@ -100,6 +115,7 @@ def render(
     peer: dict[int, list[float]] | None,
     total: float,
     repeats: int,
+    jpeg_floor: list[float],
 ) -> str:
     versions = package_versions()
     machine = machine_description()
@@ -138,7 +154,11 @@ def render(
         else:
             extra = " | | "
         lines.append(f"| {t.id} | {t.name} | {cells} | {mean:.1f} | {extra} |")
+    floor_ms = 1000 * statistics.fmean(jpeg_floor)
     lines += [
+        "",
+        f"Codec floor: a bare Pillow JPEG encode + decode of this image at KADID's qualities (43, 36, 24, "
+        f"7, 4) takes {floor_ms:.1f} ms on average; the peer's jpeg_compression uses qualities 25..7.",
         "",
         "Pairs are 'closest', not identical: the peer's gaussian_noise/impulse_noise/brightness/contrast/"
         "saturate/pixelate/jpeg use other parameters and colour spaces than KADID-10k's, so the ratio "
@@ -163,7 +183,8 @@ def main() -> None:
     ours = bench_ours(image, args.repeats)
     peer = bench_peer(image, args.repeats)
     total = all_variants_seconds(image, max(3, args.repeats // 2))
-    text = render(path.name, image.shape, ours, peer, total, args.repeats)
+    floor = jpeg_codec_floor(image, args.repeats)
+    text = render(path.name, image.shape, ours, peer, total, args.repeats, floor)
     print(text)
     if args.output is not None:
         args.output.write_text(text)

@@ -4,7 +4,7 @@ For every type: its KADID group, level parameters, measured agreement with the o
 MATLAB generator's outputs (``../shared/data/kadid-golden``, run under GNU Octave) and the
 documented deviation. Deterministic types: PSNR (dB) of our output against the golden output,
 minimum over the golden references (99 = identical). Stochastic types: ratio of the standard
-deviation of the change (output - input), ours (mean of 3 seeds) / golden, averaged over the
+deviation of the change (output - input), ours (mean of 8 seeds) / golden, averaged over the
 references. Types without golden outputs say so.
 
 Usage: ``python scripts/distortion_table.py [--golden DIR]`` prints the markdown table.

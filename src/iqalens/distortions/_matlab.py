@@ -69,13 +69,9 @@ def gaussian_filter_replicate(image: np.ndarray, sigma: float) -> np.ndarray:
     g = np.exp(-(ax**2) / (2.0 * sigma**2))
     g /= g.sum()
 
-    def plane(p: np.ndarray) -> np.ndarray:
-        p = ndimage.correlate1d(p, g, axis=0, mode="nearest")
-        return ndimage.correlate1d(p, g, axis=1, mode="nearest")
-
-    if image.ndim == 2:
-        return plane(image)
-    return np.stack([plane(image[..., c]) for c in range(image.shape[2])], axis=2)
+    # Rows then columns of every plane at once (axis 2, the channels, is left alone).
+    out = ndimage.correlate1d(image, g, axis=0, mode="nearest")
+    return ndimage.correlate1d(out, g, axis=1, mode="nearest")
 
 
 def rgb2gray(image: np.ndarray) -> np.ndarray:
@@ -215,28 +211,28 @@ def ycbcr2rgb(image: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
-def resize_nearest(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """``imresize(image, [out_h out_w], 'nearest')`` with MATLAB's pixel-centre mapping."""
-    h, w = image.shape[:2]
-    rows = _matlab_nearest_index(h, out_h)
-    cols = _matlab_nearest_index(w, out_w)
-    return image[rows][:, cols]
-
-
 def resize_nearest_scale(image: np.ndarray, scale: float) -> np.ndarray:
     """``imresize(image, scale, 'nearest')``: output ceil(scale * size), mapped with ``scale`` itself.
 
     MATLAB maps pixels with the requested factor, not with the ratio of the rounded output size to
     the input size as the [rows cols] form does; the two pick different source pixels.
     """
-    h, w = image.shape[:2]
+    rows, cols = nearest_scale_indices(image.shape[0], image.shape[1], scale)
+    return take_grid(image, rows, cols)
+
+
+def nearest_scale_indices(h: int, w: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows and columns of ``imresize(., scale, 'nearest')`` for an h x w image."""
     out_h, out_w = math.ceil(scale * h), math.ceil(scale * w)
-    rows = _matlab_nearest_index(h, out_h, scale)
-    cols = _matlab_nearest_index(w, out_w, scale)
-    return image[rows][:, cols]
+    return nearest_index(h, out_h, scale), nearest_index(w, out_w, scale)
 
 
-def _matlab_nearest_index(n_in: int, n_out: int, scale: float | None = None) -> np.ndarray:
+def take_grid(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``image[rows][:, cols]`` with ``np.take`` (several times faster than fancy indexing)."""
+    return np.take(np.take(image, rows, axis=0), cols, axis=1)
+
+
+def nearest_index(n_in: int, n_out: int, scale: float | None = None) -> np.ndarray:
     """MATLAB's source index for output pixel x (1-based): round(x/scale + 0.5*(1 - 1/scale))."""
     if scale is None:
         scale = n_out / n_in

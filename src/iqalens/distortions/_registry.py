@@ -26,6 +26,26 @@ GROUPS: tuple[str, ...] = (
 
 Kernel = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
+#: A kernel on 8-bit codes: given the uint8 image ``codes`` and the 256 float values its codes
+#: stand for after the input mapping, return output codes and the 256 float values they stand for.
+#: It must describe exactly the float kernel's output (``values_out[codes_out] == kernel(values[codes])``).
+CodeKernel = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def pointwise(kernel: Kernel) -> CodeKernel:
+    """Code kernel of a kernel that maps every value on its own (a tone curve, a shift).
+
+    Such a kernel only ever sees the 256 possible input values, so it is evaluated on those and
+    the image is indexed, instead of evaluating it on every pixel of every channel.
+    """
+
+    def on_codes(
+        codes: np.ndarray, values: np.ndarray, param: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return codes, kernel(values.copy(), param, rng)
+
+    return on_codes
+
 
 @dataclass(frozen=True)
 class DistortionType:
@@ -34,7 +54,9 @@ class DistortionType:
     ``levels`` holds the value the original generator passes to its helper for levels 1..5.
     ``stochastic`` types draw random numbers (seeded through :func:`iqalens.distortions.distort`).
     ``deviation`` says, in one sentence, where and why this port cannot match the original
-    MATLAB code bit for bit (empty when it does).
+    MATLAB code bit for bit (empty when it does). ``code_kernel``, where given, computes the same
+    output as ``kernel`` on 8-bit codes (for kernels that only map or move values); :func:`apply`
+    prefers it because it skips the full-image float conversions.
     """
 
     id: int
@@ -46,6 +68,7 @@ class DistortionType:
     kernel: Kernel
     description: str
     deviation: str = ""
+    code_kernel: CodeKernel | None = None
 
     def parameter(self, level: int) -> float:
         """Return the helper parameter for ``level`` (1..5)."""
@@ -122,18 +145,22 @@ def _check_rgb8(image: np.ndarray) -> None:
         )
 
 
-def mapped_input(image: np.ndarray) -> np.ndarray:
-    """``mapmm(im2double(image))`` computed through a 256-entry lookup table.
+def input_values(image: np.ndarray) -> np.ndarray:
+    """The 256 float values ``mapmm(im2double(image))`` assigns to the uint8 codes of ``image``.
 
-    The result depends only on each pixel's uint8 value, so evaluating MATLAB's formula once
-    per possible value and indexing gives bit-identical numbers at a fraction of the cost of
-    four full-image passes (this runs 125 times per image in ``distort --all``).
+    The input mapping depends only on each pixel's code, so evaluating MATLAB's formula once per
+    possible code and indexing gives bit-identical numbers at a fraction of the cost of four
+    full-image passes (this runs 125 times per image in ``distort --all``).
     """
     _check_rgb8(image)
     levels = np.arange(256, dtype=np.float64) / 255.0
     lo, hi = levels[int(image.min())], levels[int(image.max())]
-    lut = (levels - lo) / (hi - lo) if lo < hi else levels
-    return lut[image]
+    return (levels - lo) / (hi - lo) if lo < hi else levels
+
+
+def mapped_input(image: np.ndarray) -> np.ndarray:
+    """``mapmm(im2double(image))`` as a float64 image (through :func:`input_values`)."""
+    return np.take(input_values(image), image)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -157,8 +184,35 @@ def mapped_output(y: np.ndarray) -> np.ndarray:
     return y.astype(np.uint8)
 
 
+def mapped_codes(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``im2uint8(mapmm(values[codes]))`` without building the float image.
+
+    mapmm's minimum and maximum are taken over the values of the codes that occur (cheaply, via
+    the smallest and largest code, when ``values`` never decreases), and the final mapping is
+    evaluated once per code with the same arithmetic as :func:`mapped_output`.
+    """
+    if np.all(np.diff(values) >= 0):
+        lo, hi = float(values[codes.min()]), float(values[codes.max()])
+    else:
+        used = values[np.bincount(codes.ravel(), minlength=256)[:256] > 0]
+        lo, hi = float(used.min()), float(used.max())
+    table = to_uint8((values - lo) / (hi - lo) if lo < hi else values)
+    if np.array_equal(table, _IDENTITY_CODES):  # common: full-range output of a full-range input
+        return codes if codes.flags.writeable else codes.copy()
+    return np.take(table, codes)
+
+
+_IDENTITY_CODES = np.arange(256, dtype=np.uint8)
+
+
 def apply(dist: DistortionType, image: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
     """Run ``dist`` at ``level`` with the generator's order: mapmm -> kernel -> mapmm -> uint8."""
+    if dist.code_kernel is not None:
+        values = input_values(image)
+        codes, out_values = dist.code_kernel(image, values, dist.parameter(level), rng)
+        if codes.shape != image.shape:
+            raise RuntimeError(f"{dist.name} changed the image shape {image.shape} -> {codes.shape}")
+        return mapped_codes(codes, out_values)
     x = mapped_input(image)
     y = dist.kernel(x, dist.parameter(level), rng)
     if y.shape != x.shape:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import fft as sp_fft
+from scipy import ndimage
 
 from iqalens.distortions._matlab import gaussian_filter_replicate
 from iqalens.distortions._registry import DistortionType, register
@@ -111,9 +112,14 @@ def filter_replicate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         return ndimage.correlate(image, kernel[:, :, np.newaxis], mode="nearest")
     ph, pw = kh // 2, kw // 2
     padded = np.pad(image, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
+    planes = np.ascontiguousarray(np.moveaxis(padded, -1, 0))  # FFTs along contiguous rows
+    hp, wp = planes.shape[1:]
+    shape = (sp_fft.next_fast_len(hp, True), sp_fft.next_fast_len(wp, True))
+    spectrum = sp_fft.rfft2(planes, s=shape, axes=(1, 2))
     # imfilter correlates; convolution with the point-reflected kernel is the same operation.
-    flipped = kernel[::-1, ::-1, np.newaxis]
-    return signal.fftconvolve(padded, flipped, mode="valid", axes=(0, 1))
+    spectrum *= sp_fft.rfft2(kernel[::-1, ::-1], s=shape)
+    full = sp_fft.irfft2(spectrum, s=shape, axes=(1, 2))
+    return np.moveaxis(full[:, 2 * ph : hp, 2 * pw : wp], 0, -1)
 
 
 def _gaussian_blur(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from iqalens.distortions._matlab import lab2rgb, rgb2lab
-from iqalens.distortions._registry import DistortionType, register
+from iqalens.distortions._registry import DistortionType, pointwise, register
 
 
 def midpoint_curve(values: np.ndarray, mid: float) -> np.ndarray:
@@ -83,6 +83,7 @@ register(
         levels=(0.05, 0.1, 0.2, 0.4, 0.8),
         stochastic=False,
         kernel=darken,
+        code_kernel=pointwise(darken),
         description="Darkens each RGB channel with a spline tone curve through (0.5, 0.5 - amount/2).",
     )
 )
@@ -96,6 +97,7 @@ register(
         levels=(0.15, 0.08, 0.0, -0.08, -0.15),
         stochastic=False,
         kernel=mean_shift,
+        code_kernel=pointwise(mean_shift),
         description="Adds a constant to all channels and truncates to [0, 1] (level 3 is the identity).",
     )
 )

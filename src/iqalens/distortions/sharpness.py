@@ -10,7 +10,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from iqalens.distortions._matlab import gaussian_filter_replicate, lab2rgb, rgb2lab
-from iqalens.distortions._registry import DistortionType, register
+from iqalens.distortions._registry import DistortionType, pointwise, register
 from iqalens.distortions.color import LAB_DEVIATION
 
 _SHARPEN_RADIUS = 3.0  # imsharpenHi's default 'Radius' (Gaussian sigma of the unsharp mask)
@@ -73,6 +73,7 @@ register(
         levels=(0.3, 0.15, 0, -0.4, -0.6),
         stochastic=False,
         kernel=contrast_change,
+        code_kernel=pointwise(contrast_change),
         description="Maps every channel through a spline tone curve whose mid-tone slope rises "
         "(p > 0) or falls (p < 0), changing contrast.",
     )

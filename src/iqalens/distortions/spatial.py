@@ -14,7 +14,7 @@ import math
 import numpy as np
 from scipy import sparse
 
-from iqalens.distortions._matlab import resize_nearest, resize_nearest_scale
+from iqalens.distortions._matlab import nearest_index, nearest_scale_indices, take_grid
 from iqalens.distortions._registry import DistortionType, register
 
 
@@ -209,8 +209,18 @@ def pixelate(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.nda
     (scale 0.887) can drop more detail than level 2 (scale 0.784).
     """
     h, w = x.shape[:2]
-    low = resize_nearest_scale(x, 0.95 - strength**0.6)
-    return resize_nearest(low, h, w)
+    # Nearest-neighbour down then up only selects pixels: compose the two index maps, one gather.
+    rows_down, cols_down = nearest_scale_indices(h, w, 0.95 - strength**0.6)
+    rows = rows_down[nearest_index(rows_down.size, h)]
+    cols = cols_down[nearest_index(cols_down.size, w)]
+    return take_grid(x, rows, cols)
+
+
+def pixelate_codes(
+    codes: np.ndarray, values: np.ndarray, strength: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pixelate` on 8-bit codes: nearest-neighbour resizing only copies values."""
+    return pixelate(codes, strength, rng), values
 
 
 # --- 22: quantization --------------------------------------------------------------------------
@@ -348,6 +358,7 @@ register(
         levels=(0.01, 0.05, 0.1, 0.2, 0.5),
         stochastic=False,
         kernel=pixelate,
+        code_kernel=pixelate_codes,
         description="Downscales by nearest neighbour (factor 0.95 - p^0.6), then back to the input size.",
     )
 )
