@@ -129,3 +129,22 @@ def test_default_build_on_bundled_photos(tmp_path: Path, capsys: pytest.CaptureF
     m, _ = read_manifest(out / "manifest.csv")
     assert len(m) == 8 * 126
     assert "1008 images from 8 references" in capsys.readouterr().out
+
+
+CBSD68 = Path(__file__).resolve().parents[2] / "shared" / "data" / "pristine" / "cbsd68"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CBSD68.is_dir(), reason=f"{CBSD68} not found (needs ../shared)")
+def test_cbsd68_build_uses_all_68_photos_with_disjoint_splits(tmp_path: Path) -> None:
+    # Two cells per photo keep this fast; the full 68 x 126 build is timed in benchmarks/bench_build.py.
+    args = ["bench", "build", "--refs", str(CBSD68), "--types", "1", "--levels", "3", "--size", "128x96"]
+    assert main([*args, "-o", str(tmp_path / "b"), "--workers", "2", "-q"]) == 0
+    m, _ = read_manifest(tmp_path / "b" / "manifest.csv")
+    assert len({r.reference for r in m.rows}) == 68 and len(m) == 136
+    split_of: dict[str, set[str]] = {}
+    for row in m.rows:
+        split_of.setdefault(row.reference, set()).add(row.split)
+    assert all(len(s) == 1 for s in split_of.values())
+    per_split = Counter(next(iter(s)) for s in split_of.values())
+    assert per_split["train"] in (47, 48) and per_split["val"] in (6, 7) and per_split["test"] in (13, 14)

@@ -19,19 +19,9 @@ import pytest
 from golden import golden_cases, load_rgb, requires_golden
 from iqalens.distortions import distort, get_type
 from iqalens.distortions.noise import gaussian_noise, salt_and_pepper, speckle, wiener_denoise
+from synthetic import synthetic_image
 
 _SEEDS = (0, 1)
-
-
-def synthetic_image(h: int = 96, w: int = 128) -> np.ndarray:
-    """A textured uint8 RGB test image spanning 0..255 (edges, gradient, fine stripes)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    base = 0.5 + 0.3 * np.sin(xx / 2.0) * np.cos(yy / 3.0) + 0.2 * (xx / w - 0.5)
-    base[h // 4 : h // 2, w // 4 : w // 2] = 1.0
-    base[h // 2 :, w // 2 :] *= 0.3
-    rgb = np.stack([base, np.roll(base, 5, axis=1), base[::-1]], axis=2)
-    rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min())
-    return np.round(rgb * 255).astype(np.uint8)
 
 
 def smooth_image(h: int = 96, w: int = 128) -> np.ndarray:
@@ -155,7 +145,7 @@ def test_speckle_is_multiplicative_uniform() -> None:
 def test_color_component_noise_lives_in_ycbcr() -> None:
     # Equal noise on Y, Cb, Cr maps to a larger spread in blue (Cb coefficient 2.03) than in red
     # (Cr coefficient 1.60), and to correlated channel errors; RGB white noise has neither.
-    img = synthetic_image()
+    img = synthetic_image(96, 128)
     d12 = distort(img, 12, 5, seed=0).astype(float) - img
     d11 = distort(img, 11, 5, seed=0).astype(float) - img
     assert np.std(d12[..., 2]) > 1.05 * np.std(d12[..., 0])
@@ -169,7 +159,7 @@ def test_color_component_noise_lives_in_ycbcr() -> None:
 @pytest.mark.parametrize("type_id", [11, 12, 13, 14, 15])
 @pytest.mark.parametrize("level", [1, 3, 5])
 def test_shape_dtype_determinism_and_seeds(type_id: int, level: int) -> None:
-    img = synthetic_image()
+    img = synthetic_image(96, 128)
     out = distort(img, type_id, level, seed=7)
     assert out.shape == img.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out, distort(img, type_id, level, seed=7))
@@ -178,7 +168,7 @@ def test_shape_dtype_determinism_and_seeds(type_id: int, level: int) -> None:
 
 @pytest.mark.parametrize("type_id", [11, 12, 13, 14, 15])
 def test_strength_grows_with_level(type_id: int) -> None:
-    img = synthetic_image()
+    img = synthetic_image(96, 128)
     spread = [_noise_std(img, distort(img, type_id, lv, seed=0)) for lv in range(1, 6)]
     assert all(a < b for a, b in zip(spread, spread[1:], strict=False)), spread
 
@@ -213,7 +203,7 @@ def test_denoiser_helps_on_natural_images(level: int) -> None:
 def test_denoiser_smooths_more_at_higher_levels() -> None:
     # Same noisy input, denoised as each level would: the output's fine detail (mean absolute
     # Laplacian) falls monotonically as the assumed noise variance grows.
-    x = synthetic_image() / 255.0
+    x = synthetic_image(96, 128) / 255.0
     noisy = gaussian_noise(x, 0.05, np.random.default_rng(0))
 
     def roughness(im: np.ndarray) -> float:
@@ -228,7 +218,7 @@ def test_denoiser_smooths_more_at_higher_levels() -> None:
 def test_denoise_output_is_smoother_than_noisy_input() -> None:
     # End to end: the type's output keeps far less pixel-level noise than white noise of the same
     # variance would leave (type 11 at level 5 and type 15 at level 1 both have variance 0.01).
-    img = synthetic_image()
+    img = synthetic_image(96, 128)
     noisy = distort(img, 11, 5, seed=0).astype(float)
     denoised = distort(img, 15, 1, seed=0).astype(float)
     assert np.mean((denoised - img) ** 2) < 0.5 * np.mean((noisy - img) ** 2)

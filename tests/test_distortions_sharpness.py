@@ -12,17 +12,7 @@ import pytest
 from golden import golden_cases, load_rgb, psnr, requires_golden
 from iqalens.distortions import _matlab, distort, get_type
 from iqalens.distortions.sharpness import contrast_curve, high_sharpen
-
-
-def synthetic_image(h: int = 48, w: int = 64) -> np.ndarray:
-    """A textured uint8 RGB test image spanning 0..255 (edges, gradient, fine stripes)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    base = 0.5 + 0.3 * np.sin(xx / 2.0) * np.cos(yy / 3.0) + 0.2 * (xx / w - 0.5)
-    base[h // 4 : h // 2, w // 4 : w // 2] = 1.0
-    base[h // 2 :, w // 2 :] *= 0.3
-    rgb = np.stack([base, np.roll(base, 5, axis=1), base[::-1]], axis=2)
-    rgb = (rgb - rgb.min()) / (rgb.max() - rgb.min())
-    return np.round(rgb * 255).astype(np.uint8)
+from synthetic import synthetic_image
 
 
 def _ids(cases: list) -> list[str]:

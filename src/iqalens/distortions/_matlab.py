@@ -184,30 +184,26 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
     return rgb
 
 
+# BT.601 as MATLAB's rgb2ycbcr/ycbcr2rgb use it for double images (8-bit scale; offsets 16/128/128).
+_YCBCR = np.array(
+    [
+        [65.481, 128.553, 24.966],
+        [-37.797, -74.203, 112.0],
+        [112.0, -93.786, -18.214],
+    ]
+)
+_YCBCR_INV = np.linalg.inv(_YCBCR)
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
 def rgb2ycbcr(image: np.ndarray) -> np.ndarray:
     """``rgb2ycbcr`` for double input: BT.601, Y in [16, 235]/255, Cb/Cr in [16, 240]/255."""
-    m = np.array(
-        [
-            [65.481, 128.553, 24.966],
-            [-37.797, -74.203, 112.0],
-            [112.0, -93.786, -18.214],
-        ]
-    )
-    offset = np.array([16.0, 128.0, 128.0])
-    return (image @ m.T + offset) / 255.0
+    return (image @ _YCBCR.T + _YCBCR_OFFSET) / 255.0
 
 
 def ycbcr2rgb(image: np.ndarray) -> np.ndarray:
     """``ycbcr2rgb`` for double input, clipped to [0, 1] as MATLAB does."""
-    m = np.array(
-        [
-            [65.481, 128.553, 24.966],
-            [-37.797, -74.203, 112.0],
-            [112.0, -93.786, -18.214],
-        ]
-    )
-    offset = np.array([16.0, 128.0, 128.0])
-    rgb = (image * 255.0 - offset) @ np.linalg.inv(m).T
+    rgb = (image * 255.0 - _YCBCR_OFFSET) @ _YCBCR_INV.T
     return np.clip(rgb, 0.0, 1.0)
 
 
