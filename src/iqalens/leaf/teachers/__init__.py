@@ -1,0 +1,1 @@
+"""Teacher backends and the ``--teacher SPEC`` parser (see :func:`make_teacher`)."""
