@@ -154,6 +154,81 @@ def _cmd_bench_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from iqalens.leaf.store import JudgmentStore
+
+    if args.status:
+        with JudgmentStore(args.status, create=False) as store:
+            status = store.status()
+        print(
+            f"{args.status}: {status['points']} point judgments, {status['pairs_asked']} asked pairs, "
+            f"{status['pairs_derived']} derived pairs"
+        )
+        for group in status["teachers"]:
+            details = ", ".join(
+                f"{k} {v}" for k, v in group.items() if k not in ("teacher_id", "prompt_version")
+            )
+            print(f"  {group['teacher_id']} / {group['prompt_version']}: {details}")
+        return 0
+    if args.export:
+        if not args.output:
+            raise CliError("--export needs -o/--output FILE (.csv or .parquet)")
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            raise CliError(f"{out} already exists; pass --overwrite to replace it")
+        with JudgmentStore(args.export, create=False) as store:
+            n = store.export(out, args.table)
+        print(f"wrote {n} {args.table} to {out}")
+        return 0
+    if not (args.teacher and args.images and args.output):
+        raise CliError(
+            "teach needs --teacher SPEC --images DIR|MANIFEST -o STORE (or --status / --export STORE)"
+        )
+    from iqalens.leaf.teach import collect_images, make_teacher, run_teach
+
+    paths = collect_images(args.images)
+    teacher = make_teacher(
+        args.teacher,
+        workers=args.workers,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_concurrency=args.concurrency,
+    )
+
+    def warn(path: Path, reason: str) -> None:
+        print(f"iqalens teach: skipped unreadable {path}: {reason}", file=sys.stderr)
+
+    with JudgmentStore(args.output) as store:
+        report = run_teach(
+            teacher,
+            paths,
+            store,
+            args.pairs_per_image,
+            args.strategy,
+            args.seed,
+            batch_size=args.batch_size or 16,
+            progress=not args.quiet,
+            on_unreadable=warn,
+        )
+    rate = report.images_judged / report.seconds_images if report.seconds_images else 0.0
+    print(f"{teacher.teacher_id} / {teacher.prompt_version} -> {args.output}")
+    print(
+        f"images: {report.images} unique, {report.images_judged} judged now ({rate:.1f}/s), "
+        f"{report.images_existing} already in the store"
+    )
+    if args.pairs_per_image:
+        kind = "derived from point judgments" if report.pairs_derived else "asked in both orders"
+        pair_rate = report.pairs_judged / report.seconds_pairs if report.seconds_pairs else 0.0
+        print(
+            f"pairs: {report.pairs} sampled ({args.strategy}), {report.pairs_judged} judged now "
+            f"({pair_rate:.1f}/s, {kind}), {report.pairs_existing} already in the store"
+        )
+    if report.unreadable:
+        print(f"{len(report.unreadable)} unreadable file(s) skipped (listed above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -253,12 +328,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed (unified)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_bench_import)
+
+    p = sub.add_parser(
+        "teach",
+        help="LEAF teacher: judge images and pairs into a judgments store",
+        description="Run a teacher over images (folders, manifests or files) and store point-wise "
+        "judgments and pair-wise preferences in a SQLite store; re-running resumes. TEACHER: "
+        "'classical' (NIQE+BRISQUE, offline), 'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'.",
+    )
+    p.add_argument("--teacher", help="teacher spec (see above)")
+    p.add_argument("--images", nargs="+", help="image folders, manifests (.csv) or files")
+    p.add_argument("--output", "-o", help="judgments store (SQLite file); with --export, the output file")
+    p.add_argument("--pairs-per-image", type=int, default=0, help="pairs to judge per image (default 0)")
+    p.add_argument(
+        "--strategy",
+        choices=["stratified", "random"],
+        default="stratified",
+        help="pair sampling (stratified = pairs of close teacher scores)",
+    )
+    p.add_argument("--status", metavar="STORE", help="print what a store holds and exit")
+    p.add_argument("--export", metavar="STORE", help="export a store's table to -o FILE (.csv/.parquet)")
+    p.add_argument("--table", choices=["points", "pairs"], default="points", help="table to export")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16)")
+    p.add_argument("--workers", type=int, default=None, help="processes (classical teacher)")
+    p.add_argument("--device", default=None, help="torch device (hf teacher), e.g. cuda")
+    p.add_argument("--concurrency", type=int, default=None, help="concurrent requests (openai teacher)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_teach)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     from iqalens.images import ImageLoadError
+    from iqalens.leaf.store import StoreError
+    from iqalens.leaf.teachers.base import TeacherError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -274,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into e.g. `head`, which closed early: not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CliError, ImageLoadError, FileExistsError, ValueError) as exc:  # ManifestError is a ValueError
+    except (CliError, ImageLoadError, StoreError, TeacherError, FileExistsError, ValueError) as exc:
         print(f"iqalens {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyError as exc:

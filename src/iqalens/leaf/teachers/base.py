@@ -15,6 +15,10 @@ from typing import Protocol, runtime_checkable
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 
 
+class TeacherError(RuntimeError):
+    """A teacher backend failed in a way the user must fix (server down, model missing, bad reply)."""
+
+
 @runtime_checkable
 class Teacher(Protocol):
     """A source of quality judgments.

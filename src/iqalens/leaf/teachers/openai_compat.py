@@ -73,6 +73,7 @@ from PIL import Image
 from iqalens.images import load_rgb
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.prompts import Prompt, pair_prompt, point_prompt, prompt_version
+from iqalens.leaf.teachers.base import TeacherError
 
 PrefillMode = Literal["continue_final_message", "trailing_assistant", "none"]
 T = TypeVar("T")
@@ -85,7 +86,7 @@ _NEG_INF_SENTINEL = -1000.0
 MIN_PIECE_CHARS = 2
 
 
-class TeacherServerError(RuntimeError):
+class TeacherServerError(TeacherError):
     """A request to the inference server failed; the message names the server and the model."""
 
     def __init__(self, server: str, model: str, problem: str) -> None:

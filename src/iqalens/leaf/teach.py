@@ -1,0 +1,209 @@
+"""Run a teacher over a set of images into a judgments store: what ``iqalens teach`` does.
+
+The loop is built to be interrupted: images are hashed, those already judged by this teacher and
+prompt version are skipped, the rest are judged in batches that are committed one by one, then
+pairs are sampled and judged the same way. Re-running the same command finishes the job; nothing
+is judged twice. Unreadable files are reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from iqalens.datasets.manifest import read_manifest
+from iqalens.images import IMAGE_EXTENSIONS, ImageLoadError, iter_image_files
+from iqalens.leaf.judgments import PairJudgment, PointJudgment
+from iqalens.leaf.pairs import sample_pairs
+from iqalens.leaf.store import JudgmentStore, content_hash
+from iqalens.leaf.teachers.base import Teacher
+
+PAIR_STRATEGIES = ("random", "stratified")
+
+
+@dataclass
+class TeachReport:
+    """What a run did (counts are of this run; ``*_existing`` were already in the store)."""
+
+    images: int = 0
+    images_judged: int = 0
+    images_existing: int = 0
+    pairs: int = 0
+    pairs_judged: int = 0
+    pairs_existing: int = 0
+    pairs_derived: bool = False
+    seconds_images: float = 0.0
+    seconds_pairs: float = 0.0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Image files from folders (recursive), manifests (``.csv``) and single files, in order."""
+    paths: list[Path] = []
+    for item in sources:
+        p = Path(item)
+        if p.is_dir():
+            found = iter_image_files(p)
+            if not found:
+                raise ValueError(f"no image files found in {p}")
+            paths += found
+        elif p.suffix.lower() == ".csv":
+            manifest, _ = read_manifest(p)
+            paths += [manifest.resolve(r) for r in manifest.rows]
+        elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            paths.append(p)
+        elif p.exists():
+            raise ValueError(f"{p} is neither a folder, a manifest (.csv) nor an image file")
+        else:
+            raise ValueError(f"{p} does not exist")
+    return paths
+
+
+def make_teacher(spec: str, **options: Any) -> Teacher:
+    """Build a teacher from a ``--teacher`` spec.
+
+    - ``classical``: NIQE + BRISQUE, offline (options: ``workers``);
+    - ``hf:PATH_OR_ID``: a Hugging Face multimodal LLM (options: ``device``, ``dtype``, ``batch_size``);
+    - ``openai:MODEL@BASE_URL``: an OpenAI-compatible server, e.g.
+      ``openai:Qwen/Qwen2-VL-7B-Instruct@http://gpu-node:8000/v1`` (options: ``max_concurrency``).
+    Options that do not apply to the chosen backend are ignored.
+    """
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "classical":
+        from iqalens.leaf.teachers.classical import ClassicalTeacher
+
+        return ClassicalTeacher(**_pick(options, "workers"))
+    if kind == "hf" and rest:
+        from iqalens.leaf.teachers.hf import HFTeacher
+
+        return HFTeacher(rest, **_pick(options, "device", "dtype", "batch_size"))
+    if kind == "openai" and "@" in rest:
+        from iqalens.leaf.teachers.openai_compat import OpenAITeacher
+
+        model, _, url = rest.rpartition("@")
+        return OpenAITeacher(model, url, **_pick(options, "max_concurrency", "api_key"))
+    raise ValueError(
+        f"unknown teacher spec {spec!r}; use 'classical', 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL'"
+    )
+
+
+def _pick(options: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: options[k] for k in names if options.get(k) is not None}
+
+
+def run_teach(
+    teacher: Teacher,
+    paths: Sequence[Path],
+    store: JudgmentStore,
+    pairs_per_image: int = 0,
+    strategy: str = "stratified",
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+    on_unreadable: Callable[[Path, str], None] | None = None,
+) -> TeachReport:
+    """Judge ``paths`` (and ``pairs_per_image`` pairs per image) with ``teacher`` into ``store``."""
+    if strategy not in PAIR_STRATEGIES:
+        raise ValueError(f"pair strategy must be one of {', '.join(PAIR_STRATEGIES)}, got {strategy!r}")
+    report = TeachReport()
+    tid, pv = teacher.teacher_id, teacher.prompt_version
+    by_hash: dict[str, Path] = {}
+    for path in tqdm(paths, desc="hash", unit="img", disable=not progress, leave=False):
+        try:
+            by_hash.setdefault(content_hash(path), path)
+        except OSError as exc:
+            _unreadable(report, path, str(exc), on_unreadable)
+    report.images = len(by_hash)
+    todo = store.missing_points(list(by_hash), tid, pv)
+    report.images_existing = report.images - len(todo)
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="teach images", unit="img", disable=not progress)
+    bad: set[str] = set()
+    for chunk in _chunks(todo, batch_size):
+        judged = _judge_points(teacher, [(h, by_hash[h]) for h in chunk], report, on_unreadable)
+        bad |= set(chunk) - {h for h, _ in judged}
+        report.images_judged += store.put_points(((h, by_hash[h], j) for h, j in judged), tid, pv)
+        bar.update(len(chunk))
+    bar.close()
+    report.seconds_images = time.perf_counter() - started
+    if pairs_per_image > 0:
+        _teach_pairs(
+            teacher, store, by_hash, bad, pairs_per_image, strategy, seed, batch_size, progress, report
+        )
+    return report
+
+
+def _judge_points(
+    teacher: Teacher,
+    items: list[tuple[str, Path]],
+    report: TeachReport,
+    on_unreadable: Callable[[Path, str], None] | None,
+) -> list[tuple[str, PointJudgment]]:
+    """Judge a batch; if one file is unreadable, judge the batch one by one to isolate it."""
+    try:
+        return list(zip([h for h, _ in items], teacher.judge_images([p for _, p in items]), strict=True))
+    except ImageLoadError:
+        pass
+    out = []
+    for h, p in items:
+        try:
+            out.append((h, teacher.judge_images([p])[0]))
+        except ImageLoadError as exc:
+            _unreadable(report, p, exc.reason, on_unreadable)
+    return out
+
+
+def _teach_pairs(
+    teacher: Teacher,
+    store: JudgmentStore,
+    by_hash: dict[str, Path],
+    bad: set[str],
+    pairs_per_image: int,
+    strategy: str,
+    seed: int,
+    batch_size: int,
+    progress: bool,
+    report: TeachReport,
+) -> None:
+    tid, pv = teacher.teacher_id, teacher.prompt_version
+    points = {r.hash: r.judgment for r in store.points(tid, pv) if r.hash in by_hash and r.hash not in bad}
+    hashes = [h for h in by_hash if h in points]
+    if len(hashes) < 2:
+        return
+    scores = [points[h].expected for h in hashes]
+    pairs = sample_pairs(hashes, strategy, min(pairs_per_image, len(hashes) - 1), seed=seed, scores=scores)
+    report.pairs = len(pairs)
+    todo = store.missing_pairs(pairs, tid, pv)
+    report.pairs_existing = report.pairs - len(todo)
+    report.pairs_derived = not teacher.supports_pairs
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="teach pairs", unit="pair", disable=not progress)
+    for chunk in _chunks(todo, batch_size):
+        if teacher.supports_pairs:
+            judged = teacher.judge_pairs([(by_hash[a], by_hash[b]) for a, b in chunk])
+        else:
+            judged = [PairJudgment.from_points(points[a], points[b]) for a, b in chunk]
+        rows = ((a, b, by_hash[a], by_hash[b], j) for (a, b), j in zip(chunk, judged, strict=True))
+        report.pairs_judged += store.put_pairs(rows, tid, pv)
+        bar.update(len(chunk))
+    bar.close()
+    report.seconds_pairs = time.perf_counter() - started
+
+
+def _unreadable(
+    report: TeachReport, path: Path, reason: str, callback: Callable[[Path, str], None] | None
+) -> None:
+    report.unreadable.append((str(path), reason))
+    if callback is not None:
+        callback(path, reason)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), max(1, size))]
