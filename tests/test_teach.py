@@ -180,3 +180,29 @@ def test_cli_teach_errors(folder: Path, tmp_path: Path, capsys: pytest.CaptureFi
         )
     err = capsys.readouterr().err
     assert code == 2 and "no-such-model" in err and "Traceback" not in err
+
+
+def test_cli_teach_with_a_tiny_hf_model(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("transformers")
+    from iqalens.leaf import prompts
+    from tiny_vlms import build_tiny_vlm
+
+    texts = [
+        prompts.ANSWER_PREFIX,
+        prompts.POINT_QUESTION,
+        prompts.PAIR_QUESTION,
+        prompts.PAIR_ANSWER_PREFIX,
+        prompts.pair_prompt().text(),
+        *prompts.LEVEL_WORDS,
+        *prompts.PAIR_CHOICES,
+    ]
+    model = build_tiny_vlm("qwen2_vl", tmp_path / "tiny-qwen2-vl", texts)
+    store = tmp_path / "s.db"
+    args = ["teach", "--teacher", f"hf:{model}", "--images", str(folder), "-o", str(store), "-q"]
+    assert main([*args, "--pairs-per-image", "1", "--batch-size", "4"]) == 0
+    assert "hf:tiny-qwen2-vl" in capsys.readouterr().out
+    with JudgmentStore(store, create=False) as s:
+        status = s.status()
+    assert status["points"] == 12 and status["pairs_asked"] >= 6 and status["pairs_derived"] == 0
