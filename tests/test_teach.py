@@ -206,3 +206,32 @@ def test_cli_teach_with_a_tiny_hf_model(
     with JudgmentStore(store, create=False) as s:
         status = s.status()
     assert status["points"] == 12 and status["pairs_asked"] >= 6 and status["pairs_derived"] == 0
+
+
+def test_cli_teach_classical_derives_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from iqalens.samples import sample_paths
+
+    photos = [str(p) for p in sample_paths()[:3]]
+    store = tmp_path / "s.db"
+    assert (
+        main(
+            [
+                "teach",
+                "--teacher",
+                "classical",
+                "--images",
+                *photos,
+                "-o",
+                str(store),
+                "-q",
+                "--pairs-per-image",
+                "2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "classical:" in out and "derived from point judgments" in out
+    with JudgmentStore(store, create=False) as s:
+        status = s.status()
+    assert status["points"] == 3 and status["pairs_derived"] == 3 and status["pairs_asked"] == 0
