@@ -1,0 +1,388 @@
+"""Agreement between predicted quality scores and human MOS, as IQA papers report it.
+
+Metrics (all on 1-D arrays of equal length, at least :data:`MIN_POINTS` finite values):
+
+- **SRCC** Spearman rank correlation: Pearson correlation of the average ranks (ties share their mean
+  rank), so it only judges the order.
+- **KRCC** Kendall's tau-b (tie-corrected): (concordant - discordant) / sqrt((n0 - n1)(n0 - n2)).
+- **PLCC** Pearson linear correlation, raw (``plcc``) and after the VQEG monotone mapping of the
+  predictions onto MOS (``plcc_fitted``), which removes the harmless non-linearity between a model's
+  scale and the human one. After the mapping the correlation is positive even for a model whose
+  scores run the other way (a mapping may decrease).
+- **RMSE** after the same mapping, in MOS units (``rmse``); without a mapping RMSE would compare
+  numbers on different scales.
+
+VQEG four-parameter logistic (the mapping used here):
+``f(x) = b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, b1 the asymptote as x grows, b2 the other one,
+b3 the midpoint, b4 the width. It is fitted by bounded least squares on standardised data (several
+starts, a bounded number of function evaluations). When it cannot be fitted (fewer than
+:data:`LOGISTIC_MIN_POINTS` points, the solver fails, or a straight line fits better than the best
+logistic found) a least-squares line is used instead, and :attr:`MonotoneFit.note` says why; when the
+predictions are constant the mapping is the mean MOS.
+
+Constant input: a correlation is undefined when either side is constant; the functions return NaN
+(no warning) rather than raise, so that one constant group does not stop a whole report. Too few
+points (fewer than :data:`MIN_POINTS`) or non-finite values raise :class:`ValueError`.
+
+Confidence intervals (:func:`evaluate`) are percentile bootstrap intervals: images are resampled with
+replacement, or whole groups (e.g. all distorted versions of one reference) when ``groups`` is given,
+because images of one reference are not independent. Every replicate refits the mapping (warm-started
+from the full-data fit), so the fitted metrics' intervals include the fit's own uncertainty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import optimize, special, stats
+
+#: Fewest points for which :func:`evaluate` and the correlations are computed.
+MIN_POINTS = 3
+#: Fewest points for a four-parameter logistic fit (one more than its parameters).
+LOGISTIC_MIN_POINTS = 5
+#: Names of the metrics :func:`evaluate` reports, in report order.
+METRIC_NAMES: tuple[str, ...] = ("srcc", "krcc", "plcc", "plcc_fitted", "rmse")
+
+_MAX_NFEV = 1000
+
+
+def _as_pair(pred: ArrayLike, mos: ArrayLike, min_points: int = MIN_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two score arrays: 1-D, same length, finite, long enough."""
+    x = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(mos, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 1:
+        raise ValueError(f"scores must be 1-D arrays, got shapes {x.shape} and {y.shape}")
+    if x.shape != y.shape:
+        raise ValueError(f"predictions and MOS differ in length: {x.size} vs {y.size}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("predictions and MOS must be finite (found NaN or inf)")
+    if x.size < min_points:
+        raise ValueError(f"need at least {min_points} points, got {x.size}")
+    return x, y
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    return bool(a.size == 0 or np.ptp(a) == 0.0)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation without validation; NaN when either side is constant."""
+    if _is_constant(x) or _is_constant(y):
+        return math.nan
+    dx = x - x.mean()
+    dy = y - y.mean()
+    r = float(dx @ dy / math.sqrt(float(dx @ dx) * float(dy @ dy)))
+    return max(-1.0, min(1.0, r))
+
+
+def plcc(pred: ArrayLike, mos: ArrayLike) -> float:
+    """Pearson linear correlation of the raw scores; NaN when either side is constant."""
+    return _pearson(*_as_pair(pred, mos))
+
+
+def srcc(pred: ArrayLike, mos: ArrayLike) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    x, y = _as_pair(pred, mos)
+    return _pearson(stats.rankdata(x), stats.rankdata(y))
+
+
+def krcc(pred: ArrayLike, mos: ArrayLike) -> float:
+    """Kendall's tau-b (ties corrected); NaN when either side is constant."""
+    x, y = _as_pair(pred, mos)
+    return _kendall(x, y)
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> float:
+    if _is_constant(x) or _is_constant(y):
+        return math.nan
+    return float(stats.kendalltau(x, y, variant="b").statistic)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the VQEG monotone mapping
+
+
+def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """VQEG 4-parameter logistic ``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))`` (overflow-safe)."""
+    z = (np.asarray(x, dtype=np.float64) - b3) / max(abs(b4), 1e-300)
+    return b2 + (b1 - b2) * special.expit(z)
+
+
+@dataclass(frozen=True)
+class MonotoneFit:
+    """A fitted mapping from predictions to MOS.
+
+    ``kind`` is ``"logistic4"`` (params b1..b4 of :func:`logistic4`), ``"linear"`` (slope, intercept)
+    or ``"constant"`` (the mean MOS). ``note`` explains a fallback; None when the logistic was used.
+    """
+
+    kind: str
+    params: tuple[float, ...]
+    note: str | None = None
+
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        xs = np.asarray(x, dtype=np.float64)
+        if self.kind == "logistic4":
+            return logistic4(xs, *self.params)
+        if self.kind == "linear":
+            return self.params[0] * xs + self.params[1]
+        if self.kind == "constant":
+            return np.full(xs.shape, self.params[0])
+        raise ValueError(f"unknown mapping kind {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": list(self.params), "note": self.note}
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, note: str | None = None) -> MonotoneFit:
+    """Least-squares line; the mean of ``y`` when ``x`` is constant."""
+    if _is_constant(x):
+        return MonotoneFit("constant", (float(np.mean(y)),), "predictions are constant: mapped to mean MOS")
+    dx = x - x.mean()
+    slope = float(dx @ (y - y.mean()) / (dx @ dx))
+    return MonotoneFit("linear", (slope, float(y.mean() - slope * x.mean())), note)
+
+
+def _sse(fit: MonotoneFit, x: np.ndarray, y: np.ndarray) -> float:
+    r = fit(x) - y
+    return float(r @ r)
+
+
+def fit_logistic4(
+    pred: ArrayLike,
+    mos: ArrayLike,
+    p0: Sequence[float] | None = None,
+    max_nfev: int = _MAX_NFEV,
+) -> MonotoneFit:
+    """Fit the VQEG logistic from ``pred`` to ``mos``, falling back to a line (see module docstring).
+
+    ``p0`` (b1..b4 in data units) replaces the default starts with one warm start, which is what the
+    bootstrap uses to refit quickly. Work happens on z-scored data so that the bounds and starts are
+    scale-free: asymptotes within 10 ranges of the data, midpoint within 5 standard deviations of the
+    mean, width between 1e-3 and 1e3 standard deviations.
+    """
+    x, y = _as_pair(pred, mos, min_points=1)
+    if _is_constant(x):
+        return fit_linear(x, y)
+    linear = fit_linear(x, y)
+    if x.size < LOGISTIC_MIN_POINTS:
+        return fit_linear(
+            x, y, f"fewer than {LOGISTIC_MIN_POINTS} points: linear mapping instead of logistic"
+        )
+    if _is_constant(y):
+        return linear  # a flat line is the exact answer; the logistic would be degenerate
+    mx, sx = float(x.mean()), float(x.std())
+    my, sy = float(y.mean()), float(y.std())
+    u, v = (x - mx) / sx, (y - my) / sy
+    vlo, vhi = float(v.min()), float(v.max())
+    span = vhi - vlo
+    lower = np.array([vlo - 10 * span, vlo - 10 * span, -5.0, 1e-3])
+    upper = np.array([vhi + 10 * span, vhi + 10 * span, 5.0, 1e3])
+
+    def residual(a: np.ndarray) -> np.ndarray:
+        return a[1] + (a[0] - a[1]) * special.expit((u - a[2]) / a[3]) - v
+
+    def jacobian(a: np.ndarray) -> np.ndarray:
+        t = (u - a[2]) / a[3]
+        s = special.expit(t)
+        slope = (a[0] - a[1]) * s * (1.0 - s) / a[3]  # d f / d u
+        return np.column_stack([s, 1.0 - s, -slope, -slope * t])
+
+    if p0 is not None:
+        b1, b2, b3, b4 = (float(p) for p in p0)
+        starts = [np.array([(b1 - my) / sy, (b2 - my) / sy, (b3 - mx) / sx, abs(b4) / sx])]
+    else:
+        rising = _pearson(u, v) >= 0
+        hi, lo = (vhi, vlo) if rising else (vlo, vhi)
+        mid = float(np.median(u))
+        starts = [np.array([hi, lo, mid, w]) for w in (0.5, 1.0, 2.0)]
+        starts.append(np.array([hi + span, lo - span, mid, 3.0]))  # near-linear data
+    best: tuple[float, np.ndarray] | None = None
+    for start in starts:
+        start = np.clip(start, lower + 1e-9, upper - 1e-9)
+        try:
+            res = optimize.least_squares(
+                residual, start, jac=jacobian, bounds=(lower, upper), max_nfev=max_nfev
+            )
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if not np.all(np.isfinite(res.x)) or not np.isfinite(res.cost):
+            continue
+        if best is None or res.cost < best[0]:
+            best = (float(res.cost), res.x)
+    if best is None:
+        return fit_linear(x, y, "logistic fit failed: linear mapping instead")
+    a1, a2, a3, a4 = best[1]
+    fit = MonotoneFit(
+        "logistic4", (float(my + sy * a1), float(my + sy * a2), float(mx + sx * a3), float(sx * a4))
+    )
+    if _sse(fit, x, y) > _sse(linear, x, y) * (1 + 1e-9) + 1e-12:
+        return fit_linear(x, y, "a line fits better than the best logistic found: linear mapping instead")
+    return fit
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluation with confidence intervals
+
+
+def _point_metrics(
+    x: np.ndarray, y: np.ndarray, template: MonotoneFit | None = None
+) -> tuple[dict[str, float], MonotoneFit]:
+    """All metrics for validated arrays, with the mapping used for the fitted ones.
+
+    With a ``template`` (the full-data fit, for bootstrap replicates) the same mapping family is
+    refitted, warm-started from the template's parameters, so replicates are cheap and comparable.
+    """
+    if template is None:
+        fit = fit_logistic4(x, y)
+    elif template.kind == "logistic4":
+        fit = fit_logistic4(x, y, p0=template.params, max_nfev=200)
+    else:
+        fit = fit_linear(x, y)
+    mapped = fit(x)
+    err = mapped - y
+    values = {
+        "srcc": _pearson(stats.rankdata(x), stats.rankdata(y)),
+        "krcc": _kendall(x, y),
+        "plcc": _pearson(x, y),
+        "plcc_fitted": _pearson(mapped, y),
+        "rmse": float(math.sqrt(float(err @ err) / x.size)),
+    }
+    return values, fit
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`. ``ci`` maps a metric to its (low, high) bootstrap interval."""
+
+    n: int
+    metrics: dict[str, float]
+    fit: MonotoneFit
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci_level: float = 0.95
+    n_boot: int = 0
+    resampling: str = "images"
+    per_source: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes None, since JSON has no NaN)."""
+        return _json_safe(
+            {
+                "n": self.n,
+                "metrics": self.metrics,
+                "ci": {k: list(v) for k, v in self.ci.items()},
+                "ci_level": self.ci_level,
+                "n_boot": self.n_boot,
+                "resampling": self.resampling,
+                "fit": self.fit.to_dict(),
+                "per_source": self.per_source,
+                "notes": self.notes,
+            }
+        )
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _labels(values: ArrayLike | None, n: int, what: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    arr = np.asarray(values, dtype=object)
+    if arr.shape != (n,):
+        raise ValueError(f"{what} must have one entry per image ({n}), got shape {arr.shape}")
+    return np.array([str(v) for v in arr], dtype=object)
+
+
+def evaluate(
+    pred: ArrayLike,
+    mos: ArrayLike,
+    sources: ArrayLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    groups: ArrayLike | None = None,
+    ci: float = 0.95,
+) -> Evaluation:
+    """SRCC, KRCC, PLCC (raw and fitted) and RMSE of ``pred`` against ``mos``, with bootstrap CIs.
+
+    ``sources`` (one label per image, e.g. the dataset or distortion type) adds a per-source
+    breakdown: the point metrics of each source, its own mapping refitted, without intervals; a source
+    with fewer than :data:`MIN_POINTS` images gets NaN metrics and a note. ``groups`` (e.g. reference
+    ids) switches the bootstrap to resampling whole groups. ``n_boot=0`` skips the intervals. The same
+    ``seed`` gives the same intervals.
+    """
+    x, y = _as_pair(pred, mos)
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    src = _labels(sources, x.size, "sources")
+    grp = _labels(groups, x.size, "groups")
+    values, fit = _point_metrics(x, y)
+    result = Evaluation(n=int(x.size), metrics=values, fit=fit, ci_level=ci, n_boot=n_boot)
+    if fit.note:
+        result.notes.append(f"mapping: {fit.note}")
+    for name in ("srcc", "plcc"):
+        if math.isnan(values[name]):
+            result.notes.append("correlations are NaN: predictions or MOS are constant")
+            break
+
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        if grp is not None:
+            uniq, inverse = np.unique(grp, return_inverse=True)
+            members = [np.flatnonzero(inverse == g) for g in range(uniq.size)]
+            result.resampling = f"groups ({uniq.size})"
+        draws = np.full((n_boot, len(METRIC_NAMES)), np.nan)
+        for b in range(n_boot):
+            if grp is not None:
+                pick = rng.integers(0, len(members), len(members))
+                idx = np.concatenate([members[g] for g in pick])
+            else:
+                idx = rng.integers(0, x.size, x.size)
+            if idx.size < MIN_POINTS:
+                continue
+            rep = _point_metrics(x[idx], y[idx], fit)[0]
+            draws[b] = [rep[name] for name in METRIC_NAMES]
+        alpha = (1.0 - ci) / 2.0
+        for j, name in enumerate(METRIC_NAMES):
+            col = draws[:, j][np.isfinite(draws[:, j])]
+            if col.size == 0:
+                result.ci[name] = (math.nan, math.nan)
+                continue
+            lo, hi = np.quantile(col, [alpha, 1.0 - alpha])
+            result.ci[name] = (float(lo), float(hi))
+        bad = int(np.sum(~np.isfinite(draws[:, 0])))
+        if bad:
+            result.notes.append(
+                f"{bad} of {n_boot} bootstrap replicates were undefined (constant) and skipped"
+            )
+
+    if src is not None:
+        for name in sorted(set(src.tolist())):
+            mask = src == name
+            if int(mask.sum()) < MIN_POINTS:
+                entry: dict[str, Any] = {"n": int(mask.sum()), **dict.fromkeys(METRIC_NAMES, math.nan)}
+                entry["note"] = f"fewer than {MIN_POINTS} images"
+            else:
+                sub, sub_fit = _point_metrics(x[mask], y[mask])
+                entry = {"n": int(mask.sum()), **sub, "fit": sub_fit.kind}
+                if sub_fit.note:
+                    entry["note"] = sub_fit.note
+            result.per_source[name] = entry
+    return result

@@ -1,0 +1,446 @@
+"""Few-label calibration: monotone maps from a student's (or teacher's) score to the human MOS scale.
+
+A distilled student ranks images well but speaks the teacher's scale; a handful of MOS labels is
+enough to fit a monotone map onto the human scale, because only a few parameters are learned.
+
+Mappings (``fit(x, y, method)``; fewest labelled points in :data:`MIN_POINTS`):
+
+- ``linear``: ``y = slope * x + intercept`` (least squares).
+- ``logistic4``: the VQEG logistic ``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, fitted as in
+  :func:`iqalens.evaluation.metrics.fit_logistic4`; when that falls back to a line, the calibrator is
+  linear and its ``note`` says why.
+- ``logistic5``: ``b1 * (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5`` (Sheikh et al. 2006), with
+  b2 > 0 and b1, b4 of one sign (the sign of the data's rank correlation), so the map stays monotone.
+- ``isotonic``: pool-adjacent-violators on the points sorted by score (equal scores pooled first),
+  increasing or decreasing by the sign of the rank correlation; between the fitted points the map
+  interpolates linearly, outside them it clamps to the end values (no extrapolation).
+
+Label-free mode (:func:`label_free`): the teacher's expected score e in [0, 1] (1 = certainly
+excellent) is mapped onto the dataset's MOS range. Default ``linear``: ``low + e (high - low)``.
+``quantile``: the empirical quantiles of the scores to be mapped are matched to uniform quantiles of
+the range (or, when given, to the quantiles of a reference MOS sample, e.g. a published histogram).
+Both clamp to the range.
+
+Every calibrator is a :class:`Calibrator`: call it on an array; ``to_dict``/``from_dict`` (and
+:func:`save_calibrator`/:func:`load_calibrator`) store it as JSON in a run folder.
+
+Label budgets (:func:`draw_budget`): a count (``50``, ``"50"``), a percentage (``"10%"``) or a
+fraction (``0.1``); the subset is drawn with ``numpy.random.default_rng(seed)``, optionally stratified
+over equal-count quantile bins of a score (the teacher's), with proportional allocation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import optimize, special, stats
+
+from iqalens.datasets.manifest import MosScale
+from iqalens.evaluation.metrics import fit_logistic4, logistic4
+from iqalens.runs import write_json
+
+#: Fewest labelled points each mapping accepts (a logistic needs more points than parameters).
+MIN_POINTS: dict[str, int] = {"linear": 2, "isotonic": 2, "logistic4": 5, "logistic5": 6}
+#: Mappings :func:`fit` knows.
+METHODS: tuple[str, ...] = tuple(MIN_POINTS)
+#: Every kind a stored calibrator may have (``quantile`` comes from :func:`label_free`).
+KINDS: tuple[str, ...] = (*METHODS, "quantile")
+
+_MAX_NFEV = 2000
+
+
+def logistic5(x: ArrayLike, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
+    """Five-parameter logistic ``b1 (1/2 - 1/(1 + exp(b2 (x - b3)))) + b4 x + b5`` (overflow-safe)."""
+    xs = np.asarray(x, dtype=np.float64)
+    return b1 * (special.expit(b2 * (xs - b3)) - 0.5) + b4 * xs + b5
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A fitted monotone map onto the MOS scale.
+
+    ``params`` per kind: linear ``slope, intercept``; logistic4 ``b1..b4``; logistic5 ``b1..b5``;
+    isotonic/quantile ``xs, ys`` (knots, xs increasing). ``clip`` bounds the output (label-free maps
+    stay within the MOS range); ``n_fit`` is the number of labelled points used; ``note`` records a
+    fallback or the label-free recipe.
+    """
+
+    kind: str
+    params: dict[str, Any]
+    n_fit: int = 0
+    note: str | None = None
+    clip: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown calibrator kind {self.kind!r}; known: {', '.join(KINDS)}")
+
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        xs = np.asarray(x, dtype=np.float64)
+        p = self.params
+        if self.kind == "linear":
+            out = p["slope"] * xs + p["intercept"]
+        elif self.kind == "logistic4":
+            out = logistic4(xs, *p["b"])
+        elif self.kind == "logistic5":
+            out = logistic5(xs, *p["b"])
+        else:  # isotonic, quantile: piecewise linear, clamped outside the knots by np.interp
+            out = np.interp(xs, p["xs"], p["ys"])
+        if self.clip is not None:
+            out = np.clip(out, *self.clip)
+        return np.asarray(out, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON description; :meth:`from_dict` rebuilds an identical calibrator."""
+        return {
+            "kind": self.kind,
+            "params": {
+                k: (list(map(float, v)) if isinstance(v, list | tuple | np.ndarray) else float(v))
+                for k, v in self.params.items()
+            },
+            "n_fit": self.n_fit,
+            "note": self.note,
+            "clip": None if self.clip is None else [float(c) for c in self.clip],
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        """Inverse of :meth:`to_dict`; a clear error when a key is missing or the kind unknown."""
+        try:
+            kind, params = str(data["kind"]), dict(data["params"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a calibrator description (need 'kind' and 'params'): {data!r}") from exc
+        if kind not in KINDS:
+            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
+        needed = {"linear": ("slope", "intercept"), "logistic4": ("b",), "logistic5": ("b",)}.get(
+            kind, ("xs", "ys")
+        )
+        missing = [k for k in needed if k not in params]
+        if missing:
+            raise ValueError(f"{kind} calibrator description lacks {', '.join(missing)}")
+        clip = data.get("clip")
+        return cls(
+            kind=kind,
+            params=params,
+            n_fit=int(data.get("n_fit", 0)),
+            note=data.get("note"),
+            clip=None if clip is None else (float(clip[0]), float(clip[1])),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+def save_calibrator(calibrator: Calibrator, path: str | os.PathLike[str]) -> Path:
+    """Write ``calibrator`` as JSON (atomically) and return the path."""
+    return write_json(path, calibrator.to_dict())
+
+
+def load_calibrator(path: str | os.PathLike[str]) -> Calibrator:
+    """Read a calibrator written by :func:`save_calibrator`; errors name the file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+        return Calibrator.from_dict(data)
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"{p}: cannot read calibrator: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------
+# fitting
+
+
+def _validate(x: ArrayLike, y: ArrayLike, method: str) -> tuple[np.ndarray, np.ndarray]:
+    if method not in MIN_POINTS:
+        raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    if xs.ndim != 1 or xs.shape != ys.shape:
+        raise ValueError(f"scores and MOS must be 1-D of equal length, got {xs.shape} and {ys.shape}")
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        raise ValueError("scores and MOS must be finite (found NaN or inf)")
+    need = MIN_POINTS[method]
+    if xs.size < need:
+        raise ValueError(
+            f"{method} calibration needs at least {need} labelled points, got {xs.size}; "
+            "use a larger budget or a simpler mapping"
+        )
+    if np.ptp(xs) == 0.0:
+        raise ValueError("all scores are equal: no monotone map can be fitted from them")
+    return xs, ys
+
+
+def _direction(x: np.ndarray, y: np.ndarray) -> float:
+    """+1 when y tends to rise with x (Spearman >= 0 or undefined), else -1."""
+    if np.ptp(y) == 0.0:
+        return 1.0
+    return 1.0 if stats.spearmanr(x, y).statistic >= 0 else -1.0
+
+
+def _linear(x: np.ndarray, y: np.ndarray, note: str | None = None) -> Calibrator:
+    dx = x - x.mean()
+    slope = float(dx @ (y - y.mean()) / (dx @ dx))
+    return Calibrator(
+        "linear", {"slope": slope, "intercept": float(y.mean() - slope * x.mean())}, x.size, note
+    )
+
+
+def _logistic4(x: np.ndarray, y: np.ndarray) -> Calibrator:
+    res = fit_logistic4(x, y)
+    if res.kind != "logistic4":
+        return _linear(x, y, f"logistic4 requested: {res.note}")
+    return Calibrator("logistic4", {"b": list(res.params)}, x.size)
+
+
+def _logistic5(x: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Bounded least squares on z-scored data, several starts; linear fallback with a note."""
+    if np.ptp(y) == 0.0:
+        return _linear(x, y, "logistic5 requested: MOS are constant")
+    mx, sx, my, sy = float(x.mean()), float(x.std()), float(y.mean()), float(y.std())
+    u, v = (x - mx) / sx, (y - my) / sy
+    d = _direction(u, v)
+    span = float(np.ptp(v))
+    big = 20.0 * span
+    # a1 (logistic height) and a4 (linear slope) share the sign d: the map is monotone by construction
+    lo_a1, hi_a1 = (0.0, big) if d > 0 else (-big, 0.0)
+    lo_a4, hi_a4 = (0.0, 10.0) if d > 0 else (-10.0, 0.0)
+    lower = np.array([lo_a1, 1e-3, -5.0, lo_a4, -big])
+    upper = np.array([hi_a1, 1e3, 5.0, hi_a4, big])
+
+    def residual(a: np.ndarray) -> np.ndarray:
+        return a[0] * (special.expit(a[1] * (u - a[2])) - 0.5) + a[3] * u + a[4] - v
+
+    mid = float(np.median(u))
+    starts = [np.array([d * span, k, mid, 0.0, 0.0]) for k in (0.5, 1.0, 2.0, 4.0)]
+    starts.append(np.array([d * span / 2, 1.0, mid, d * 0.5, 0.0]))
+    best: tuple[float, np.ndarray] | None = None
+    for start in starts:
+        start = np.clip(start, lower + 1e-9, upper - 1e-9)
+        try:
+            res = optimize.least_squares(residual, start, bounds=(lower, upper), max_nfev=_MAX_NFEV)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if np.all(np.isfinite(res.x)) and np.isfinite(res.cost) and (best is None or res.cost < best[0]):
+            best = (float(res.cost), res.x)
+    if best is None:
+        return _linear(x, y, "logistic5 requested: the fit failed")
+    a1, a2, a3, a4, a5 = (float(a) for a in best[1])
+    b = [sy * a1, a2 / sx, mx + sx * a3, sy * a4 / sx, my + sy * (a5 - a4 * mx / sx)]
+    return Calibrator("logistic5", {"b": b}, x.size)
+
+
+def pav(y: ArrayLike, weights: ArrayLike | None = None, increasing: bool = True) -> np.ndarray:
+    """Pool-adjacent-violators: the weighted least-squares monotone fit to ``y`` in the given order.
+
+    A stack of blocks (mean, weight, length): each new point is a block, merged backwards while it
+    breaks the order. O(n) amortised.
+    """
+    ys = np.asarray(y, dtype=np.float64)
+    ws = np.ones_like(ys) if weights is None else np.asarray(weights, dtype=np.float64)
+    if ys.ndim != 1 or ws.shape != ys.shape:
+        raise ValueError("pav needs 1-D values and weights of equal length")
+    if np.any(ws <= 0):
+        raise ValueError("pav weights must be positive")
+    sign = 1.0 if increasing else -1.0
+    means: list[float] = []
+    wsum: list[float] = []
+    sizes: list[int] = []
+    for val, w in zip(sign * ys, ws, strict=True):
+        means.append(float(val))
+        wsum.append(float(w))
+        sizes.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            w2 = wsum[-2] + wsum[-1]
+            means[-2] = (means[-2] * wsum[-2] + means[-1] * wsum[-1]) / w2
+            wsum[-2] = w2
+            sizes[-2] += sizes[-1]
+            del means[-1], wsum[-1], sizes[-1]
+    return sign * np.repeat(np.array(means), sizes)
+
+
+def _isotonic(x: np.ndarray, y: np.ndarray) -> Calibrator:
+    knots, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    pooled = np.bincount(inverse, weights=y) / counts  # equal scores share one mean
+    fitted = pav(pooled, counts, increasing=_direction(x, y) > 0)
+    return Calibrator("isotonic", {"xs": knots.tolist(), "ys": fitted.tolist()}, x.size)
+
+
+def fit(x: ArrayLike, y: ArrayLike, method: str = "logistic4") -> Calibrator:
+    """Fit a monotone map from scores ``x`` to MOS ``y`` (see the module docstring for methods).
+
+    Raises :class:`ValueError` for an unknown method, fewer points than :data:`MIN_POINTS` asks,
+    non-finite values, or constant scores.
+    """
+    xs, ys = _validate(x, y, method)
+    if method == "linear":
+        return _linear(xs, ys)
+    if method == "logistic4":
+        return _logistic4(xs, ys)
+    if method == "logistic5":
+        return _logistic5(xs, ys)
+    return _isotonic(xs, ys)
+
+
+# ---------------------------------------------------------------------------------------------------
+# label-free mode
+
+
+def label_free(
+    mos_range: tuple[float, float] | MosScale,
+    method: str = "linear",
+    scores: ArrayLike | None = None,
+    reference_mos: ArrayLike | None = None,
+    n_knots: int = 101,
+) -> Calibrator:
+    """Map the teacher's expected-score scale [0, 1] onto a MOS range without any labels.
+
+    ``linear`` (default) needs nothing else. ``quantile`` needs ``scores`` (the unlabelled scores that
+    will be mapped) and matches their ``n_knots`` quantiles to uniform quantiles of the range, or to
+    those of ``reference_mos`` when a reference MOS sample is known; this spreads scores that the
+    teacher crowds into part of its scale.
+    """
+    low, high = (mos_range.low, mos_range.high) if isinstance(mos_range, MosScale) else mos_range
+    low, high = float(low), float(high)
+    if not low < high:
+        raise ValueError(f"MOS range must have low < high, got ({low}, {high})")
+    if method == "linear":
+        return Calibrator(
+            "linear",
+            {"slope": high - low, "intercept": low},
+            note=f"label-free: teacher score [0, 1] mapped linearly onto MOS [{low:g}, {high:g}]",
+            clip=(low, high),
+        )
+    if method != "quantile":
+        raise ValueError(f"label-free method must be 'linear' or 'quantile', got {method!r}")
+    if scores is None:
+        raise ValueError("quantile label-free mapping needs the unlabelled scores")
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size < 2 or not np.all(np.isfinite(s)) or np.ptp(s) == 0:
+        raise ValueError("quantile label-free mapping needs at least 2 finite, non-constant scores")
+    q = np.linspace(0.0, 1.0, max(2, int(n_knots)))
+    xs = np.quantile(s, q)
+    if reference_mos is None:
+        ys = low + q * (high - low)
+        target = f"uniform over MOS [{low:g}, {high:g}]"
+    else:
+        ref = np.asarray(reference_mos, dtype=np.float64)
+        if ref.ndim != 1 or ref.size < 2 or not np.all(np.isfinite(ref)):
+            raise ValueError("reference_mos must hold at least 2 finite values")
+        ys = np.clip(np.quantile(ref, q), low, high)
+        target = f"quantiles of a reference MOS sample (n={ref.size})"
+    # repeated score quantiles would make np.interp ambiguous: keep one knot per score value
+    xs, first = np.unique(xs, return_index=True)
+    return Calibrator(
+        "quantile",
+        {"xs": xs.tolist(), "ys": ys[first].tolist()},
+        note=f"label-free: score quantiles (n={s.size}) matched to {target}",
+        clip=(low, high),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# label budgets
+
+
+def parse_budget(budget: int | float | str, n: int) -> int:
+    """Number of labels a budget means for ``n`` images.
+
+    An int or a digit string is a count; ``"P%"`` a percentage; a float in [0, 1] a fraction.
+    Percentages and fractions round to the nearest count (halves up). A budget above ``n`` is an error.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if isinstance(budget, bool):
+        raise ValueError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
+    if isinstance(budget, str):
+        text = budget.strip()
+        try:
+            if text.endswith("%"):
+                pct = float(text[:-1])
+                if not 0.0 <= pct <= 100.0:
+                    raise ValueError
+                count = math.floor(n * pct / 100.0 + 0.5)
+            else:
+                count = int(text)
+        except ValueError:
+            raise ValueError(
+                f"budget {budget!r} is neither a count (e.g. 50) nor a percentage in [0, 100]%"
+            ) from None
+    elif isinstance(budget, int | np.integer):
+        count = int(budget)
+    elif isinstance(budget, float):
+        if not 0.0 <= budget <= 1.0:
+            raise ValueError(
+                f"a float budget is a fraction in [0, 1], got {budget}; write '{budget:g}%' for a percentage"
+            )
+        count = math.floor(n * budget + 0.5)
+    else:
+        raise ValueError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
+    if count < 0:
+        raise ValueError(f"budget must be >= 0, got {budget!r}")
+    if count > n:
+        raise ValueError(f"budget {budget!r} asks for {count} labels but only {n} images are available")
+    return count
+
+
+def _allocate(sizes: np.ndarray, k: int) -> np.ndarray:
+    """Proportional allocation of ``k`` draws over strata (largest remainder, ties to earlier bins)."""
+    quota = sizes * k / sizes.sum()
+    take = np.minimum(np.floor(quota).astype(np.int64), sizes)
+    left = k - int(take.sum())
+    order = np.argsort(-(quota - take), kind="stable")
+    for i in order:
+        if left == 0:
+            break
+        if take[i] < sizes[i]:
+            take[i] += 1
+            left -= 1
+    return take
+
+
+def draw_budget(
+    n: int,
+    budget: int | float | str,
+    seed: int = 0,
+    strata: ArrayLike | None = None,
+    n_bins: int = 5,
+    method: str | None = None,
+) -> np.ndarray:
+    """Sorted indices of the images to label: a reproducible draw of ``budget`` out of ``n``.
+
+    ``strata`` (one score per image, e.g. the teacher's expected score) splits the images into
+    ``n_bins`` equal-count bins by rank and draws from each in proportion to its size, so a small
+    budget still covers the whole quality range. ``method`` (a :data:`METHODS` name) makes a budget
+    below what that mapping needs an error; budget 0 is allowed only without a method (label-free).
+    """
+    k = parse_budget(budget, n)
+    if method is not None:
+        if method not in MIN_POINTS:
+            raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+        if k < MIN_POINTS[method]:
+            raise ValueError(
+                f"budget {budget!r} gives {k} labels out of {n}; {method} calibration needs at least "
+                f"{MIN_POINTS[method]}"
+            )
+    rng = np.random.default_rng(seed)
+    if strata is None or k == 0:
+        return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+    s = np.asarray(strata, dtype=np.float64)
+    if s.shape != (n,) or not np.all(np.isfinite(s)):
+        raise ValueError(f"strata must hold {n} finite scores, got shape {s.shape}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    order = np.argsort(s, kind="stable")
+    bins = np.empty(n, dtype=np.int64)
+    bins[order] = np.arange(n) * min(n_bins, n) // n
+    sizes = np.bincount(bins)
+    take = _allocate(sizes, k)
+    picked = [rng.choice(np.flatnonzero(bins == b), size=int(t), replace=False) for b, t in enumerate(take)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
