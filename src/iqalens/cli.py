@@ -18,6 +18,14 @@ from iqalens import __version__
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+#: What an interrupted command leaves behind, per subcommand.
+_INTERRUPTED = {
+    "distort": "partial outputs were removed",
+    "demo": "the images written so far stay in the run folder; re-run with --overwrite",
+    "bench": "finished images are kept; re-running the same command resumes",
+    "teach": "committed judgments are kept; re-running the same command resumes",
+}
+
 
 class CliError(Exception):
     """A problem with the user's input; printed as one line, exit status 2."""
@@ -374,13 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        print("iqalens: interrupted; partial outputs were removed", file=sys.stderr)
+        print(
+            f"iqalens {args.command}: interrupted; {_INTERRUPTED.get(args.command, '')}".rstrip("; "),
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Output piped into e.g. `head`, which closed early: not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CliError, ImageLoadError, StoreError, TeacherError, FileExistsError, ValueError) as exc:
+    except (CliError, ImageLoadError, StoreError, TeacherError, ValueError, OSError) as exc:
         print(f"iqalens {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyError as exc:

@@ -47,6 +47,9 @@ def run_demo(
 ) -> DemoResult:
     """Distort the bundled photos with all 25 types at ``levels`` into ``run_dir/distortions``."""
     photos = sample_paths()[:max_photos]
+    if not overwrite and (Path(run_dir) / "metrics.json").exists():
+        # Checked before start_run, which would otherwise rewrite config.json of the earlier run.
+        raise FileExistsError(f"{run_dir} holds an earlier demo run; pass --overwrite to replace it")
     folder = start_run(
         run_dir,
         "demo",
@@ -63,7 +66,7 @@ def run_demo(
         image = load_rgb(photo)
         if image.min() > 0 or image.max() < 255:
             partial_range.append(f"{photo.name}: {image.min()}..{image.max()}")
-        plan = plan_variants(photo.stem, f"../samples/{photo.name}", types, levels, seed)
+        plan = plan_variants(photo.stem, str(photo), types, levels, seed)
         write_variants(image, plan, out, f"{photo.stem}.csv", overwrite=overwrite, progress=False)
         for v in plan:
             variant = load_rgb(out / v.file)

@@ -10,12 +10,13 @@ file keeps a batch job's error readable.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from iqalens.files import sibling_tempfile
 
 #: Extensions ``iter_image_files`` treats as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset(
@@ -30,6 +31,11 @@ class ImageLoadError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot read image {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ImageLoadError], tuple[str, str]]:
+        # Worker processes send exceptions back pickled; the default pickling would call
+        # __init__ with the message only and fail.
+        return (type(self), (self.path, self.reason))
 
 
 def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
@@ -48,7 +54,9 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageLoadError(p, "is a directory, not an image file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above ~89 MP (e.g. 108 MP phone photos, which are legitimate) and
+            # refuses above twice that; only the refusal is an error here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 im.load()
                 return to_rgb_array(ImageOps.exif_transpose(im) or im)
@@ -56,9 +64,7 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except UnidentifiedImageError:
         raise ImageLoadError(p, "not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's guard (Image.MAX_IMAGE_PIXELS, ~89 MP) is a warning; a batch job should not
-        # silently decode a multi-gigabyte bitmap, so it is an error here.
+    except Image.DecompressionBombError as exc:
         raise ImageLoadError(p, f"too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated files surface as OSError("image file is truncated") or decoder errors.
@@ -86,9 +92,10 @@ def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     """Scale a 16-bit, 32-bit integer or float single-channel image to uint8 grey RGB."""
     if mode == "F":
         # Float images are conventionally in [0, 1]; anything else is min-max scaled.
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         scaled = arr if lo >= 0.0 and hi <= 1.0 else (arr - lo) / max(hi - lo, 1e-12)
-        grey = np.round(np.nan_to_num(scaled) * 255.0)
+        grey = np.round(np.clip(np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0) * 255.0)
     else:
         peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         grey = np.round(np.clip(arr, 0, peak) / peak * 255.0)
@@ -105,7 +112,7 @@ def save_rgb(image: np.ndarray, path: str | os.PathLike[str], overwrite: bool = 
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None:
         raise ValueError(f"{out}: unknown image extension {out.suffix!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    fd, tmp = sibling_tempfile(out, suffix=out.suffix)
     os.close(fd)
     # zlib level 1 instead of Pillow's 6: on photos it encodes 3-4x faster for files 8-20% larger
     # (measured on the bundled photos), which matters when a benchmark writes thousands of PNGs.

@@ -11,11 +11,12 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from iqalens.files import sibling_tempfile
 
 _TRACKED_PACKAGES = ("iqalens", "numpy", "scipy", "pillow", "torch", "transformers")
 
@@ -44,7 +45,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    fd, tmp = sibling_tempfile(out)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=False, default=str)

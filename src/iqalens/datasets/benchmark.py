@@ -10,11 +10,12 @@ atomically only at the end, so an interrupted build leaves no manifest that look
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,14 @@ from tqdm import tqdm
 
 from iqalens.datasets.manifest import Manifest, ManifestRow, make_provenance, write_manifest
 from iqalens.datasets.proxy_mos import PROXY_NOTE, PROXY_SCALE, proxy_mos
-from iqalens.datasets.splits import assign_splits
+from iqalens.datasets.splits import assign_splits, check_fractions
 from iqalens.distortions import distort, get_type
+from iqalens.distortions._registry import check_level
+from iqalens.files import content_hash
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb, save_rgb
+from iqalens.runs import write_json
 from iqalens.samples import sample_paths
-from iqalens.taxonomy import EXCLUDED, IDENTITY_CELLS, kadid_class
+from iqalens.taxonomy import EXCLUDED, USUALLY_IDENTITY_CELLS, kadid_class
 
 DEFAULT_SIZE = (512, 384)  # width, height
 
@@ -94,50 +98,71 @@ def image_name(ref_id: str, type_id: int, level: int) -> str:
     return f"{ref_id}_{type_id:02d}_{level}.png"
 
 
-def _is_complete(path: Path, size: tuple[int, int]) -> bool:
+def _existing(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """The pixels of a finished image from an earlier run, or None if absent, broken or mis-sized."""
     if not path.is_file():
-        return False
+        return None
     try:
         img = load_rgb(path)
     except ImageLoadError:
-        return False
-    return img.shape[1] == size[0] and img.shape[0] == size[1]
+        return None
+    return img if (img.shape[1], img.shape[0]) == tuple(size) else None
 
 
-def _render(job: _Job) -> tuple[str, int, int]:
-    """Render one reference's images; returns (ref_id, written, skipped). Runs in a worker."""
+def _render(job: _Job) -> tuple[str, int, int, list[tuple[int, int]]]:
+    """Render one reference's images. Runs in a worker.
+
+    Returns (ref_id, written, reused, identity cells): the distorted cells whose image came out
+    byte-identical to the reference (e.g. Gaussian blur sigma 0.1 on a full-range photo), which
+    must not be labelled as a distortion.
+    """
     out = Path(job.out_dir)
     base = fit_to_size(load_rgb(job.ref_path), job.size)
-    written = skipped = 0
+    written = reused = 0
+    identity: list[tuple[int, int]] = []
     for type_id, level in job.cells:
         target = out / image_name(job.ref_id, type_id, level)
-        if _is_complete(target, job.size):
-            skipped += 1
-            continue
-        pixels = clean_variant(base, level) if type_id == 0 else distort(base, type_id, level, seed=job.seed)
-        save_rgb(pixels, target, overwrite=True)
-        written += 1
-    return job.ref_id, written, skipped
+        pixels = _existing(target, job.size)
+        if pixels is None:
+            pixels = (
+                clean_variant(base, level) if type_id == 0 else distort(base, type_id, level, seed=job.seed)
+            )
+            save_rgb(pixels, target, overwrite=True)
+            written += 1
+        else:
+            reused += 1
+        if type_id != 0 and np.array_equal(pixels, base):
+            identity.append((type_id, level))
+    return job.ref_id, written, reused, identity
 
 
 def reference_ids(paths: Sequence[Path]) -> list[str]:
-    """Content ids from file stems; two references with the same stem are an error."""
+    """Content ids from file stems; two references whose stems differ only in case are an error
+    (their images would collide on case-insensitive file systems)."""
     ids = [p.stem for p in paths]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    folded = [i.casefold() for i in ids]
+    dupes = sorted({i for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
     if dupes:
         raise ValueError(f"reference photos must have unique file names; duplicated: {', '.join(dupes)}")
     return ids
 
 
-def collect_references(refs: Sequence[str | os.PathLike[str]] | None) -> list[Path]:
-    """Image files from the given files/folders (recursive); the bundled photos when ``refs`` is empty."""
+def collect_references(
+    refs: Sequence[str | os.PathLike[str]] | None, exclude: Path | None = None
+) -> list[Path]:
+    """Image files from the given files/folders (recursive); the bundled photos when ``refs`` is empty.
+
+    Files under ``exclude`` (the benchmark's own output folder, if it sits inside a reference
+    folder) are skipped, so a re-run does not take its own outputs as new references.
+    """
     if not refs:
         return sample_paths()
+    skip = exclude.resolve() if exclude is not None else None
     paths: list[Path] = []
     for item in refs:
         p = Path(item)
         if p.is_dir():
-            found = iter_image_files(p)
+            found = [f for f in iter_image_files(p) if skip is None or not f.resolve().is_relative_to(skip)]
             if not found:
                 raise ValueError(f"no image files found in {p}")
             paths.extend(found)
@@ -163,13 +188,16 @@ def balanced_cells(spec: BenchmarkSpec, rng: np.random.Generator) -> list[tuple[
 
     Larger classes are subsampled (seeded, spread over their types and levels), and the clean
     class is filled with distinct clean copies up to the same count. Identity cells (mean shift
-    level 3) are left out here: their output is byte-identical to the reference, i.e. to clean
-    copy 0, and a balanced set should not count one picture twice.
+    level 3, and the cells that are identical for most photos, see ``USUALLY_IDENTITY_CELLS``) are
+    left out here: their output would be byte-identical to clean copy 0, and a balanced set should
+    not count one picture twice.
     """
     by_class: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for cell in plan_cells(spec, 0):
-        if cell not in IDENTITY_CELLS:
+        if cell not in USUALLY_IDENTITY_CELLS:
             by_class[kadid_class(cell[0], cell[1], spec.identity_as)].append(cell)
+    if not by_class:
+        raise ValueError("--balance needs at least one distorted (type, level) cell that changes the image")
     target = min(len(v) for v in by_class.values())
     cells: list[tuple[int, int]] = []
     for cls in sorted(by_class):
@@ -179,6 +207,40 @@ def balanced_cells(spec: BenchmarkSpec, rng: np.random.Generator) -> list[tuple[
     return [(0, k) for k in range(target)] + cells
 
 
+def normalized_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
+    """Resolve type names to ids, drop repeated types and levels, and check everything before rendering."""
+    types = tuple(dict.fromkeys(get_type(t).id for t in spec.types))
+    levels = tuple(dict.fromkeys(check_level(lv) for lv in spec.levels))
+    check_fractions(spec.split_fractions)
+    if spec.identity_as not in ("clean", EXCLUDED):
+        raise ValueError(f"identity_as must be 'clean' or 'excluded', got {spec.identity_as!r}")
+    if min(spec.size) < 8:
+        raise ValueError(f"benchmark size must be at least 8x8, got {spec.size}")
+    return replace(spec, types=types, levels=levels)
+
+
+def _check_build_record(folder: Path, record: dict[str, object]) -> None:
+    """Refuse to resume into a folder built with other settings or other reference photos.
+
+    Resuming reuses finished images without recomputing them, which is only right when they were
+    made by the same spec, seed and photos; the record of the first run says what they were.
+    """
+    path = folder / BUILD_RECORD
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier != record:
+            differs = sorted(k for k in record if earlier.get(k) != record[k])
+            raise ValueError(
+                f"{folder} holds a benchmark built with other {', '.join(differs)}; "
+                "build into a new folder (or delete this one) instead of resuming"
+            )
+    else:
+        write_json(path, record)
+
+
+BUILD_RECORD = "build.json"
+
+
 def build_benchmark(
     out_dir: str | os.PathLike[str],
     refs: Sequence[str | os.PathLike[str]] | None = None,
@@ -186,15 +248,31 @@ def build_benchmark(
     workers: int = 1,
     progress: bool = True,
 ) -> Path:
-    """Build into ``out_dir`` (images/, manifest.csv, manifest.json); returns the manifest path."""
-    spec = spec or BenchmarkSpec()
-    for t in spec.types:
-        get_type(t)
-    ref_paths = collect_references(refs)
-    ids = reference_ids(ref_paths)
+    """Build into ``out_dir`` (images/, manifest.csv, manifest.json); returns the manifest path.
+
+    Re-running into the same folder resumes (finished images are verified and reused) if the spec,
+    seed and reference photos are the same; otherwise it refuses with a message.
+    """
+    spec = normalized_spec(spec or BenchmarkSpec())
     folder = Path(out_dir)
+    ref_paths = collect_references(refs, exclude=folder)
+    ids = reference_ids(ref_paths)
+    spec_record = {
+        "types": list(spec.types),
+        "levels": list(spec.levels),
+        "size": list(spec.size),
+        "split_fractions": list(spec.split_fractions),
+        "balance": spec.balance,
+        "identity_as": spec.identity_as,
+    }
+    record = {
+        "spec": spec_record,
+        "seed": spec.seed,
+        "references": {ref_id: content_hash(p) for p, ref_id in zip(ref_paths, ids, strict=True)},
+    }
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
+    _check_build_record(folder, record)
     rng = np.random.default_rng(spec.seed)
     jobs = []
     for path, ref_id in zip(ref_paths, ids, strict=True):
@@ -202,23 +280,25 @@ def build_benchmark(
         jobs.append(_Job(str(path), ref_id, str(images), tuple(cells), spec.size, spec.seed))
     total = sum(len(j.cells) for j in jobs)
     bar = tqdm(total=total, desc="bench build", unit="img", disable=not progress)
-    written = skipped = 0
+    written = reused = 0
+    identity: dict[str, set[tuple[int, int]]] = {}
     try:
         if workers <= 1:
-            for job in jobs:
-                _, w, s = _render(job)
-                written, skipped = written + w, skipped + s
+            results = (_render(job) for job in jobs)
+            for (ref_id, w, r, same), job in zip(results, jobs, strict=True):
+                written, reused, identity[ref_id] = written + w, reused + r, set(same)
                 bar.update(len(job.cells))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = {pool.submit(_render, job): job for job in jobs}
                 for fut in as_completed(futures):
-                    _, w, s = fut.result()
-                    written, skipped = written + w, skipped + s
+                    ref_id, w, r, same = fut.result()
+                    written, reused, identity[ref_id] = written + w, reused + r, set(same)
                     bar.update(len(futures[fut].cells))
     finally:
         bar.close()
-    rows = _rows(jobs, spec, folder)
+    rows = _rows(jobs, spec, identity)
+    n_identity = sum(len(v) for v in identity.values())
     manifest = Manifest(
         assign_splits(rows, spec.split_fractions, spec.seed),
         folder,
@@ -226,28 +306,35 @@ def build_benchmark(
             "iqalens bench build",
             {"references": [str(p) for p in ref_paths]},
             seed=spec.seed,
-            spec={
-                "types": list(spec.types),
-                "levels": list(spec.levels),
-                "size": list(spec.size),
-                "split_fractions": list(spec.split_fractions),
-                "balance": spec.balance,
-                "identity_as": spec.identity_as,
-            },
+            spec=spec_record,
             proxy_mos=PROXY_NOTE,
             images_written=written,
-            images_reused=skipped,
+            images_reused=reused,
+            identity_images={
+                "count": n_identity,
+                "treated_as": spec.identity_as,
+                "note": "distorted cells whose image is byte-identical to the reference",
+            },
         ),
     )
     return write_manifest(manifest, folder / "manifest.csv")
 
 
-def _rows(jobs: Sequence[_Job], spec: BenchmarkSpec, folder: Path) -> list[ManifestRow]:
+def _rows(
+    jobs: Sequence[_Job], spec: BenchmarkSpec, identity: dict[str, set[tuple[int, int]]]
+) -> list[ManifestRow]:
     rows = []
     for job in jobs:
         for type_id, level in job.cells:
             clean = type_id == 0
-            cls = "clean" if clean else kadid_class(type_id, level, spec.identity_as)
+            if clean:
+                cls = "clean"
+            elif (type_id, level) in identity.get(job.ref_id, set()):
+                cls = spec.identity_as
+                if cls == EXCLUDED:
+                    continue
+            else:
+                cls = kadid_class(type_id, level, spec.identity_as)
             rows.append(
                 ManifestRow(
                     path=f"images/{image_name(job.ref_id, type_id, level)}",

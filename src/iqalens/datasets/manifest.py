@@ -13,13 +13,14 @@ import io
 import json
 import math
 import os
-import tempfile
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iqalens.files import sibling_tempfile
 from iqalens.runs import package_versions, write_json
 from iqalens.taxonomy import CLASSES, EXCLUDED
 
@@ -143,7 +144,7 @@ def write_manifest(manifest: Manifest, csv_path: str | os.PathLike[str]) -> Path
     writer.writeheader()
     for row in rebased:
         writer.writerow(row.as_csv())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    fd, tmp = sibling_tempfile(out)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(buf.getvalue())
@@ -172,7 +173,7 @@ def read_manifest(
     path = Path(csv_path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} not found")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets add a BOM
         reader = csv.DictReader(fh)
         missing_cols = [c for c in ("path", "reference", "source") if c not in (reader.fieldnames or [])]
         if missing_cols:
@@ -186,6 +187,7 @@ def read_manifest(
     seen: dict[str, int] = {}
     for number, raw in enumerate(raw_rows, start=2):
         row = _parse_row(raw, path, number)
+        row = replace(row, path=posixpath.normpath(row.path.replace("\\", "/")))  # ./a.png == a.png
         if row.path in seen:
             raise ManifestError(
                 f"{path} row {number}: duplicate path {row.path!r} (first at row {seen[row.path]})"

@@ -22,8 +22,7 @@ def assign_splits(
     References are shuffled with ``seed`` and cut by cumulative count; each split with a positive
     fraction gets at least one reference when there are enough references.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    check_fractions(fractions)
     refs = sorted({r.reference for r in rows})
     order = np.random.default_rng(seed).permutation(len(refs))
     shuffled = [refs[i] for i in order]
@@ -36,6 +35,12 @@ def assign_splits(
             which[ref] = name
         start += count
     return [replace(r, split=which[r.reference]) for r in rows]
+
+
+def check_fractions(fractions: tuple[float, ...]) -> None:
+    """Three non-negative split fractions summing to 1, or a ValueError saying so."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
 
 
 def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:

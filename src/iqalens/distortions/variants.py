@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from iqalens.distortions import distort, get_type
 from iqalens.distortions._registry import DistortionType, all_types, check_level
+from iqalens.files import sibling_tempfile
 from iqalens.images import save_rgb
 
 INDEX_COLUMNS = (
@@ -127,7 +127,7 @@ def _write_index(plan: Sequence[Variant], path: Path) -> Path:
     writer.writeheader()
     for v in plan:
         writer.writerow(asdict(v))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = sibling_tempfile(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(buf.getvalue())
     os.replace(tmp, path)

@@ -33,11 +33,9 @@ hours for a large collection), so its results are written as they arrive and nev
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from iqalens.files import content_hash, sibling_tempfile
+
+__all__ = ["JudgmentStore", "PairRecord", "PointRecord", "StoreError", "content_hash", "read_export"]
 from iqalens.leaf.judgments import LEVELS, PairJudgment, PointJudgment
 
 #: SQLite ``application_id`` of an iqalens judgments store ("IQLJ").
@@ -125,6 +126,9 @@ class StoreError(Exception):
         self.reason = reason
         super().__init__(f"judgments store {self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[StoreError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))  # picklable across processes
+
 
 @dataclass(frozen=True)
 class PointRecord:
@@ -150,16 +154,6 @@ class PairRecord:
     prompt_version: str
     judgment: PairJudgment
     created_at: str
-
-
-def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of the file's bytes: the image key of the store (see the module docstring).
-
-    Reads in chunks, so memory stays small for huge files. A missing or unreadable file raises
-    ``OSError`` naming it.
-    """
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _now() -> str:
@@ -207,6 +201,8 @@ class JudgmentStore:
             if not create:
                 raise StoreError(self.path, "no such file")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not create and self.path.stat().st_size == 0:
+            raise StoreError(self.path, "is an empty file, not a judgments store")
         # timeout= is SQLite's busy_timeout; isolation_level=None: no implicit transactions, every
         # write transaction below is explicit.
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
@@ -587,7 +583,7 @@ class JudgmentStore:
         rows = self._conn.execute(sql, params).fetchall()
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        fd, tmp = sibling_tempfile(out)
         try:
             if fmt == "csv":
                 with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:

@@ -1,0 +1,36 @@
+"""Atomic file writing: a temporary sibling file, then a rename over the target.
+
+``tempfile.mkstemp`` creates files readable by their owner only (0600), and ``os.replace`` keeps
+that mode; a shared benchmark or dataset would then be unreadable for colleagues. The temporary
+file here gets the mode a normal ``open()`` would give (0666 minus the umask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def sibling_tempfile(out: Path, suffix: str = "") -> tuple[int, str]:
+    """An open temporary file next to ``out`` (same filesystem, so the final rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
+    os.fchmod(fd, _default_mode())
+    return fd, tmp
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's bytes: the content key of judgments stores and build records.
+
+    Reads in chunks, so memory stays small for huge files. A missing or unreadable file raises
+    ``OSError`` naming it.
+    """
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
