@@ -237,6 +237,39 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from iqalens.leaf.distill import DistillConfig, distill
+    from iqalens.leaf.store import JudgmentStore
+    from iqalens.leaf.student import StudentConfig
+
+    with JudgmentStore(args.store, create=False) as store:
+        groups = [(g["teacher_id"], g["prompt_version"]) for g in store.status()["teachers"]]
+    chosen = [g for g in groups if args.teacher_id in (None, g[0]) and args.prompt_version in (None, g[1])]
+    if len(chosen) != 1:
+        listed = "; ".join(f"{t} / {p}" for t, p in groups) or "none"
+        raise CliError(f"choose one teacher with --teacher-id/--prompt-version; the store holds: {listed}")
+    teacher_id, prompt_version = chosen[0]
+    if args.backbone.startswith("hf:"):
+        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:])
+    else:
+        student = StudentConfig(backbone=args.backbone)
+    config = DistillConfig(
+        student=student,
+        seed=args.seed,
+        max_steps=args.steps,
+        manifest=args.manifest,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    metrics = distill(args.store, teacher_id, prompt_version, args.output, config)
+    summary = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    print(f"student -> {args.output} ({teacher_id} / {prompt_version})")
+    print(
+        "  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    )
+    return 0
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -365,6 +398,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_teach)
+
+    p = sub.add_parser(
+        "distill",
+        help="LEAF: train a lightweight student on a teacher's judgments",
+        description="Train the student (default EfficientNet-Lite0, ImageNet weights, offline) on the point "
+        "and pair judgments of one teacher in a judgments store. Resumes from RUN/checkpoint.pt.",
+    )
+    p.add_argument("--store", required=True, help="judgments store written by 'iqalens teach'")
+    p.add_argument("--teacher-id", help="teacher to learn from (needed if the store holds several)")
+    p.add_argument("--prompt-version", help="prompt version (needed if the store holds several)")
+    p.add_argument("--manifest", help="manifest giving content groups and splits of the images")
+    p.add_argument("--output", "-o", required=True, help="run folder")
+    p.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0 (default) or hf:PATH (local folder)",
+    )
+    p.add_argument("--steps", type=int, default=2000, help="maximum optimizer steps (early stopping on val)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_distill)
     return parser
 
 
