@@ -52,3 +52,52 @@ def test_export_cli_writes_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["export", "--format", "onnx", "-o", str(out)]) == 0
     assert out.stat().st_size > 1000
     assert main(["export", "--format", "onnx", "-o", str(out)]) == 2  # exists, no --overwrite
+
+
+def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+    from iqalens.samples import sample_paths
+
+    spec = BenchmarkSpec(types=(1, 11), levels=(1, 3, 5), size=(96, 72))
+    manifest = build_benchmark(
+        tmp_path / "bench", refs=[str(p) for p in sample_paths()[:3]], spec=spec, progress=False
+    )
+    run = tmp_path / "calibrated"
+    args = ["calibrate", "--labels", str(manifest), "--budget", "50%", "--split", "", "-o", str(run), "-q"]
+    assert main([*args, "--method", "linear"]) == 0
+    assert "calibrated ->" in capsys.readouterr().out
+    used = json.loads((run / "metrics.json").read_text())
+    assert used["labels_used"] == 11 and used["labels_available"] == 21  # 50% of 21, rounded half up
+    assert (run / "calibration.json").is_file()
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run),
+                "--manifest",
+                str(manifest),
+                "--split",
+                "",
+                "--bootstrap",
+                "20",
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "21 images" in printed and "srcc" in printed and "proxy MOS" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert -1.0 <= metrics["metrics"]["srcc"] <= 1.0
+    assert (out / "predictions.csv").read_text().count("\n") == 22
+    # label-free: budget 0 maps the raw score onto the manifest's scale
+    free = tmp_path / "free"
+    assert (
+        main(["calibrate", "--labels", str(manifest), "--budget", "0", "--split", "", "-o", str(free), "-q"])
+        == 0
+    )
+    assert json.loads((free / "metrics.json").read_text())["labels_used"] == 0

@@ -289,6 +289,54 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from iqalens.leaf.workflows import calibrate_run
+
+    metrics = calibrate_run(
+        args.student,
+        args.labels,
+        args.budget,
+        args.output,
+        method=args.method,
+        split=args.split or None,
+        seed=args.seed,
+        stratify=args.stratify,
+        progress=not args.quiet,
+    )
+    cal = metrics["calibration"]
+    print(
+        f"calibrated -> {args.output}: {metrics['labels_used']} of {metrics['labels_available']} labels, "
+        f"{cal.get('kind')} mapping"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from iqalens.leaf.workflows import evaluate_run
+
+    metrics = evaluate_run(
+        args.model,
+        args.manifest,
+        args.output,
+        split=args.split or None,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    m, ci = metrics["metrics"], metrics.get("ci") or {}
+
+    def fmt(key: str) -> str:
+        lo_hi = ci.get(key)
+        band = f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else ""
+        value = m.get(key)
+        return f"{key} {value:.3f}{band}" if isinstance(value, float) else f"{key} n/a"
+
+    print(f"{metrics['images']} images -> {args.output}/metrics.json")
+    print("  " + ", ".join(fmt(k) for k in ("srcc", "plcc", "plcc_fitted", "krcc", "rmse")))
+    print(f"  MOS: {metrics['mos_note']}")
+    return 0
+
+
 def _level(text: str) -> int:
     try:
         value = int(text)
@@ -462,6 +510,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="LEAF: calibrate a student to a MOS scale with a few labels",
+        description="Score the labelled images of a manifest with a student, draw BUDGET labels "
+        "(a count or a percentage, seeded), fit a monotone mapping to their MOS, and write a new run folder. "
+        "Budget 0 maps the raw score linearly onto the manifest's MOS range (label-free).",
+    )
+    p.add_argument("--student", help="student run folder (default: the bundled student)")
+    p.add_argument("--labels", required=True, help="manifest with MOS")
+    p.add_argument("--budget", required=True, help="labels to use: N or P%% (e.g. 10%%), 0 = label-free")
+    p.add_argument("--method", choices=["logistic4", "logistic5", "isotonic", "linear"], default="logistic4")
+    p.add_argument("--split", default="train", help="split to draw labels from (default train; '' = all)")
+    p.add_argument("--stratify", action="store_true", help="stratify the draw by student score")
+    p.add_argument("--output", "-o", required=True, help="run folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model against the MOS of a manifest",
+        description="SRCC, PLCC (raw and after the VQEG 4-parameter logistic), KRCC, RMSE with bootstrap "
+        "95%% intervals (resampling references) and a per-source breakdown.",
+    )
+    p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")
+    p.add_argument("--manifest", required=True, help="manifest with MOS")
+    p.add_argument("--split", default="test", help="split to evaluate (default test; '' = all)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws (0 = no intervals)")
+    p.add_argument("--output", "-o", required=True, help="run folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 
