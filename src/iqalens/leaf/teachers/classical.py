@@ -198,6 +198,7 @@ class ClassicalTeacher:
         brisque_model()
         self.mapping = mapping
         self.workers = max(1, int(workers))
+        self._pool: ProcessPoolExecutor | None = None  # kept across calls: teach sends small batches
         self.teacher_id = "classical:niqe+brisque"
         self.prompt_version = mapping.version
 
@@ -214,14 +215,21 @@ class ClassicalTeacher:
         if self.workers == 1 or len(paths) < 2:
             return [path_metrics(p) for p in paths]
         chunk = max(1, min(32, len(paths) // (4 * self.workers)))
-        with ProcessPoolExecutor(max_workers=self.workers) as pool:
-            results = list(pool.map(_worker_metrics, [str(p) for p in paths], chunksize=chunk))
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        results = list(self._pool.map(_worker_metrics, [str(p) for p in paths], chunksize=chunk))
         values: list[tuple[float, float]] = []
         for a, b in results:
             if isinstance(a, str):
                 raise ImageLoadError(a, str(b))
             values.append((float(a), float(b)))
         return values
+
+    def close(self) -> None:
+        """Stop the worker processes (they are also stopped at interpreter exit)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def judge_images(self, paths: Sequence[Path]) -> list[PointJudgment]:
         """One judgment per path, in order. Unreadable images raise ``ImageLoadError``."""
