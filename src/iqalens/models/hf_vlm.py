@@ -1,0 +1,420 @@
+"""Hugging Face multimodal LLMs as component models (vision encoder -> projector -> language model).
+
+Families (transformers-native classes, tested on tiny random models): LLaVA-1.5, LLaVA-NeXT,
+LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL and InternVL3/3.5 (``-hf`` checkpoints). Anything
+``AutoModelForImageTextToText`` loads whose inner model has a vision tower (``vision_tower`` or
+``visual``) and a ``language_model`` works the same way.
+
+**Where each site is read** (all from ONE forward pass of the forced-choice prompt per batch, by
+forward hooks, so no family-specific re-implementation of the model can drift from the real one):
+
+- ``vision.0`` .. ``vision.K``: the input of the tower's first block (patch + position embeddings)
+  and the output of each of its K blocks, mean over the patch tokens of all tiles of one image
+  (a CLS token, where the tower has one, is left out: it is not a patch and the projectors of
+  LLaVA / InternVL drop it too). Every block is recorded even where the model feeds an earlier
+  layer to the projector (LLaVA-1.5 uses the second-to-last).
+- ``projector``: the ``inputs_embeds`` the language model receives, at the image-token positions
+  of the prompt. That *is* the projector output after the family's own packing (LLaVA-NeXT's
+  unpadding and newline tokens, InternVL's pixel shuffle, Qwen's patch merger), i.e. exactly the
+  visual tokens the language model consumes; mean over them.
+- ``lm.0`` .. ``lm.{M-1}``: the output of each of the M decoder layers at the same positions
+  (mean): the residual stream, before the final norm (transformers' ``hidden_states[-1]`` has the
+  final norm applied, so it differs from ``lm.{M-1}``). The embedding "layer" is not repeated
+  here: at the visual positions it equals ``projector``.
+
+Pooling is done inside the hooks, so a batch never holds all layers' full hidden states.
+
+**Forced choice** (:meth:`HFVLMAdapter.class_log_scores`): the user turn holds the image and the
+question, the assistant turn is pre-filled with the answer prefix ("The distortion is"), and the
+score of a class word is the log-probability of its *full* token sequence under teacher forcing.
+The prompt is run once per image with the KV cache kept; the cache is repeated for the C class
+words and their continuations run as one batch of C rows, so the vision encoder and the prompt
+are computed once per image, not C times. Single-token words need no second pass at all.
+
+Word tokens are taken *in context*: ``prefix + " " + word`` minus the tokens of ``prefix``, so
+byte-level BPE (``Ġblur``) and SentencePiece (``▁blur``) vocabularies both give the pieces the
+model would emit after the template; :meth:`HFVLMAdapter.word_embeddings` averages the input
+embedding rows of the same pieces.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from iqalens.leaf.prompts import Prompt
+from iqalens.leaf.teachers.hf import _resolve_dtype, build_prompt_text, load_processor
+from iqalens.models.base import ComponentFeatures, ModelKind
+from iqalens.taxonomy import CLASSES
+
+__all__ = ["DEFAULT_ANSWER_PREFIX", "DEFAULT_QUESTION", "HFVLMAdapter", "forced_choice_prompt"]
+
+#: The forced-choice question (also the neutral prompt under which features are extracted).
+DEFAULT_QUESTION = "Which distortion does this image have? Answer with one of: " + ", ".join(CLASSES) + "."
+#: Assistant pre-fill after which the class word is scored.
+DEFAULT_ANSWER_PREFIX = "The distortion is"
+
+
+def forced_choice_prompt(
+    question: str = DEFAULT_QUESTION,
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX,
+    choices: Sequence[str] = CLASSES,
+) -> Prompt:
+    """The one-image forced-choice prompt (image first, then the question, pre-filled answer)."""
+    return Prompt(
+        parts=(("image", 0), ("text", question)),
+        answer_prefix=answer_prefix,
+        choices=tuple(choices),
+        n_images=1,
+    )
+
+
+def _largest_block_list(module: torch.nn.Module) -> torch.nn.ModuleList:
+    """The ModuleList of identical blocks with the most entries: a tower's / decoder's layer stack.
+
+    Why generic: CLIP/SigLIP name it ``encoder.layers``, InternViT ``encoder.layer``, Qwen's ViT
+    ``blocks``, every decoder ``layers``; the stack is always the longest homogeneous list.
+    """
+    best: torch.nn.ModuleList | None = None
+    for sub in module.modules():
+        homogeneous = isinstance(sub, torch.nn.ModuleList) and len({type(m) for m in sub}) == 1
+        if homogeneous and (best is None or len(sub) > len(best)):
+            best = sub
+    if best is None:
+        raise ValueError(f"no layer stack found in {type(module).__name__}")
+    return best
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    """A block's hidden states: blocks return a tensor or a tuple starting with it."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return value[0]
+    raise TypeError(f"cannot find hidden states in a {type(value).__name__}")
+
+
+def _to_numpy(rows: list[torch.Tensor]) -> np.ndarray:
+    return torch.stack(rows).float().cpu().numpy().astype(np.float32)
+
+
+class HFVLMAdapter:
+    """A transformers image-text-to-text model exposed through the :class:`ComponentModel` interface.
+
+    ``path_or_id``: a local checkpoint folder or a hub id (``local_files_only=True`` forbids
+    downloads). ``batch_size`` images share one forward pass in :meth:`extract` (right padding, so
+    each row's tokens keep the positions they have alone: batch equals one-by-one). ``question`` /
+    ``answer_prefix`` define the forced-choice prompt; ``model_kwargs`` / ``processor_kwargs`` go to
+    ``from_pretrained`` (e.g. Qwen2-VL's pixel budget ``{"size": {...}}`` bounds its token count).
+    """
+
+    kind: ModelKind = "generative"
+
+    def __init__(
+        self,
+        path_or_id: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = "float32",
+        batch_size: int = 8,
+        question: str = DEFAULT_QUESTION,
+        answer_prefix: str = DEFAULT_ANSWER_PREFIX,
+        model_id: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        from transformers import AutoModelForImageTextToText
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        name = str(path_or_id)
+        local = Path(name).expanduser()
+        if local.is_dir():
+            name = str(local)
+        self.model_id = model_id or f"hf:{local.name if local.is_dir() else name}"
+        self.batch_size = batch_size
+        self.prompt = forced_choice_prompt(question, answer_prefix)
+        hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+        self.processor = load_processor(name, processor_kwargs, **hub)
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
+        )
+        if model_kwargs and "device_map" in model_kwargs:
+            self.device = self.model.get_input_embeddings().weight.device
+        else:
+            self.device = torch.device(device)
+            self.model.to(self.device)
+        self.model.eval()
+        self.tokenizer = self.processor.tokenizer
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # masked / never read
+
+        inner = self.model.model
+        vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
+        if vision is None or not hasattr(inner, "language_model"):
+            raise ValueError(f"{type(self.model).__name__}: no vision tower / language model found")
+        self.vision_tower: torch.nn.Module = vision
+        self.language_model: torch.nn.Module = inner.language_model
+        self.vision_blocks = _largest_block_list(vision)
+        self.lm_blocks = _largest_block_list(self.language_model)
+        config = self.model.config
+        token_id = getattr(config, "image_token_id", None)
+        if token_id is None:
+            token_id = getattr(config, "image_token_index", None)
+        if token_id is None:
+            raise ValueError(f"{type(self.model).__name__}: the config names no image token id")
+        self.image_token_id = int(token_id)
+        params = inspect.signature(self.model.forward).parameters
+        self._keep_logits = "logits_to_keep" in params
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    @property
+    def n_vision_sites(self) -> int:
+        """Embeddings + one per vision block."""
+        return len(self.vision_blocks) + 1
+
+    @property
+    def n_lm_sites(self) -> int:
+        """One per decoder layer."""
+        return len(self.lm_blocks)
+
+    def prepare(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Processor output for one forced-choice prompt per image (right-padded, on the device)."""
+        text = build_prompt_text(self.processor, self.prompt)
+        pil = [Image.fromarray(np.asarray(im, dtype=np.uint8)).convert("RGB") for im in images]
+        batch = self.processor(
+            text=[text] * len(pil), images=pil, padding=True, padding_side="right", return_tensors="pt"
+        )
+        inputs: dict[str, torch.Tensor] = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.model.dtype)
+            inputs[key] = value
+        return inputs
+
+    def _tiles_per_image(self, inputs: dict[str, torch.Tensor], n_images: int) -> list[int]:
+        """How many rows of the vision tower's input belong to each image (in order).
+
+        Qwen: patches per image (the tower runs on one flat sequence). LLaVA-NeXT / OneVision:
+        the number of any-resolution tiles, computed as the model does. InternVL: tiles = image
+        tokens / tokens per tile. Otherwise one tile per image.
+        """
+        config = self.model.config
+        if "image_grid_thw" in inputs:
+            return [int(v) for v in inputs["image_grid_thw"].prod(-1).tolist()]
+        pixel_values = inputs["pixel_values"]
+        if pixel_values.dim() == 5 and "image_sizes" in inputs:
+            from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+            size = config.vision_config.image_size
+            return [
+                int(image_size_to_num_patches(s, config.image_grid_pinpoints, size))
+                for s in inputs["image_sizes"].tolist()
+            ]
+        if pixel_values.shape[0] != n_images:
+            per_tile = getattr(config, "image_seq_length", None)
+            if per_tile:
+                counts = (inputs["input_ids"] == self.image_token_id).sum(1)
+                return [int(c) // int(per_tile) for c in counts.tolist()]
+            raise ValueError(f"{pixel_values.shape[0]} image tiles for {n_images} images: cannot group them")
+        return [1] * n_images
+
+    def _n_patches(self) -> int | None:
+        """Patch tokens per tile of a ViT tower (to recognise a CLS token), None if not a fixed grid."""
+        vc = getattr(self.model.config, "vision_config", None)
+        size, patch = getattr(vc, "image_size", None), getattr(vc, "patch_size", None)
+        if size is None or patch is None:
+            return None
+        sizes = size if isinstance(size, (list, tuple)) else (size, size)
+        patches = patch if isinstance(patch, (list, tuple)) else (patch, patch)
+        return (int(sizes[0]) // int(patches[0])) * (int(sizes[1]) // int(patches[1]))
+
+    # -- ComponentModel ---------------------------------------------------------------------------
+
+    def extract(self, images: Sequence[np.ndarray]) -> ComponentFeatures:
+        """Per-site pooled features (see module doc), ``batch_size`` images per forward pass."""
+        vision: list[list[torch.Tensor]] = [[] for _ in range(self.n_vision_sites)]
+        projector: list[torch.Tensor] = []
+        lm: list[list[torch.Tensor]] = [[] for _ in range(self.n_lm_sites)]
+        for start in range(0, len(images), self.batch_size):
+            v, p, h = self._extract_batch(images[start : start + self.batch_size])
+            for site, rows in zip(vision, v, strict=True):
+                site.extend(rows)
+            projector.extend(p)
+            for site, rows in zip(lm, h, strict=True):
+                site.extend(rows)
+        if not projector:
+            raise ValueError("extract() needs at least one image")
+        return ComponentFeatures(
+            vision_layers=[_to_numpy(s) for s in vision],
+            projector=_to_numpy(projector),
+            lm_layers=[_to_numpy(s) for s in lm],
+        )
+
+    @torch.inference_mode()
+    def _extract_batch(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], list[list[torch.Tensor]]]:
+        inputs = self.prepare(images)
+        n = len(images)
+        tiles = self._tiles_per_image(inputs, n)
+        n_patches = self._n_patches()
+        mask = (inputs["input_ids"] == self.image_token_id).unsqueeze(-1)  # [B, T, 1]
+        counts = mask.sum(1).clamp(min=1)
+
+        def pool_vision(h: torch.Tensor) -> list[torch.Tensor]:
+            h = h.float()
+            if h.dim() == 3 and h.shape[0] == 1 and sum(tiles) == h.shape[1] and h.shape[0] != sum(tiles):
+                h = h[0]  # a flat sequence with a batch axis of 1
+            if h.dim() == 2:  # Qwen: [sum of patches, D], images contiguous
+                if h.shape[0] != sum(tiles):
+                    raise ValueError(f"vision tower gave {h.shape[0]} rows for {sum(tiles)} patches")
+                return [seg.mean(0) for seg in torch.split(h, tiles)]
+            if h.shape[0] != sum(tiles):
+                raise ValueError(f"vision tower gave {h.shape[0]} tiles, expected {sum(tiles)}")
+            if n_patches is not None and h.shape[1] == n_patches + 1:
+                h = h[:, 1:]  # CLS token
+            per_tile = h.mean(1)
+            return [seg.mean(0) for seg in torch.split(per_tile, tiles)]
+
+        def pool_lm(h: torch.Tensor) -> list[torch.Tensor]:
+            h = h.float()
+            return list((h * mask).sum(1) / counts)
+
+        out_v: list[list[torch.Tensor]] = [[] for _ in range(self.n_vision_sites)]
+        out_p: list[torch.Tensor] = []
+        out_h: list[list[torch.Tensor]] = [[] for _ in range(self.n_lm_sites)]
+
+        def hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+            return args[0] if args else kwargs["hidden_states"]
+
+        def vision_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            out_v[0].extend(pool_vision(hidden_arg(args, kwargs)))
+
+        def lm_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            embeds = kwargs.get("inputs_embeds")
+            if embeds is None:
+                raise RuntimeError("the language model was called without inputs_embeds")
+            out_p.extend(pool_lm(embeds))
+
+        def site_hook(sink: list[torch.Tensor], pool: Callable[[torch.Tensor], list[torch.Tensor]]) -> Any:
+            def hook(_m: torch.nn.Module, _args: Any, output: Any) -> None:
+                sink.extend(pool(_first_tensor(output)))
+
+            return hook
+
+        handles = [
+            self.vision_blocks[0].register_forward_pre_hook(vision_in, with_kwargs=True),
+            self.language_model.register_forward_pre_hook(lm_in, with_kwargs=True),
+        ]
+        handles += [
+            blk.register_forward_hook(site_hook(out_v[i + 1], pool_vision))
+            for i, blk in enumerate(self.vision_blocks)
+        ]
+        handles += [
+            blk.register_forward_hook(site_hook(out_h[i], pool_lm)) for i, blk in enumerate(self.lm_blocks)
+        ]
+        try:
+            kwargs: dict[str, Any] = {"use_cache": False}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 1  # the logits are not needed; skip most of the LM head
+            self.model(**inputs, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if len(out_p) != n or any(len(s) != n for s in (*out_v, *out_h)):
+            raise RuntimeError("a hook fired an unexpected number of times (nested or repeated calls?)")
+        return out_v, out_p, out_h
+
+    @torch.inference_mode()
+    def visual_tokens(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Per image, the [n_tokens, D_lm] visual tokens exactly as the language model receives them.
+
+        Read by the same hook as the ``projector`` site (the language model's ``inputs_embeds`` at
+        the image-token positions), unpooled: the semantic-distance and alignment code needs the
+        tokens themselves, and tests feed them back to check that they are what the LM consumes.
+        """
+        captured: list[torch.Tensor] = []
+        inputs = self.prepare(images)
+        mask = inputs["input_ids"] == self.image_token_id
+
+        def lm_in(_m: torch.nn.Module, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append(kwargs["inputs_embeds"].detach())
+
+        handle = self.language_model.register_forward_pre_hook(lm_in, with_kwargs=True)
+        try:
+            kwargs: dict[str, Any] = {"use_cache": False}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 1
+            self.model(**inputs, **kwargs)
+        finally:
+            handle.remove()
+        embeds = captured[0]
+        return [embeds[i][mask[i]].float().cpu() for i in range(len(images))]
+
+    def word_token_ids(self, word: str) -> list[int]:
+        """The tokens of ``word`` as the model emits it after the answer prefix (see module doc)."""
+        prefix = self.prompt.answer_prefix or ""
+        base = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        full = self.tokenizer(f"{prefix} {word}", add_special_tokens=False)["input_ids"]
+        if full[: len(base)] == base and len(full) > len(base):
+            ids = full[len(base) :]
+        else:  # the word merged with the end of the prefix: fall back to the word with its space
+            ids = self.tokenizer(f" {word}", add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"the tokenizer produces no token for {word!r}")
+        return [int(i) for i in ids]
+
+    @torch.inference_mode()
+    def word_embeddings(self, words: Sequence[str]) -> np.ndarray:
+        """[len(words), D_lm] input-embedding rows of each word's in-context pieces, averaged."""
+        table = self.model.get_input_embeddings().weight
+        rows = [
+            table[torch.tensor(self.word_token_ids(w), device=table.device)].float().mean(0) for w in words
+        ]
+        return torch.stack(rows).cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def class_log_scores(self, images: Sequence[np.ndarray], class_words: Sequence[str]) -> np.ndarray:
+        """[N, C] log-probability of each class word's full token sequence after the answer prefix."""
+        if not class_words:
+            raise ValueError("class_log_scores needs at least one class word")
+        seqs = [self.word_token_ids(w) for w in class_words]
+        longest = max(len(s) for s in seqs)
+        out = np.zeros((len(images), len(seqs)), dtype=np.float64)
+        for i, image in enumerate(images):
+            inputs = self.prepare([image])
+            kwargs: dict[str, Any] = {"use_cache": longest > 1}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 1
+            result = self.model(**inputs, **kwargs)
+            first = torch.log_softmax(result.logits[0, -1].float(), dim=-1)
+            scores = torch.stack([first[s[0]] for s in seqs]).to(torch.float64)
+            if longest > 1:
+                cache = result.cache if self._cache_kw == "cache" else result.past_key_values
+                cache.batch_repeat_interleave(len(seqs))
+                pad = int(self.tokenizer.pad_token_id)
+                # Feed tokens 0..L-2 of each word; position j predicts token j+1. Right padding is
+                # harmless: pads come after every real token (causal) and their logits are not read.
+                cont = torch.tensor(
+                    [s[:-1] + [pad] * (longest - len(s)) for s in seqs], device=self.device, dtype=torch.long
+                )
+                logits = self.model(input_ids=cont, use_cache=True, **{self._cache_kw: cache}).logits
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for c, s in enumerate(seqs):
+                    for j in range(1, len(s)):
+                        scores[c] += logp[c, j - 1, s[j]].double()
+            out[i] = scores.cpu().numpy()
+        return out
