@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from iqalens.files import sibling_tempfile
+from iqalens.files import atomic_write_text
 
 _TRACKED_PACKAGES = ("iqalens", "numpy", "scipy", "pillow", "torch", "transformers")
 
@@ -43,18 +43,7 @@ def machine_description() -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON atomically (temp file in the same folder, then rename)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = sibling_tempfile(out)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def start_run(run_dir: str | os.PathLike[str], command: str, config: dict[str, Any], seed: int) -> Path:

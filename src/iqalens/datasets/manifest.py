@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iqalens.files import sibling_tempfile
+from iqalens.files import atomic_write_text
 from iqalens.runs import package_versions, write_json
 from iqalens.taxonomy import CLASSES, EXCLUDED
 
@@ -144,14 +144,7 @@ def write_manifest(manifest: Manifest, csv_path: str | os.PathLike[str]) -> Path
     writer.writeheader()
     for row in rebased:
         writer.writerow(row.as_csv())
-    fd, tmp = sibling_tempfile(out)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(out, buf.getvalue())
     write_json(sidecar_path(out), {**manifest.provenance, "rows": len(rebased)})
     return out
 

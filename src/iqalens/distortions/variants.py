@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from iqalens.distortions import distort, get_type
 from iqalens.distortions._registry import DistortionType, all_types, check_level
-from iqalens.files import sibling_tempfile
+from iqalens.files import atomic_write_text
 from iqalens.images import save_rgb
 
 INDEX_COLUMNS = (
@@ -127,8 +127,4 @@ def _write_index(plan: Sequence[Variant], path: Path) -> Path:
     writer.writeheader()
     for v in plan:
         writer.writerow(asdict(v))
-    fd, tmp = sibling_tempfile(path)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, buf.getvalue())

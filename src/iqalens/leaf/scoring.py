@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import math
 import os
@@ -348,18 +349,11 @@ def run_score(
     if out is None:
         write_results(results, sys.stdout, fmt, scorer.describe())
     else:
-        from iqalens.files import sibling_tempfile
+        from iqalens.files import atomic_write_text
 
-        target = Path(out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = sibling_tempfile(target)
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                write_results(results, fh, fmt, scorer.describe())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.StringIO()
+        write_results(results, buffer, fmt, scorer.describe())
+        atomic_write_text(out, buffer.getvalue())
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"{failed} of {len(results)} image(s) could not be scored", file=err)

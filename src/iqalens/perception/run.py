@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.files import sibling_tempfile
+from iqalens.files import atomic_write_text
 from iqalens.models.base import ComponentModel
 from iqalens.perception.features import FeatureSet, extract_features
 from iqalens.perception.forced_choice import forced_choice
@@ -41,14 +41,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    fd, tmp = sibling_tempfile(path)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(v: float | None) -> str:
