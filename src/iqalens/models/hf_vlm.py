@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 
 from iqalens.leaf.prompts import Prompt
-from iqalens.leaf.teachers.hf import _resolve_dtype, build_prompt_text, load_processor
+from iqalens.leaf.teachers.hf import build_prompt_text, load_vlm
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.taxonomy import CLASSES
 
@@ -131,8 +131,6 @@ class HFVLMAdapter:
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoModelForImageTextToText
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         name = str(path_or_id)
@@ -142,20 +140,10 @@ class HFVLMAdapter:
         self.model_id = model_id or f"hf:{local.name if local.is_dir() else name}"
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
-        hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-        self.processor = load_processor(name, processor_kwargs, **hub)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
+        self.model, self.processor, self.device = load_vlm(
+            name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs
         )
-        if model_kwargs and "device_map" in model_kwargs:
-            self.device = self.model.get_input_embeddings().weight.device
-        else:
-            self.device = torch.device(device)
-            self.model.to(self.device)
-        self.model.eval()
         self.tokenizer = self.processor.tokenizer
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token  # masked / never read
 
         inner = self.model.model
         vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)

@@ -59,6 +59,7 @@ __all__ = [
     "answer_token_ids",
     "build_prompt_text",
     "load_processor",
+    "load_vlm",
     "processor_class_without_video",
 ]
 
@@ -183,6 +184,40 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return resolved
 
 
+def load_vlm(
+    name: str,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Any, torch.device]:
+    """(model in eval mode, processor, input device) of an image-text-to-text checkpoint.
+
+    Shared by the teacher and the perception adapter so both load checkpoints the same way. With
+    a ``device_map`` in ``model_kwargs`` the model is sharded by accelerate and inputs go where its
+    embeddings are; otherwise it is moved to ``device``. A missing pad token is set to EOS: batches
+    are right-padded and masked, so the pad id is never read.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    processor = load_processor(name, processor_kwargs, **hub)
+    model = AutoModelForImageTextToText.from_pretrained(
+        name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
+    )
+    if model_kwargs and "device_map" in model_kwargs:
+        target = model.get_input_embeddings().weight.device
+    else:
+        target = torch.device(device)
+        model.to(target)
+    model.eval()
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return model, processor, target
+
+
 class HFTeacher:
     """A transformers image-text-to-text model judging quality by its answer-word logits.
 
@@ -215,8 +250,6 @@ class HFTeacher:
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoModelForImageTextToText
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         name = str(model)
@@ -228,23 +261,11 @@ class HFTeacher:
         self.batch_size = batch_size
         self.point = point_prompt(prefill)
         self.pair = pair_prompt(prefill)
-        hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-        self.processor = load_processor(name, processor_kwargs, **hub)
-        self.device = torch.device(device)
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
+        self.model, self.processor, self.device = load_vlm(
+            name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs
         )
-        if model_kwargs and "device_map" in model_kwargs:
-            # Sharded by accelerate: inputs go where the embeddings are.
-            self.device = self.model.get_input_embeddings().weight.device
-        else:
-            self.model.to(self.device)
-        self.model.eval()
         self._keep_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         tokenizer = self.processor.tokenizer
-        if tokenizer.pad_token is None:
-            # Batches are right-padded and masked, so the pad id is never read; any token will do.
-            tokenizer.pad_token = tokenizer.eos_token
         self.level_ids = answer_token_ids(tokenizer, self.point.choices, self.point.answer_prefix)
         self.choice_ids = answer_token_ids(tokenizer, self.pair.choices, self.pair.answer_prefix)
 
