@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 
 from iqalens.leaf.prompts import Prompt
-from iqalens.leaf.teachers.hf import build_prompt_text, load_vlm
+from iqalens.leaf.teachers.hf import build_prompt_text, checkpoint_name, load_vlm
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.taxonomy import CLASSES
 
@@ -133,11 +133,8 @@ class HFVLMAdapter:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        name = str(path_or_id)
-        local = Path(name).expanduser()
-        if local.is_dir():
-            name = str(local)
-        self.model_id = model_id or f"hf:{local.name if local.is_dir() else name}"
+        name, short = checkpoint_name(path_or_id)
+        self.model_id = model_id or f"hf:{short}"
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
         self.model, self.processor, self.device = load_vlm(

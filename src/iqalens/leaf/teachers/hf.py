@@ -60,6 +60,7 @@ __all__ = [
     "build_prompt_text",
     "load_processor",
     "load_vlm",
+    "checkpoint_name",
     "processor_class_without_video",
 ]
 
@@ -184,6 +185,14 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return resolved
 
 
+def checkpoint_name(model: str | Path) -> tuple[str, str]:
+    """(name to load, short id): a local folder (``~`` expanded) is named by its folder name, a hub
+    id by itself. Two local checkpoints in folders of the same name share the short id; callers
+    let users pass an explicit id for that case."""
+    local = Path(str(model)).expanduser()
+    return (str(local), local.name) if local.is_dir() else (str(model), str(model))
+
+
 def load_vlm(
     name: str,
     device: str | torch.device = "cpu",
@@ -252,11 +261,8 @@ class HFTeacher:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        name = str(model)
-        local = Path(name).expanduser()
-        if local.is_dir():
-            name = str(local)
-        self.teacher_id = teacher_id or f"hf:{local.name if local.is_dir() else name}"
+        name, short = checkpoint_name(model)
+        self.teacher_id = teacher_id or f"hf:{short}"
         self.prompt_version = prompt_version(prefill)
         self.batch_size = batch_size
         self.point = point_prompt(prefill)
