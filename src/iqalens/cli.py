@@ -625,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_perceive)
+
+    from iqalens.commands import register_all
+
+    _INTERRUPTED.update(register_all(sub))
     return parser
 
 
