@@ -13,7 +13,7 @@ import importlib
 from types import ModuleType
 
 #: Command modules under ``iqalens.commands``, in the order their commands appear in ``--help``.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("align", "budget", "report")
 
 
 def command_modules() -> list[ModuleType]:

@@ -1,0 +1,1 @@
+"""Component-wise and alignment-constrained fine-tuning (``iqalens align``)."""
