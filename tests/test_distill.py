@@ -27,7 +27,7 @@ from iqalens.leaf.distill import (
 )
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store import JudgmentStore, content_hash
-from iqalens.leaf.student import StudentConfig, load_student
+from iqalens.leaf.student import Student, StudentConfig, load_student
 
 T, V = "toy:teacher", "v1"
 
@@ -305,3 +305,29 @@ def test_distill_with_the_pretrained_efficientnet_lite0(tmp_path: Path) -> None:
     assert student.config.backbone == "efficientnet-lite0" and student.head.in_features == 1280
     scores = student.predict_paths([p[1] for p in points])
     assert np.isfinite(scores).all()
+
+
+def test_frozen_backbone_trains_the_head_only(toy: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    distill(toy[0], T, V, run, tiny_config(max_steps=10, freeze_backbone=True))
+    torch.manual_seed(0)  # distill seeds the initialisation the same way
+    initial = Student(tiny_config().student).state_dict()
+    trained = _weights(run)
+    backbone = [k for k in initial if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(trained[k], initial[k]) for k in backbone)
+    assert not torch.equal(trained["head.weight"], initial["head.weight"])
+
+
+def test_frozen_backbone_keeps_batch_norm_statistics_in_train_mode() -> None:
+    student = Student(StudentConfig(pretrained=False))
+    student.freeze_backbone()
+    student.train()
+    norms = [m for m in student.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert student.dropout.training
+    before = [m.running_mean.clone() for m in norms]
+    score, _ = student(torch.rand(2, 3, 64, 64))
+    score.sum().backward()
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True))
+    assert all(p.grad is None for p in student.backbone.parameters())
+    assert student.head.weight.grad is not None

@@ -80,6 +80,7 @@ class DistillConfig:
     pair_batch: int = 16
     lr: float = 1e-3  # head
     backbone_lr: float = 2e-4  # pretrained layers move slower than the new head
+    freeze_backbone: bool = False  # head-only training (fast on a CPU; backbone_lr is then unused)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     min_lr_ratio: float = 0.01
@@ -494,6 +495,8 @@ def _distill(
 
     torch.manual_seed(cfg.seed)  # the head's initialisation
     student = Student(cfg.student).to(device)
+    if cfg.freeze_backbone:
+        student.freeze_backbone()
     loss_fn = JointLoss(cfg.loss)
     optimizer = torch.optim.AdamW(_param_groups(student, cfg))
     model: nn.Module = student

@@ -288,8 +288,33 @@ class Student(nn.Module):
         self.head = nn.Linear(int(self.backbone.out_features), 6)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.dropout(self.backbone(x)))
+        if self.backbone_frozen:
+            with torch.no_grad():
+                features = self.backbone(x)
+        else:
+            features = self.backbone(x)
+        out = self.head(self.dropout(features))
         return out[:, 0], out[:, 1:]
+
+    backbone_frozen: bool = False
+
+    def freeze_backbone(self) -> None:
+        """Train the head only: the backbone keeps its weights *and* its batch-norm statistics.
+
+        Why a method and not just ``requires_grad_(False)``: ``train()`` would still switch the
+        backbone's batch norms to batch statistics and update their running means, so the "frozen"
+        features would drift; and without ``no_grad`` the backbone's activations would be kept for a
+        backward pass that never reaches it. Head-only training is what fits a CPU budget (the demo).
+        """
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Student:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     # -- inference ------------------------------------------------------------------------------
 
