@@ -1,9 +1,35 @@
-"""``iqalens report``: placeholder until the command lands (registers nothing)."""
+"""``iqalens report RUN... -o report.html``: one self-contained HTML report of any set of runs."""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Write the report and print its path; nothing reportable or an existing output: exit 2 (one line)."""
+    from iqalens.report import write_report
+
+    print(write_report(args.runs, args.output, title=args.title, overwrite=args.overwrite))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's commands to the CLI (none yet)."""
+    """Add ``iqalens report``."""
+    from iqalens.report.build import DEFAULT_TITLE
+
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of run folders, judgments stores and score files",
+        description="Write one HTML file (no network needed to view it) for any runs: perceive, align, "
+        "distill, calibrate, evaluate, label-budget and demo run folders, judgments stores written by "
+        "'iqalens teach' and score files of 'iqalens score'. A folder of runs (e.g. runs/demo) is searched "
+        "a few levels deep. The page has a summary table, the perception and LEAF sections with embedded "
+        "figures, and the provenance (model, data, protocol, labels, seed, versions) of every number.",
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders, folders of runs, stores or score files"
+    )
+    p.add_argument("--output", "-o", required=True, help="the .html file to write")
+    p.add_argument("--title", default=DEFAULT_TITLE, help=f"page title (default: {DEFAULT_TITLE!r})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_report)

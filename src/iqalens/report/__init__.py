@@ -1,0 +1,11 @@
+"""``iqalens report``: one self-contained HTML page for any set of run folders.
+
+:func:`collect` finds and loads runs (:mod:`iqalens.report.collect`), :func:`build_report` turns them
+into a page (:mod:`iqalens.report.build`), :func:`write_report` does both and writes the file. The
+page needs no network: styles are inline and figures are embedded SVG (:mod:`iqalens.report.plots`).
+"""
+
+from iqalens.report.build import DEFAULT_TITLE, build_report, write_report
+from iqalens.report.collect import Collection, collect
+
+__all__ = ["DEFAULT_TITLE", "Collection", "build_report", "collect", "write_report"]

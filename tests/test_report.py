@@ -1,0 +1,274 @@
+"""``iqalens report``: finding runs, reading them, the figures and the page, on real run folders.
+
+The run folders come from the library's own writers (``report_fixtures``): a perceive run and an align
+run (before/after perceive runs) of fake component models, a judgments store, a tiny distillation,
+calibration and evaluation, the label-budget protocol, score files and a demo run, nested the way a
+demo folder nests them. Expected numbers are computed here from the files the writers produced, not
+taken from the report code.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iqalens.cli import main
+from iqalens.leaf.store import JudgmentStore
+from iqalens.report import build_report, collect, plots, write_report
+from iqalens.report.collect import (
+    AlignRun,
+    BudgetRun,
+    CalibrationRun,
+    DistillRun,
+    DistortionDemoRun,
+    EvaluationRun,
+    JudgmentsRun,
+    PerceptionRun,
+    ScoreRun,
+    manifest_mos_source,
+)
+from report_fixtures import PROXY_NOTE, make_demo_run, shared_runs
+
+EMBEDDED_SVG = re.compile(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_runs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def page(runs: Path) -> str:
+    return build_report(collect([runs]), "fixture report", [str(runs)])
+
+
+def _kinds(found) -> dict[type, list]:
+    out: dict[type, list] = {}
+    for run in found.runs:
+        out.setdefault(type(run), []).append(run)
+    return out
+
+
+def test_a_demo_folder_is_searched_for_every_kind_of_run(runs: Path) -> None:
+    found = collect([runs])
+    kinds = _kinds(found)
+    assert set(kinds) == {
+        PerceptionRun,
+        AlignRun,
+        JudgmentsRun,
+        DistillRun,
+        CalibrationRun,
+        EvaluationRun,
+        BudgetRun,
+        ScoreRun,
+        DistortionDemoRun,
+    }
+    assert found.skipped == []
+    assert len(kinds[ScoreRun]) == 2  # the CSV and the JSON file
+    # the align run's before/after folders belong to it and are not reported twice
+    assert [r.name for r in kinds[PerceptionRun]] == [f"{runs.name}/perception/perceive"]
+    align = kinds[AlignRun][0]
+    assert align.before is not None and align.after is not None
+    assert align.train_log and align.train_log[0]["step"] == 1.0
+
+
+def test_loaded_numbers_match_the_files(runs: Path) -> None:
+    kinds = _kinds(collect([runs]))
+    store_path = runs / "leaf" / "teach" / "judgments.sqlite"
+    with JudgmentStore(store_path, create=False) as store:
+        status = store.status()
+    (teacher,) = kinds[JudgmentsRun][0].teachers
+    assert teacher.point_reliability.size == status["points"]
+    assert teacher.pair_reliability.size == status["pairs_asked"] + status["pairs_derived"]
+    assert np.all((teacher.point_reliability >= 0) & (teacher.point_reliability <= 1))
+
+    evaluation = kinds[EvaluationRun][0]
+    with open(runs / "leaf" / "evaluate" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert evaluation.predictions.tolist() == [float(r["prediction"]) for r in rows]
+    assert evaluation.mos.tolist() == [float(r["mos"]) for r in rows]
+
+    budget = kinds[BudgetRun][0]
+    results = json.loads((runs / "leaf" / "budget" / "results.json").read_text())
+    assert len(budget.summary) == len(results["config"]["budgets"]) * len(results["config"]["arms"])
+
+    scores = {r.path.suffix: r for r in kinds[ScoreRun]}
+    assert scores[".csv"].n_failed == scores[".json"].n_failed == 1
+    assert scores[".csv"].scores.tolist() == scores[".json"].scores.tolist()
+
+
+def test_proxy_labels_are_named_as_proxies(runs: Path, tmp_path: Path) -> None:
+    kinds = _kinds(collect([runs]))
+    for kind in (CalibrationRun, BudgetRun):
+        mos = kinds[kind][0].provenance.mos
+        assert mos is not None and mos.proxy is True and mos.note == PROXY_NOTE
+    evaluation = kinds[EvaluationRun][0].provenance.mos
+    assert evaluation is not None and evaluation.proxy is True
+    assert kinds[PerceptionRun][0].provenance.mos is None  # no MOS involved
+    csv_scores = next(r for r in kinds[ScoreRun] if r.path.suffix == ".csv")
+    assert csv_scores.provenance.mos is not None and csv_scores.provenance.mos.proxy is None
+
+    # a manifest of human MOS, and one whose provenance file is gone
+    human = tmp_path / "human.csv"
+    human.write_text("path\n")
+    human.with_suffix(".json").write_text(json.dumps({"builder": "iqalens bench import"}))
+    assert manifest_mos_source(human).proxy is False
+    assert manifest_mos_source(tmp_path / "lost.csv").proxy is None
+
+
+def test_page_has_every_section_and_names_the_proxy(page: str, runs: Path) -> None:
+    for anchor in ("summary", "perception", "leaf", "distortions"):
+        assert f'id="{anchor}"' in page
+    assert html.escape(PROXY_NOTE) in page
+    assert 'class="tag">proxy MOS' in page
+    summary = page[page.index('id="summary"') : page.index('id="perception"')]
+    assert summary.count("<tr>") == 1 + 10  # header + one row per result
+    assert "fixture report" in page[: page.index("</title>")]
+    # provenance of every run block: command, seed, versions
+    for block in re.findall(r"<article.*?</article>", page, flags=re.S):
+        assert (
+            'aria-label="provenance"' in block and "<dt>Seed</dt>" in block and "<dt>Versions</dt>" in block
+        )
+
+
+def test_page_is_self_contained(page: str) -> None:
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, flags=re.I)
+    assert "<script" not in page.lower()
+    assert "<link" not in page.lower()
+    assert "@import" not in page and "url(" not in page
+    assert 'name="viewport"' in page
+
+
+def test_figures_are_embedded_valid_svg(page: str) -> None:
+    figures = EMBEDDED_SVG.findall(page)
+    # perceive 4 (confusion, probes, semantic, contextual), align 3 + 2 from its log, store 2,
+    # distill 2, calibration 1, budget 3 (one per metric), evaluation 1, scores 1 per file, demo 1
+    assert len(figures) == 4 + 5 + 2 + 2 + 1 + 3 + 1 + 2 + 1
+    for data in figures:
+        root = ET.fromstring(base64.b64decode(data))
+        assert root.tag.endswith("svg")
+        width, height = (float(root.get(k, "0").removesuffix("pt")) for k in ("width", "height"))
+        assert width > 0 and height > 0
+
+
+def test_before_after_relative_changes_are_reported(page: str, runs: Path) -> None:
+    before = json.loads((runs / "perception" / "align" / "before" / "metrics.json").read_text())
+    after = json.loads((runs / "perception" / "align" / "after" / "metrics.json").read_text())
+    b, a = before["forced_choice"]["accuracy"], after["forced_choice"]["accuracy"]
+    assert a > b  # the fixture's "fine-tuned" model sees more
+    assert f"{100 * (a - b) / b:+.1f}%" in page
+    for name in before["semantic"]["classes"]:
+        sb = before["semantic"]["per_class"][name]["mean_similarity_true"]
+        sa = after["semantic"]["per_class"][name]["mean_similarity_true"]
+        assert f"{100 * (sa - sb) / abs(sb):+.1f}%" in page
+
+
+def test_budget_table_is_mean_and_std_over_seeds(page: str, runs: Path) -> None:
+    with open(runs / "leaf" / "budget" / "rows.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["status"] != "undefined"]
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["budget"], r["arm"]), []).append(float(r["srcc"]))
+    assert groups
+    for values in groups.values():
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        assert f"{np.mean(values):.3f} ± {std:.3f}" in page
+    assert "undefined" in page  # labels-only at budget 0
+
+
+def test_text_from_runs_is_escaped(runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "evil"
+    shutil.copytree(runs / "perception" / "perceive", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["model_id"] = "<script>alert(1)</script>"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report(collect([run]))
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_interrupted_runs_are_listed_not_fatal(runs: Path, tmp_path: Path) -> None:
+    shutil.copytree(runs / "perception" / "perceive", tmp_path / "done")
+    (tmp_path / "half").mkdir()
+    config = json.loads((runs / "perception" / "perceive" / "config.json").read_text())
+    (tmp_path / "half" / "config.json").write_text(json.dumps(config))  # no metrics.json yet
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "config.json").write_text('{"command": "perc')  # cut off mid-write
+    found = collect([tmp_path])
+    assert [r.name for r in found.runs] == [f"{tmp_path.name}/done"]
+    assert sorted(Path(p).name for p, _ in found.skipped) == ["half", "torn"]
+    text = build_report(found)
+    assert 'id="skipped"' in text and "half" in text
+
+
+def test_files_named_directly_are_reported(runs: Path) -> None:
+    store = runs / "leaf" / "teach" / "judgments.sqlite"
+    scores = runs / "leaf" / "score" / "scores.csv"
+    found = collect([store, scores])
+    assert [type(r) for r in found.runs] == [JudgmentsRun, ScoreRun]
+
+
+def test_nothing_reportable_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match="nothing reportable"):
+        collect([tmp_path])
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing reportable" in err
+    assert not (tmp_path / "r.html").exists()
+    assert main(["report", str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_writes_the_report_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_demo_run(tmp_path / "demo")
+    out = tmp_path / "out" / "report.html"
+    assert main(["report", str(run), "-o", str(out), "--title", "My <title>"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<title>My &lt;title&gt;</title>" in text
+    assert main(["report", str(run), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["report", str(run), "-o", str(out), "--overwrite"]) == 0
+    assert write_report([run], tmp_path / "again.html").is_file()
+
+
+def test_figures_are_deterministic() -> None:
+    a = plots.budget_curve(["0%", "10%"], [0, 5], [("arm", [0.5, 0.7], [0.1, math.nan])], "SRCC", "t")
+    b = plots.budget_curve(["0%", "10%"], [0, 5], [("arm", [0.5, 0.7], [0.1, math.nan])], "SRCC", "t")
+    c = plots.budget_curve(["0%", "10%"], [0, 5], [("arm", [0.5, 0.8], [0.1, math.nan])], "SRCC", "t")
+    assert a == b and a != c
+    assert "<dc:date>" not in a  # no timestamp in the file
+
+
+def test_a_run_that_cannot_be_drawn_is_listed_and_the_rest_reported(runs: Path, tmp_path: Path) -> None:
+    shutil.copytree(runs / "perception" / "perceive", tmp_path / "odd")
+    make_demo_run(tmp_path / "demo")
+    metrics = json.loads((tmp_path / "odd" / "metrics.json").read_text())
+    metrics["forced_choice"]["confusion"] = [[1, 2]]  # not 8 x 8
+    (tmp_path / "odd" / "metrics.json").write_text(json.dumps(metrics))
+    text = build_report(collect([tmp_path]))
+    skipped = text[text.index('id="skipped"') :]
+    assert "odd" in skipped and "could not be drawn" in skipped
+    assert 'id="distortions"' in text and len(EMBEDDED_SVG.findall(text)) == 1
+
+
+def test_many_points_are_drawn_as_one_bitmap() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random(5000)
+    big = plots.scatter_vs_mos(x, x + rng.normal(0, 0.1, x.size), None, "MOS", "t")
+    small = plots.scatter_vs_mos(x[:50], x[:50], None, "MOS", "t")
+    assert "<image" in big and len(big) < 400_000
+    assert "<image" not in small
