@@ -8,7 +8,11 @@ Steps (offline; the shared photos are read, never copied):
 2. Label every image with the classical teacher (NIQE + BRISQUE, ``ClassicalTeacher`` via ``run_teach``)
    into a judgments store, with ``--pairs`` derived pairs per image (stratified sampling).
 3. Run :func:`iqalens.leaf.protocol.run_label_budget` (cached frozen EfficientNet-Lite0 features, head
-   training only) for budgets 0, 1, 5, 10, 30, 100% and ``--seeds`` seeds; write the report.
+   training only, head l2 chosen per seed without labels) for budgets 0, 1, 5, 10, 30, 100% and
+   ``--seeds`` seeds; write the report and its curve (``docs/label_budget.png``).
+
+The same protocol is one CLI command on any manifest and store:
+``iqalens budget --store STORE --manifest MANIFEST -o RUN``.
 
 Everything is resumable: the build, the store and the feature cache are reused by a re-run into the same
 ``--work`` folder. Usage: ``python benchmarks/label_budget.py [--refs 24] [--seeds 3] [--work DIR]``
@@ -30,6 +34,7 @@ import torch
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest
 from iqalens.images import iter_image_files
+from iqalens.leaf.budget_plot import save_budget_curve
 from iqalens.leaf.protocol import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.teach import TeachReport, run_teach
@@ -104,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     timings["features_s"] = result["timing"]["features_s"]
     timings["protocol_s"] = result["timing"]["protocol_s"]
     timings["total_s"] = time.perf_counter() - started
-    write_doc(Path(args.doc), args, refs, manifest_path, report, teacher, result, config, timings, work)
+    doc = Path(args.doc)
+    save_budget_curve(
+        result["summary"],
+        doc.parent,
+        title=f"SRCC vs label budget\n(proxy MOS, classical teacher; mean ± std over {args.seeds} seeds)",
+        stem=doc.stem,
+        formats=("png",),
+    )
+    write_doc(doc, args, refs, manifest_path, report, teacher, result, config, timings, work)
     print(table_markdown(result["summary"]))
     print(json.dumps({k: round(v, 1) for k, v in timings.items()}))
     return 0
@@ -132,6 +145,8 @@ def write_doc(
     versions = package_versions()
     machine = machine_description()
     budgets = ", ".join(str(b) for b in config.budgets)
+    sel = result.get("l2_selection", {})
+    l2_choice = ", ".join(f"seed {k}: {v['l2']:g}" for k, v in sel.items()) or "none (fixed l2)"
     cmd = "python benchmarks/label_budget.py" + ("" if sys.argv[1:] == [] else " " + " ".join(sys.argv[1:]))
     lines = [
         "# Label-budget protocol: LEAF vs labels-only (proxy MOS, CPU protocol)",
@@ -151,8 +166,11 @@ def write_doc(
         "fitting). `undefined`: labels-only is not trained below 2 labels (budget 0 gives none).",
         "",
         table_markdown(result["summary"], ("srcc", "plcc", "rmse")),
-        "Per-seed rows: `rows.csv`, summary: `summary.csv` and `results.json` in the run folder "
-        f"(`{work / 'run'}`), ready for a curve.",
+        f"![SRCC against the label budget, mean ± std over seeds per arm]({path.stem}.png)",
+        "",
+        "Per-seed rows: `rows.csv`, summary: `summary.csv`, `results.json` and the curve "
+        f"(`budget_curve.png`/`.svg`) in the run folder (`{work / 'run'}`). The same protocol from the "
+        "command line: `iqalens budget --store STORE --manifest MANIFEST -o RUN`.",
         "",
         "## Protocol",
         "",
@@ -166,13 +184,20 @@ def write_doc(
         "224 crop, TF-Lite normalisation), computed once per image and cached as "
         "`features/<sha256>.npy`; standardised with the train split's mean/std (no labels involved).",
         f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
-        f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}.",
+        f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}, plus an "
+        "explicit penalty `l2 * sum(W^2)` in every training loss. **l2 is chosen per seed without labels** "
+        f"(`protocol.select_l2`) among {list(h.l2_candidates)}: the train photos are dealt into 4 folds, "
+        "a head is distilled on 3 with each candidate, and the candidate whose scores rank the held-out "
+        "fold's images most like the teacher's expected score (mean SRCC over the folds) wins; every arm "
+        "of that seed (labels-only included: a shared hyperparameter) then trains with it. "
+        f"Chosen: {l2_choice}.",
         f"- {ARM_TITLES['leaf']}: {h.distill_steps} steps of the joint loss (KL w {h.loss.w_kl}, score "
         f"regression w {h.loss.w_reg}, {h.loss.pair_loss} pair loss w {h.loss.w_pair}, tau "
         f"{h.loss.pair_temperature}, reliability-weighted) on the teacher's judgments of the unlabelled "
         f"train images (batches of {h.point_batch} points + {h.pair_batch} pairs), then "
         f"`calibration.fit(..., '{config.calibration}')` on the budget's labels (linear when fewer than its "
-        "minimum); budget 0: `label_free` (teacher scale [0, 1] mapped linearly onto 1..5). A monotone map "
+        "minimum, or when the fitted logistic is a near-step that ties most of the pool's scores); "
+        "budget 0: `label_free` (teacher scale [0, 1] mapped linearly onto 1..5). A monotone map "
         "cannot change the ranking, so its SRCC changes with the budget only where the fitted logistic "
         "saturates and creates ties.",
         f"- {ARM_TITLES['leaf_ft']} (calibration mode (b)): the distilled head fine-tuned {h.finetune_steps} "

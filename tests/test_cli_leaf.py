@@ -101,3 +101,76 @@ def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         == 0
     )
     assert json.loads((free / "metrics.json").read_text())["labels_used"] == 0
+
+
+def _tiny_student_run(folder: Path) -> Path:
+    import torch
+
+    from iqalens.leaf.student import StudentConfig, build_student, save_student
+
+    torch.manual_seed(0)
+    config = StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False, dropout=0.0)
+    return save_student(build_student(config), folder)
+
+
+@pytest.mark.parametrize("last_block", [False, True])
+def test_calibrate_head_finetune_writes_a_scorable_student(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], last_block: bool
+) -> None:
+    import torch
+
+    from iqalens.evaluation.metrics import srcc
+    from iqalens.leaf.scoring import load_scorer, score_paths
+    from test_budget_cli import make_labelled
+
+    store, manifest = make_labelled(tmp_path / "data")
+    student_run = _tiny_student_run(tmp_path / "student")
+    run = tmp_path / "tuned"
+    args = [
+        "calibrate",
+        "--method",
+        "head-finetune",
+        "--student",
+        str(student_run),
+        "--labels",
+        str(manifest),
+    ]
+    args += ["--budget", "50%", "--store", str(store), "--steps", "30", "-o", str(run), "-q"]
+    assert main(args + (["--last-block"] if last_block else [])) == 0
+    assert "fine-tuned" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["labels_used"] == 9 and metrics["labels_available"] == 18  # 50% of the train split
+    assert metrics["teacher_points"] == 18  # the regulariser sees the whole pool
+
+    before, after = load_student(student_run).state_dict(), load_student(run).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    last_conv = {"backbone.net.4.weight", "backbone.net.4.bias"}
+    assert {"head.weight", "head.bias"} <= changed
+    assert (last_conv <= changed) == last_block
+    assert changed <= {"head.weight", "head.bias"} | last_conv  # nothing below the trained part moves
+
+    # the saved run scores what was trained: its raw scores rank the pool's unlabelled images as the
+    # metrics recorded during fine-tuning, and calibrated scores stay on the manifest's 1..5 scale
+    from iqalens.datasets.manifest import read_manifest
+
+    m, _ = read_manifest(manifest)
+    used = set(metrics["used_paths"])
+    rest = [r for r in m.rows if r.split == "train" and r.path not in used]
+    results = score_paths(load_scorer(run), [m.resolve(r) for r in rest], workers=0)
+    recorded = metrics["pool_unlabelled_after"]["srcc"]
+    assert srcc([r.raw for r in results], [r.mos for r in rest]) == pytest.approx(recorded, abs=1e-9)
+    assert all(1.0 <= r.score <= 5.0 for r in results)
+
+
+def test_calibrate_head_finetune_needs_a_store_and_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_budget_cli import make_labelled
+
+    store, manifest = make_labelled(tmp_path / "data", n=12)
+    base = ["calibrate", "--method", "head-finetune", "--labels", str(manifest), "-o", str(tmp_path / "r")]
+    assert main([*base, "--budget", "5"]) == 2
+    assert "--store" in capsys.readouterr().err
+    assert main([*base, "--budget", "0", "--store", str(store)]) == 2
+    assert "at least one label" in capsys.readouterr().err
+    assert main(["calibrate", "--labels", str(manifest), "--budget", "5", "--last-block", "-o", "x"]) == 2

@@ -240,3 +240,43 @@ def test_feature_cache_writes_once_per_image(tmp_path) -> None:
     other = StudentConfig(backbone="tiny", pretrained=False, image_size=32, resize_shorter=40)
     with pytest.raises(ValueError, match="another backbone setting"):
         cache_features(paths, tmp_path / "feat", other, progress=False)
+
+
+def test_l2_selection_uses_neither_labels_nor_the_test_split() -> None:
+    from dataclasses import replace
+
+    from iqalens.leaf.protocol import select_l2
+
+    data = synthetic(n_groups=16, per_group=6, teacher_noise=0.5)
+    cfg = replace(FAST, distill_steps=60, l2_candidates=(0.0, 0.1, 3.0))
+    x = torch.as_tensor(data.features, dtype=torch.float32)
+    chosen, criteria = select_l2(x, data, cfg, seed=0)
+    assert set(criteria) == {"0", "0.1", "3"} and chosen in cfg.l2_candidates
+    assert criteria[f"{chosen:g}"] == max(criteria.values())
+    # scrambling every MOS and every test image's features changes nothing
+    rng = np.random.default_rng(1)
+    test = data.indices("test")
+    feats = data.features.copy()
+    feats[test] = rng.normal(size=feats[test].shape)
+    scrambled = replace(data, mos=rng.permutation(data.mos), features=feats)
+    x2 = torch.as_tensor(scrambled.features, dtype=torch.float32)
+    assert select_l2(x2, scrambled, cfg, seed=0) == (chosen, criteria)
+    # the protocol records the choice per seed and trains every arm of that seed with it
+    config = BudgetConfig(budgets=("10%",), seeds=(0,), head=cfg, standardize=False)  # the x above
+    result = run_protocol(data, config, progress=False)
+    assert result["l2_selection"]["0"]["l2"] == chosen
+    assert {r["l2"] for r in result["rows"]} == {chosen}
+
+
+def test_a_step_shaped_logistic_falls_back_to_a_line() -> None:
+    from iqalens.leaf.protocol import _calibrate
+
+    data = synthetic(n_groups=8, per_group=5)
+    scores = np.linspace(0.0, 1.0, 40)
+    step_mos = np.where(scores < 0.5, 1.0, 5.0)  # labels that a logistic fits as a near-step
+    pool = np.random.default_rng(0).uniform(0.0, 1.0, 500)
+    cal = _calibrate(scores, step_mos, BudgetConfig(), data, pool)
+    assert cal.kind == "linear"
+    assert np.unique(cal(pool)).size == pool.size  # the ranking of the pool survives
+    smooth_mos = 1.0 + 4.0 / (1.0 + np.exp(-(scores - 0.5) * 6))
+    assert _calibrate(scores, smooth_mos, BudgetConfig(), data, pool).kind == "logistic4"

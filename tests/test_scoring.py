@@ -88,6 +88,50 @@ def test_scores_differ_between_images(tiny_scorer, images):
     assert len(set(np.round(scores, 9))) == len(images)
 
 
+def test_decoding_threads_change_nothing_but_speed(tiny_scorer, images, tmp_path):
+    bad = tmp_path / "imgs" / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    paths = [images[0], bad, *images[1:], tmp_path / "missing.png"]
+    outcomes = {}
+    for workers in (0, 1, 3):
+        errors: list[tuple[str, str]] = []
+        note = errors.append
+        results = score_paths(tiny_scorer, paths, 2, workers=workers, on_error=lambda p, r, n=note: n((p, r)))
+        outcomes[workers] = ([(r.path, r.score, r.raw, r.error) for r in results], errors)
+    assert outcomes[3] == outcomes[1]  # bit-identical, same error order
+    # workers=0 leaves torch's thread count alone (threads cap it): equal up to float32 rounding
+    (seq, seq_errors), (threaded, threaded_errors) = outcomes[0], outcomes[1]
+    assert (
+        seq_errors == threaded_errors == [(str(bad), seq[1][3]), (str(tmp_path / "missing.png"), seq[-1][3])]
+    )
+    assert [(p, e) for p, _, _, e in seq] == [(p, e) for p, _, _, e in threaded]
+    ok = [i for i, r in enumerate(seq) if r[3] is None]
+    assert [threaded[i][1] for i in ok] == pytest.approx([seq[i][1] for i in ok], rel=1e-6)
+    with pytest.raises(ValueError, match="workers"):
+        score_paths(tiny_scorer, images, workers=-1)
+
+
+def test_fast_decode_shrinks_only_large_images(tiny_scorer, images, tmp_path):
+    from iqalens.images import load_rgb
+    from iqalens.leaf.scoring import load_reduced
+
+    rng = np.random.default_rng(3)
+    big = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    for name in ("big.jpg", "big.png"):
+        big.save(tmp_path / name)
+        reduced = load_reduced(tmp_path / name, 16)  # at least 2 x 16 on the shorter side, less than 4 x 16
+        assert 32 <= min(reduced.shape[:2]) < 64 and reduced.shape[2] == 3
+        assert reduced.shape[1] > reduced.shape[0]  # aspect ratio kept
+    # images below 4x the model's shorter side are decoded exactly, so their scores do not change
+    assert np.array_equal(load_reduced(images[0], 16), load_rgb(images[0]))
+    exact = score_paths(tiny_scorer, images, batch_size=2)
+    fast = score_paths(tiny_scorer, images, batch_size=2, fast_decode=True)
+    assert [r.score for r in fast] == [r.score for r in exact]
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8 truncated")
+    (result,) = score_paths(tiny_scorer, [tmp_path / "junk.jpg"], fast_decode=True)
+    assert not result.ok and result.error
+
+
 def test_collect_folder_recursive_glob_manifest(tmp_path):
     a = _image(tmp_path / "root" / "a.png", 1)
     b = _image(tmp_path / "root" / "sub" / "deeper" / "b.jpg", 2)

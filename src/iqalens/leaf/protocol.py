@@ -35,7 +35,12 @@ teacher's expected score) and every seed:
   metrics, and :func:`train_labels_only` raises :class:`ValueError` if asked.
 
 Each (budget, seed) shares one labelled subset between the arms (a paired comparison); the distilled
-head depends only on the seed. Metrics on the test split: SRCC, PLCC and RMSE of the predicted MOS
+head depends only on the seed. Every head training adds ``l2 * sum(W^2)`` on the head's weights; with
+``HeadConfig.l2_candidates`` (the default protocol's :data:`DEFAULT_L2_CANDIDATES`) ``l2`` is chosen per
+seed *without labels* by :func:`select_l2` (how well a head distilled on three quarters of the train
+photos ranks the held-out quarter as the teacher does) and shared by every arm of that seed.
+
+Metrics on the test split: SRCC, PLCC and RMSE of the predicted MOS
 (raw, no further fitting, so calibration quality shows in PLCC/RMSE). Summaries are mean and sample
 standard deviation (ddof = 1) over seeds.
 
@@ -57,10 +62,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -69,10 +75,11 @@ from tqdm.auto import tqdm
 
 from iqalens.datasets.manifest import MosScale, read_manifest
 from iqalens.evaluation.metrics import plcc, srcc
-from iqalens.files import content_hash
+from iqalens.files import atomic_write_text, content_hash
 from iqalens.images import load_rgb
 from iqalens.leaf.calibration import MIN_POINTS, Calibrator, draw_budget, fit, label_free, parse_budget
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
+from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import Student, StudentConfig
 from iqalens.runs import start_run, write_json
@@ -85,9 +92,12 @@ ARM_TITLES = {
     "labels_only": "labels only",
 }
 DEFAULT_BUDGETS: tuple[str, ...] = ("0%", "1%", "5%", "10%", "30%", "100%")
+#: Head l2 strengths :func:`select_l2` chooses from in the default protocol (label-free, per seed).
+DEFAULT_L2_CANDIDATES: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 #: Fewest labels the labels-only arm trains on; below it the arm is undefined.
 LABELS_ONLY_MIN = 2
 FEATURES_META = "features.json"
+HeadT = TypeVar("HeadT", bound=nn.Module)
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -193,6 +203,47 @@ def _atomic_npy(path: Path, array: np.ndarray) -> None:
         raise
 
 
+def backbone_features(
+    student: Student,
+    paths: Sequence[str | os.PathLike[str]],
+    batch_size: int = 32,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """``(indices, features)`` per batch of ``paths``: the student's pooled backbone feature (eval mode,
+    the mean over its test crops), float32; ``forward`` replaces the backbone (e.g. the part of it
+    below a block that will be fine-tuned).
+
+    Files are decoded by a thread pool one batch ahead of the network (decoding releases the GIL), so
+    decoding and the forward pass overlap; the numbers are those of a sequential loop.
+    """
+
+    def crops_of(path: str | os.PathLike[str]) -> np.ndarray:
+        return student.test_crops(student.prepare(load_rgb(path)))
+
+    chunks = [list(range(s, min(s + batch_size, len(paths)))) for s in range(0, len(paths), batch_size)]
+    was_training = student.training
+    student.eval()
+    workers = default_workers()
+    try:
+        # torch gets the cores the decoders leave (see iqalens.leaf.scoring.score_paths for why)
+        with torch.no_grad(), torch_threads(usable_cores() - workers), ThreadPoolExecutor(workers) as pool:
+            upcoming = [pool.submit(crops_of, paths[i]) for i in chunks[0]] if chunks else []
+            for k, chunk in enumerate(chunks):
+                current = upcoming
+                if k + 1 < len(chunks):
+                    upcoming = [pool.submit(crops_of, paths[i]) for i in chunks[k + 1]]
+                crops = [f.result() for f in current]
+                owner = np.repeat(np.arange(len(chunk)), [len(c) for c in crops])
+                x = student.to_tensor(np.concatenate(crops)).to(next(student.parameters()).device)
+                feats = (forward or student.backbone)(x).float().cpu().numpy()
+                yield (
+                    chunk,
+                    np.stack([feats[owner == j].mean(axis=0) for j in range(len(chunk))]).astype(np.float32),
+                )
+    finally:
+        student.train(was_training)
+
+
 def cache_features(
     paths: Sequence[str | os.PathLike[str]],
     folder: str | os.PathLike[str],
@@ -228,22 +279,46 @@ def cache_features(
     else:
         write_json(meta_file, meta)
     bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress or not todo, leave=False)
-    with torch.no_grad():
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            assert student is not None
-            crops, owner = [], []
-            for i in chunk:
-                c = student.test_crops(student.prepare(load_rgb(paths[i])))
-                crops.append(c)
-                owner += [i] * len(c)
-            feats = student.backbone(student.to_tensor(np.concatenate(crops))).numpy()
-            owner_arr = np.asarray(owner)
-            for i in chunk:
-                _atomic_npy(out / f"{keys[i]}.npy", feats[owner_arr == i].mean(axis=0).astype(np.float32))
+    if student is not None:
+        for chunk, feats in backbone_features(student, [paths[i] for i in todo], batch_size):
+            for j, feat in zip(chunk, feats, strict=True):
+                _atomic_npy(out / f"{keys[todo[j]]}.npy", feat)
             bar.update(len(chunk))
     bar.close()
     return np.stack([np.load(out / f"{h}.npy") for h in keys]).astype(np.float32)
+
+
+def teacher_arrays(
+    store: str | os.PathLike[str], teacher_id: str, prompt_version: str, hashes: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A teacher's judgments of N images given by content hash, as arrays over those images.
+
+    Returns ``(probs N x 5, expected N, reliability N, pairs M x 2, pair_p M, pair_reliability M)``;
+    rows of images without a point judgment are NaN, and only pairs with both images among ``hashes``
+    are kept. Byte-identical images (e.g. a distortion that left the reference unchanged) share one
+    content hash, hence one judgment: every row with that hash gets it; a pair uses each hash's first row.
+    """
+    where: dict[str, list[int]] = {}
+    for i, h in enumerate(hashes):
+        where.setdefault(h, []).append(i)
+    n = len(hashes)
+    probs = np.full((n, 5), np.nan)
+    expected, rel = np.full(n, np.nan), np.full(n, np.nan)
+    with JudgmentStore(store, create=False) as st:
+        points = st.points(teacher_id, prompt_version)
+        pair_records = st.pairs(teacher_id, prompt_version)
+    for rec in points:
+        for i in where.get(rec.hash, []):
+            j = rec.judgment
+            probs[i], expected[i], rel[i] = j.probs, j.expected, j.reliability
+    pairs, pp, pr = [], [], []
+    for rec in pair_records:
+        a, b = where.get(rec.hash_a), where.get(rec.hash_b)
+        if a and b:
+            pairs.append((a[0], b[0]))
+            pp.append(rec.judgment.p_first_better)
+            pr.append(rec.judgment.reliability)
+    return probs, expected, rel, np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(pp), np.array(pr)
 
 
 def load_budget_data(
@@ -268,28 +343,7 @@ def load_budget_data(
     paths = [m.resolve(r) for r in rows]
     hashes = [content_hash(p) for p in paths]
     feats = cache_features(paths, feature_dir, student_config, hashes=hashes, progress=progress)
-    # Byte-identical images (e.g. a distortion that left the reference unchanged) share one content
-    # hash, hence one judgment: every row with that hash gets it. A pair uses each hash's first row.
-    where: dict[str, list[int]] = {}
-    for i, h in enumerate(hashes):
-        where.setdefault(h, []).append(i)
-    n = len(rows)
-    probs = np.full((n, 5), np.nan)
-    expected, rel = np.full(n, np.nan), np.full(n, np.nan)
-    with JudgmentStore(store, create=False) as st:
-        points = st.points(teacher_id, prompt_version)
-        pair_records = st.pairs(teacher_id, prompt_version)
-    for rec in points:
-        for i in where.get(rec.hash, []):
-            j = rec.judgment
-            probs[i], expected[i], rel[i] = j.probs, j.expected, j.reliability
-    pairs, pp, pr = [], [], []
-    for rec in pair_records:
-        a, b = where.get(rec.hash_a), where.get(rec.hash_b)
-        if a and b:
-            pairs.append((a[0], b[0]))
-            pp.append(rec.judgment.p_first_better)
-            pr.append(rec.judgment.reliability)
+    probs, expected, rel, pairs, pp, pr = teacher_arrays(store, teacher_id, prompt_version, hashes)
     return BudgetData(
         features=feats,
         mos=np.array([r.mos for r in rows]),
@@ -299,9 +353,9 @@ def load_budget_data(
         teacher_probs=probs,
         teacher_expected=expected,
         teacher_reliability=rel,
-        pairs=np.array(pairs, dtype=np.int64).reshape(-1, 2),
-        pair_p=np.array(pp),
-        pair_reliability=np.array(pr),
+        pairs=pairs,
+        pair_p=pp,
+        pair_reliability=pr,
         names=[r.path for r in rows],
     )
 
@@ -339,11 +393,20 @@ class HeadConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     finetune_reg: LossConfig = field(default_factory=lambda: LossConfig(w_reg=0.0))
     finetune_lambda: float = 1.0
+    # l2 * (sum of the squared head weights) is added to every training loss. AdamW's decoupled
+    # weight decay (lr * weight_decay per step) barely shrinks a head in a few hundred steps, and a
+    # 1280-d head on a few dozen photos otherwise fits their content instead of their quality.
+    l2: float = 0.0
+    # When given, l2 is chosen per seed among these, without labels (:func:`select_l2`).
+    l2_candidates: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("loss", "finetune_reg"):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, LossConfig(**getattr(self, name)))
+        self.l2_candidates = tuple(float(v) for v in self.l2_candidates)
+        if self.l2 < 0 or any(v < 0 for v in self.l2_candidates):
+            raise ValueError("l2 and l2_candidates must be >= 0")
         for name in ("distill_steps", "label_steps", "finetune_steps", "point_batch", "label_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -371,12 +434,21 @@ def _new_head(dim: int, cfg: HeadConfig, seed: int) -> FeatureHead:
     return FeatureHead(dim, cfg.dropout)
 
 
+def _penalty(module: nn.Module, cfg: HeadConfig) -> torch.Tensor | float:
+    """``cfg.l2`` times the squared weights of the module's final ``Linear`` (its ``head``)."""
+    if cfg.l2 <= 0:
+        return 0.0
+    head = module.head
+    assert isinstance(head, nn.Linear)
+    return cfg.l2 * head.weight.pow(2).sum()
+
+
 def _batch(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return rng.choice(n, size=size, replace=n < size) if n else np.zeros(0, dtype=np.int64)
 
 
 def _distill_terms(
-    head: FeatureHead,
+    head: nn.Module,
     x: torch.Tensor,
     data: TeacherTargets,
     rng: np.random.Generator,
@@ -413,22 +485,37 @@ class TeacherTargets:
 
     @classmethod
     def of(cls, data: BudgetData, pool: np.ndarray) -> TeacherTargets:
-        inside = np.zeros(len(data.mos), dtype=bool)
-        inside[pool] = True
-        pts = pool[np.all(np.isfinite(data.teacher_probs[pool]), axis=1)]
-        keep = inside[data.pairs[:, 0]] & inside[data.pairs[:, 1]] if data.pairs.size else np.zeros(0, bool)
-        return cls(
-            pts,
+        return cls.restricted(
+            pool,
             data.teacher_probs,
             data.teacher_expected,
             data.teacher_reliability,
-            data.pairs[keep],
-            data.pair_p[keep],
-            data.pair_reliability[keep],
+            data.pairs,
+            data.pair_p,
+            data.pair_reliability,
         )
 
+    @classmethod
+    def restricted(
+        cls,
+        pool: np.ndarray,
+        probs: np.ndarray,
+        expected: np.ndarray,
+        reliability: np.ndarray,
+        pairs: np.ndarray,
+        pair_p: np.ndarray,
+        pair_rel: np.ndarray,
+    ) -> TeacherTargets:
+        """Targets of the judged images in ``pool`` and the pairs with both images in it
+        (arrays as returned by :func:`teacher_arrays`)."""
+        inside = np.zeros(len(expected), dtype=bool)
+        inside[pool] = True
+        pts = pool[np.all(np.isfinite(probs[pool]), axis=1)]
+        keep = inside[pairs[:, 0]] & inside[pairs[:, 1]] if pairs.size else np.zeros(0, bool)
+        return cls(pts, probs, expected, reliability, pairs[keep], pair_p[keep], pair_rel[keep])
 
-def _adamw(head: FeatureHead, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+
+def _adamw(head: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
 
 
@@ -442,7 +529,7 @@ def distill_head(x: torch.Tensor, teacher: TeacherTargets, cfg: HeadConfig, seed
     rng = np.random.default_rng([seed, 1])
     head.train()
     for _ in range(cfg.distill_steps):
-        total = _distill_terms(head, x, teacher, rng, cfg, loss)
+        total = _distill_terms(head, x, teacher, rng, cfg, loss) + _penalty(head, cfg)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -471,7 +558,7 @@ def train_labels_only(
     for _ in range(cfg.label_steps):
         i = _batch(rng, labelled.size, min(cfg.label_batch, labelled.size))
         s, _ = head(x[labelled[i]])
-        total = ((s - yt[labelled[i]]) ** 2).mean()
+        total = ((s - yt[labelled[i]]) ** 2).mean() + _penalty(head, cfg)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -480,16 +567,20 @@ def train_labels_only(
 
 @single_thread()
 def finetune_head(
-    head: FeatureHead,
+    head: HeadT,
     x: torch.Tensor,
     labelled: np.ndarray,
     y: np.ndarray,
     teacher: TeacherTargets,
     cfg: HeadConfig,
     seed: int,
-) -> FeatureHead:
+) -> HeadT:
     """Calibration mode (b): a copy of ``head`` fine-tuned on the labels with the distillation loss
-    (``cfg.finetune_reg``, weight ``cfg.finetune_lambda``) on the teacher's judgments as a regulariser."""
+    (``cfg.finetune_reg``, weight ``cfg.finetune_lambda``) on the teacher's judgments as a regulariser.
+
+    ``head`` is any module mapping rows of ``x`` to ``(score, level logits)``: a :class:`FeatureHead`
+    on pooled features, or a student's last block plus head on cached activations
+    (:mod:`iqalens.leaf.finetune`)."""
     if labelled.size == 0:
         raise ValueError("fine-tuning needs at least one label")
     tuned = copy.deepcopy(head)
@@ -501,7 +592,7 @@ def finetune_head(
     for _ in range(cfg.finetune_steps):
         i = _batch(rng, labelled.size, min(cfg.label_batch, labelled.size))
         s, _ = tuned(x[labelled[i]])
-        total = ((s - yt[labelled[i]]) ** 2).mean()
+        total = ((s - yt[labelled[i]]) ** 2).mean() + _penalty(tuned, cfg)
         if cfg.finetune_lambda > 0:
             total = total + cfg.finetune_lambda * _distill_terms(tuned, x, teacher, rng, cfg, reg)
         opt.zero_grad(set_to_none=True)
@@ -531,7 +622,7 @@ class BudgetConfig:
     label_free_method: str = "linear"
     stratify: bool = False  # draw budgets stratified by the teacher's expected score
     standardize: bool = True
-    head: HeadConfig = field(default_factory=HeadConfig)
+    head: HeadConfig = field(default_factory=lambda: HeadConfig(l2_candidates=DEFAULT_L2_CANDIDATES))
 
     def __post_init__(self) -> None:
         if isinstance(self.head, dict):
@@ -571,14 +662,26 @@ def _metrics(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
     }
 
 
-def _calibrate(score_l: np.ndarray, mos_l: np.ndarray, cfg: BudgetConfig, data: BudgetData) -> Calibrator:
+def _calibrate(
+    score_l: np.ndarray, mos_l: np.ndarray, cfg: BudgetConfig, data: BudgetData, pool_scores: np.ndarray
+) -> Calibrator:
+    """Mode (a)'s map. A fitted logistic so steep that it saturates over most of the train pool (a
+    step function: possible when strongly regularised scores span little) would map most images to one
+    of two values, collapsing the ranking (a whole test split may get one MOS and an undefined SRCC); such
+    a fit is replaced by a line. The check looks at the unlabelled pool's scores only: more than half
+    of their distinct values merged into ties."""
     k = score_l.size
     if k == 0:
         return label_free(data.mos_range, cfg.label_free_method, scores=None)
     method = cfg.calibration if k >= MIN_POINTS[cfg.calibration] else "linear"
     if k < MIN_POINTS["linear"] or np.ptp(score_l) == 0:
         return label_free(data.mos_range, "linear")
-    return fit(score_l, mos_l, method)
+    cal = fit(score_l, mos_l, method)
+    if cal.kind in ("logistic4", "logistic5"):
+        distinct = np.unique(pool_scores).size
+        if np.unique(np.round(cal(pool_scores), 9)).size < 0.5 * distinct:
+            return fit(score_l, mos_l, "linear")
+    return cal
 
 
 def run_protocol(
@@ -592,6 +695,46 @@ def run_protocol(
     cfg = config or BudgetConfig()
     with single_thread():
         return _run_protocol(data, cfg, progress)
+
+
+def select_l2(
+    x: torch.Tensor, data: BudgetData, cfg: HeadConfig, seed: int, folds: int = 4
+) -> tuple[float, dict[str, float]]:
+    """Choose the head's ``l2`` among ``cfg.l2_candidates`` without any label.
+
+    The train pool's content groups are dealt into ``folds`` folds (seeded); for each candidate and
+    fold a head is distilled on the other folds, and the candidate whose scores best rank the held-out
+    fold's images as the *teacher* does (SRCC against its expected score, mean over folds) wins; the
+    first one on ties. Several folds, because one held-out quarter of a few dozen photos gives a
+    criterion too noisy to rank candidates. Neither MOS labels nor the test split are touched, so every
+    budget, including 0, may use the choice. Returns ``(l2, {candidate: mean criterion})``; with fewer
+    than two content groups, ``cfg.l2`` is kept and the criteria are empty.
+    """
+    pool = data.indices("train")
+    groups = np.unique(data.groups[pool])
+    k = min(folds, groups.size)
+    if k < 2:
+        return cfg.l2, {}
+    order = np.random.default_rng([seed, 4]).permutation(groups.size)
+    fold_of = {g: i % k for i, g in enumerate(groups[order])}
+    fold = np.array([fold_of[g] for g in data.groups[pool]])
+    splits = []
+    for f in range(k):
+        val = pool[(fold == f) & np.isfinite(data.teacher_expected[pool])]
+        teacher = TeacherTargets.of(data, pool[fold != f])
+        if val.size >= 3 and (teacher.points.size or teacher.pairs.shape[0]):
+            splits.append((teacher, val))
+    if not splits:
+        return cfg.l2, {}
+    criteria: dict[str, float] = {}
+    for value in cfg.l2_candidates:
+        per_fold = []
+        for teacher, val in splits:
+            head = distill_head(x, teacher, replace(cfg, l2=value), seed)
+            per_fold.append(srcc(head_scores(head, x[val]), data.teacher_expected[val]))
+        criteria[f"{value:g}"] = float(np.mean(per_fold))
+    best = max(cfg.l2_candidates, key=lambda v: (criteria[f"{v:g}"], -cfg.l2_candidates.index(v)))
+    return float(best), criteria
 
 
 def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[str, Any]:
@@ -608,18 +751,24 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
     rows: list[dict[str, Any]] = []
     total = len(cfg.seeds) * len(cfg.budgets)
     bar = tqdm(total=total, desc="label budgets", disable=not progress, leave=False)
+    selection: dict[str, Any] = {}
     for seed in cfg.seeds:
         needs_leaf = "leaf" in cfg.arms or "leaf_ft" in cfg.arms
         t0 = time.perf_counter()
-        leaf_head = distill_head(x, teacher, cfg.head, seed) if needs_leaf else None
+        head_cfg = cfg.head
+        if cfg.head.l2_candidates:
+            chosen, criterion = select_l2(x, data, cfg.head, seed)
+            head_cfg = replace(cfg.head, l2=chosen)
+            selection[str(seed)] = {"l2": chosen, "teacher_srcc_val": criterion}
+        leaf_head = distill_head(x, teacher, head_cfg, seed) if needs_leaf else None
         distill_s = time.perf_counter() - t0
         leaf_scores = head_scores(leaf_head, x) if leaf_head is not None else None
         for budget in cfg.budgets:
             lab = budget_indices(data, budget, seed, cfg.stratify)
-            base = {"budget": str(budget), "n_labels": int(lab.size), "seed": seed}
+            base = {"budget": str(budget), "n_labels": int(lab.size), "seed": seed, "l2": head_cfg.l2}
             if leaf_scores is not None:
                 t0 = time.perf_counter()
-                cal = _calibrate(leaf_scores[lab], data.mos[lab], cfg, data)
+                cal = _calibrate(leaf_scores[lab], data.mos[lab], cfg, data, leaf_scores[pool])
                 leaf_pred = cal(leaf_scores[test])
                 leaf_row = {
                     **base,
@@ -638,7 +787,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                     else:
                         t0 = time.perf_counter()
                         assert leaf_head is not None
-                        tuned = finetune_head(leaf_head, x, lab, y01, teacher, cfg.head, seed)
+                        tuned = finetune_head(leaf_head, x, lab, y01, teacher, head_cfg, seed)
                         pred = low + head_scores(tuned, x[test]) * (high - low)
                         rows.append(
                             {
@@ -666,7 +815,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                     )
                 else:
                     t0 = time.perf_counter()
-                    head = train_labels_only(x, lab, y01, cfg.head, seed)
+                    head = train_labels_only(x, lab, y01, head_cfg, seed)
                     pred = low + head_scores(head, x[test]) * (high - low)
                     rows.append(
                         {
@@ -681,6 +830,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
             bar.update(1)
     bar.close()
     return {
+        "l2_selection": selection,
         "rows": rows,
         "summary": summarize(rows, cfg.arms, [str(b) for b in cfg.budgets], counts),
         "data": describe(data),
@@ -752,15 +902,54 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def write_results(out_dir: str | os.PathLike[str], result: dict[str, Any], config: BudgetConfig) -> Path:
-    """``results.json`` (config, data, rows, summary), ``rows.csv``, ``summary.csv``, ``table.md``."""
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json`` of a protocol run: SRCC/PLCC/RMSE mean and std per budget and arm, data, timing."""
+    table: dict[str, dict[str, Any]] = {}
+    for e in result["summary"]:
+        cell = {k: e[k] for k in e if k.endswith(("_mean", "_std"))} | {"n_seeds": e["n_seeds"]}
+        table.setdefault(str(e["budget"]), {"n_labels": e["n_labels"]})[e["arm"]] = (
+            {"status": "undefined"} if e["status"] == "undefined" else cell
+        )
+    return {"by_budget": table, "data": result.get("data", {}), "timing": result.get("timing", {})}
+
+
+def write_results(
+    out_dir: str | os.PathLike[str], result: dict[str, Any], config: BudgetConfig, plots: bool = True
+) -> Path:
+    """``results.json`` (config, data, rows, summary), ``rows.csv`` (one row per seed, budget and arm),
+    ``summary.csv`` (mean and std over seeds), ``table.md``, ``metrics.json`` (:func:`headline`) and,
+    with ``plots``, the SRCC curve ``budget_curve.png`` / ``.svg``
+    (:func:`iqalens.leaf.budget_plot.save_budget_curve`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", {"config": config.to_dict(), **result})
     _write_csv(out / "rows.csv", result["rows"])
     _write_csv(out / "summary.csv", result["summary"])
-    (out / "table.md").write_text(table_markdown(result["summary"], ("srcc", "plcc", "rmse")))
+    atomic_write_text(out / "table.md", table_markdown(result["summary"], ("srcc", "plcc", "rmse")))
+    metrics = headline(result)
+    if plots:
+        from iqalens.leaf.budget_plot import save_budget_curve
+
+        metrics["plots"] = [p.name for p in save_budget_curve(result["summary"], out)]
+    write_json(out / "metrics.json", metrics)
     return out
+
+
+def choose_teacher(
+    store: str | os.PathLike[str], teacher_id: str | None = None, prompt_version: str | None = None
+) -> tuple[str, str]:
+    """The one (teacher id, prompt version) of ``store`` matching the given filters (None = any).
+
+    A store may hold several teachers; guessing would silently mix them up, so anything but exactly
+    one match is an error that lists what the store holds.
+    """
+    with JudgmentStore(store, create=False) as st:
+        groups = [(g["teacher_id"], g["prompt_version"]) for g in st.status()["teachers"]]
+    chosen = [g for g in groups if teacher_id in (None, g[0]) and prompt_version in (None, g[1])]
+    if len(chosen) != 1:
+        listed = "; ".join(f"{t} / {v}" for t, v in groups) or "none"
+        raise ValueError(f"choose one teacher with --teacher-id/--prompt-version; {store} holds: {listed}")
+    return chosen[0]
 
 
 def run_label_budget(
@@ -772,17 +961,21 @@ def run_label_budget(
     config: BudgetConfig | None = None,
     student_config: StudentConfig | None = None,
     progress: bool = True,
+    feature_dir: str | os.PathLike[str] | None = None,
+    command: str = "label-budget",
 ) -> dict[str, Any]:
-    """The whole protocol as one call: cache features into ``out_dir/features``, run, write results.
+    """The whole protocol as one call: cache features (default ``out_dir/features``), run, write results.
 
-    Re-running into the same folder reuses the cached features.
+    Re-running into the same folder (or with the same ``feature_dir``) reuses the cached features.
+    ``command`` names the run in ``config.json`` (``budget`` for the CLI).
     """
     cfg = config or BudgetConfig()
     out = Path(out_dir)
+    features = Path(feature_dir) if feature_dir is not None else out / "features"
     started = time.perf_counter()
     start_run(
         out,
-        "label-budget",
+        command,
         {
             "manifest": str(Path(manifest).resolve()),
             "store": str(Path(store).resolve()),
@@ -790,13 +983,12 @@ def run_label_budget(
             "prompt_version": prompt_version,
             "protocol": cfg.to_dict(),
             "student_backbone": (student_config or StudentConfig()).to_dict(),
+            "features": str(features.resolve()),
         },
         cfg.seeds[0],
     )
     t0 = time.perf_counter()
-    data = load_budget_data(
-        manifest, store, teacher_id, prompt_version, out / "features", student_config, progress
-    )
+    data = load_budget_data(manifest, store, teacher_id, prompt_version, features, student_config, progress)
     feature_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = run_protocol(data, cfg, progress)
