@@ -219,3 +219,47 @@ def test_errors_are_clear(model_root: Path) -> None:
         adapter.extract([])
     with pytest.raises(ValueError, match="batch_size"):
         HFVLMAdapter(model_root / "llava", batch_size=0)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_greedy_answers_equal_hf_generate_and_samples_are_seeded(
+    family: str, model_root: Path, images: list[np.ndarray]
+) -> None:
+    adapter = _adapter(family, model_root)
+    answers = adapter.generate_answers(images[:2], samples=3, temperature=0.7, seeds=[5, 6], max_new_tokens=5)
+    for image, (greedy, sampled) in zip(images[:2], answers, strict=True):
+        inputs = adapter.prepare([image])
+        with torch.no_grad():
+            ids = adapter.model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        start = inputs["input_ids"].shape[1]
+        assert greedy == adapter.tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
+        assert len(sampled) == 3
+    # An image's answers depend on its seed only, not on the batch it came in.
+    alone = adapter.generate_answers(images[:1], samples=3, temperature=0.7, seeds=[5], max_new_tokens=5)
+    assert alone[0] == answers[0]
+    other = adapter.generate_answers(images[:1], samples=3, temperature=0.7, seeds=[7], max_new_tokens=5)
+    assert other[0][0] == answers[0][0] and other[0][1] != answers[0][1]  # greedy fixed, samples not
+    with pytest.raises(ValueError, match="temperature"):
+        adapter.generate_answers(images[:1], samples=2, temperature=0.0)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_contextual_word_states_are_the_decoder_states_after_the_prefix(
+    family: str, model_root: Path
+) -> None:
+    adapter = _adapter(family, model_root)
+    states = adapter.contextual_word_embeddings(WORDS)
+    d_lm = adapter.model.config.get_text_config().hidden_size
+    assert states.shape == (adapter.n_lm_sites, len(WORDS), d_lm) and states.dtype == np.float32
+    assert adapter.contextual_template == f"{DEFAULT_ANSWER_PREFIX} {{}}"
+    # The last layer's state of a one-token word, after the final norm, is the LM's own last hidden
+    # state at the end of "prefix word" (tokenised with the tokenizer's own special tokens).
+    tok = adapter.tokenizer
+    for k, word in enumerate(CLASSES[:3]):
+        ids = tok(f"{DEFAULT_ANSWER_PREFIX} {word}", return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            last = adapter.language_model(input_ids=ids).last_hidden_state[0, -1]
+            normed = adapter.language_model.norm(torch.from_numpy(states[-1, k]))
+        np.testing.assert_allclose(normed.numpy(), last.numpy(), atol=1e-4)
+    # Context matters: the state differs from the context-free input embedding of the word.
+    assert not np.allclose(states[-1, 0], adapter.word_embeddings(["blur"])[0], atol=1e-2)

@@ -35,6 +35,13 @@ Word tokens are taken *in context*: ``prefix + " " + word`` minus the tokens of 
 byte-level BPE (``Ġblur``) and SentencePiece (``▁blur``) vocabularies both give the pieces the
 model would emit after the template; :meth:`HFVLMAdapter.word_embeddings` averages the input
 embedding rows of the same pieces.
+
+**Free generation** (:meth:`HFVLMAdapter.generate_answers`, for ``perceive --generate``): the same
+prompt, continued by the model itself: greedy, plus optional temperature samples that share the
+prompt's KV cache and draw from a per-image seeded CPU generator (reproducible across batches,
+resumes and devices). **Contextual word states** (:meth:`HFVLMAdapter.contextual_word_embeddings`):
+each decoder layer's output at the class word's pieces in "answer prefix + word", read by the
+same block hooks as the ``lm.l`` sites, for the contextual semantic distance.
 """
 
 from __future__ import annotations
@@ -53,12 +60,20 @@ from iqalens.leaf.teachers.hf import build_prompt_text, checkpoint_name, load_vl
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.taxonomy import CLASSES
 
-__all__ = ["DEFAULT_ANSWER_PREFIX", "DEFAULT_QUESTION", "HFVLMAdapter", "forced_choice_prompt"]
+__all__ = [
+    "DEFAULT_ANSWER_PREFIX",
+    "DEFAULT_MAX_NEW_TOKENS",
+    "DEFAULT_QUESTION",
+    "HFVLMAdapter",
+    "forced_choice_prompt",
+]
 
 #: The forced-choice question (also the neutral prompt under which features are extracted).
 DEFAULT_QUESTION = "Which distortion does this image have? Answer with one of: " + ", ".join(CLASSES) + "."
 #: Assistant pre-fill after which the class word is scored.
 DEFAULT_ANSWER_PREFIX = "The distortion is"
+#: Tokens generated for a free answer: enough for " motion blur." and a little chatter.
+DEFAULT_MAX_NEW_TOKENS = 12
 
 
 def forced_choice_prompt(
@@ -135,6 +150,17 @@ class HFVLMAdapter:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         name, short = checkpoint_name(path_or_id)
         self.model_id = model_id or f"hf:{short}"
+        #: What was loaded and how: an aligned checkpoint (:mod:`iqalens.align.hf`) names its base
+        #: model by these, so that loading it rebuilds the same adapter before overlaying weights.
+        self.source = name
+        self.load_options: dict[str, Any] = {
+            "dtype": str(dtype).removeprefix("torch."),
+            "local_files_only": local_files_only,
+            "trust_remote_code": trust_remote_code,
+            "question": question,
+            "answer_prefix": answer_prefix,
+            "processor_kwargs": processor_kwargs or {},
+        }
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
         self.model, self.processor, self.device = load_vlm(
@@ -248,16 +274,16 @@ class HFVLMAdapter:
             lm_layers=[_to_numpy(s) for s in lm],
         )
 
-    @torch.inference_mode()
-    def _extract_batch(
-        self, images: Sequence[np.ndarray]
-    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], list[list[torch.Tensor]]]:
-        inputs = self.prepare(images)
-        n = len(images)
-        tiles = self._tiles_per_image(inputs, n)
+    def vision_pooler(
+        self, inputs: dict[str, torch.Tensor], n_images: int
+    ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        """The per-image pooling of a vision block's output for a prepared batch (see module doc).
+
+        Shared by :meth:`extract` and the alignment forward pass (:mod:`iqalens.align.hf`), so the
+        feature-distillation constraint reads exactly the ``vision.K`` site. Differentiable.
+        """
+        tiles = self._tiles_per_image(inputs, n_images)
         n_patches = self._n_patches()
-        mask = (inputs["input_ids"] == self.image_token_id).unsqueeze(-1)  # [B, T, 1]
-        counts = mask.sum(1).clamp(min=1)
 
         def pool_vision(h: torch.Tensor) -> list[torch.Tensor]:
             h = h.float()
@@ -273,6 +299,18 @@ class HFVLMAdapter:
                 h = h[:, 1:]  # CLS token
             per_tile = h.mean(1)
             return [seg.mean(0) for seg in torch.split(per_tile, tiles)]
+
+        return pool_vision
+
+    @torch.inference_mode()
+    def _extract_batch(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], list[list[torch.Tensor]]]:
+        inputs = self.prepare(images)
+        n = len(images)
+        pool_vision = self.vision_pooler(inputs, n)
+        mask = (inputs["input_ids"] == self.image_token_id).unsqueeze(-1)  # [B, T, 1]
+        counts = mask.sum(1).clamp(min=1)
 
         def pool_lm(h: torch.Tensor) -> list[torch.Tensor]:
             h = h.float()
@@ -377,29 +415,178 @@ class HFVLMAdapter:
         if not class_words:
             raise ValueError("class_log_scores needs at least one class word")
         seqs = [self.word_token_ids(w) for w in class_words]
-        longest = max(len(s) for s in seqs)
         out = np.zeros((len(images), len(seqs)), dtype=np.float64)
         for i, image in enumerate(images):
+            out[i] = self.sequence_log_probs(self.prepare([image]), seqs)
+        return out
+
+    @torch.inference_mode()
+    def sequence_log_probs(
+        self, inputs: dict[str, torch.Tensor], seqs: Sequence[Sequence[int]]
+    ) -> np.ndarray:
+        """[C] log-probability of each token sequence after ONE image's prepared prompt (no padding).
+
+        The prompt runs once with its KV cache kept; multi-token sequences continue from copies of
+        the cache in one batch (see module doc).
+        """
+        longest = max(len(s) for s in seqs)
+        kwargs: dict[str, Any] = {"use_cache": longest > 1}
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = 1
+        result = self.model(**inputs, **kwargs)
+        first = torch.log_softmax(result.logits[0, -1].float(), dim=-1)
+        scores = torch.stack([first[s[0]] for s in seqs]).to(torch.float64)
+        if longest > 1:
+            cache = result.cache if self._cache_kw == "cache" else result.past_key_values
+            cache.batch_repeat_interleave(len(seqs))
+            pad = int(self.tokenizer.pad_token_id)
+            # Feed tokens 0..L-2 of each word; position j predicts token j+1. Right padding is
+            # harmless: pads come after every real token (causal) and their logits are not read.
+            cont = torch.tensor(
+                [list(s[:-1]) + [pad] * (longest - len(s)) for s in seqs],
+                device=self.device,
+                dtype=torch.long,
+            )
+            logits = self.model(input_ids=cont, use_cache=True, **{self._cache_kw: cache}).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for c, s in enumerate(seqs):
+                for j in range(1, len(s)):
+                    scores[c] += logp[c, j - 1, s[j]].double()
+        return scores.cpu().numpy()
+
+    # -- free generation (optional capability used by ``perceive --generate``) ---------------------
+
+    def _stop_token_ids(self) -> set[int]:
+        """EOS ids of the generation config and the tokenizer (chat models often list several)."""
+        ids: set[int] = set()
+        for source in (getattr(self.model, "generation_config", None), self.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    @torch.inference_mode()
+    def generate_answers(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        samples: int = 0,
+        temperature: float = 0.7,
+        seeds: Sequence[int] | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> list[tuple[str, list[str]]]:
+        """Per image: the greedy continuation of the forced-choice prompt and ``samples`` sampled ones.
+
+        The prompt is the one :meth:`class_log_scores` uses, ending with the answer prefix; the
+        model then writes its own answer instead of having each class word scored. The prompt is
+        run once per image; its KV cache is repeated for 1 + ``samples`` rows that decode together
+        (row 0 greedy, the others by pure temperature sampling: softmax(logits / temperature), no
+        top-k / top-p). Sampling draws from a CPU generator seeded with ``seeds[i]``, so an image's
+        samples do not depend on the batch it came in, on resuming, or on the device. Decoding stops
+        at an end-of-sequence token or after ``max_new_tokens``; texts are decoded without special
+        tokens and stripped.
+        """
+        if samples < 0 or max_new_tokens < 1:
+            raise ValueError(f"need samples >= 0 and max_new_tokens >= 1, got {samples}, {max_new_tokens}")
+        if samples and not temperature > 0:
+            raise ValueError(f"sampling needs a temperature > 0, got {temperature}")
+        seed_list = list(seeds) if seeds is not None else list(range(len(images)))
+        if len(seed_list) != len(images):
+            raise ValueError(f"{len(seed_list)} seeds for {len(images)} images")
+        stop = self._stop_token_ids()
+        rows = 1 + samples
+        out: list[tuple[str, list[str]]] = []
+        for image, seed in zip(images, seed_list, strict=True):
+            gen = torch.Generator().manual_seed(int(seed))
             inputs = self.prepare([image])
-            kwargs: dict[str, Any] = {"use_cache": longest > 1}
+            kwargs: dict[str, Any] = {"use_cache": True}
             if self._keep_logits:
                 kwargs["logits_to_keep"] = 1
             result = self.model(**inputs, **kwargs)
-            first = torch.log_softmax(result.logits[0, -1].float(), dim=-1)
-            scores = torch.stack([first[s[0]] for s in seqs]).to(torch.float64)
-            if longest > 1:
-                cache = result.cache if self._cache_kw == "cache" else result.past_key_values
-                cache.batch_repeat_interleave(len(seqs))
-                pad = int(self.tokenizer.pad_token_id)
-                # Feed tokens 0..L-2 of each word; position j predicts token j+1. Right padding is
-                # harmless: pads come after every real token (causal) and their logits are not read.
-                cont = torch.tensor(
-                    [s[:-1] + [pad] * (longest - len(s)) for s in seqs], device=self.device, dtype=torch.long
-                )
-                logits = self.model(input_ids=cont, use_cache=True, **{self._cache_kw: cache}).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                for c, s in enumerate(seqs):
-                    for j in range(1, len(s)):
-                        scores[c] += logp[c, j - 1, s[j]].double()
-            out[i] = scores.cpu().numpy()
+            cache = result.cache if self._cache_kw == "cache" else result.past_key_values
+            logits = result.logits[:, -1].float().expand(rows, -1)
+            if rows > 1:
+                cache.batch_repeat_interleave(rows)
+            tokens: list[list[int]] = [[] for _ in range(rows)]
+            done = [False] * rows
+            for step in range(max_new_tokens):
+                nxt = self._next_tokens(logits, temperature, gen)
+                for r, t in enumerate(nxt):
+                    if not done[r]:
+                        if t in stop:
+                            done[r] = True
+                        else:
+                            tokens[r].append(t)
+                if all(done) or step == max_new_tokens - 1:
+                    break
+                step_ids = torch.tensor(nxt, device=self.device, dtype=torch.long).unsqueeze(1)
+                logits = self.model(input_ids=step_ids, use_cache=True, **{self._cache_kw: cache}).logits
+                logits = logits[:, -1].float()
+            texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+            out.append((texts[0], texts[1:]))
         return out
+
+    @staticmethod
+    def _next_tokens(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> list[int]:
+        """Row 0: argmax; rows 1..: one draw each from softmax(logits / temperature)."""
+        greedy = [int(logits[0].argmax())]
+        if logits.shape[0] == 1:
+            return greedy
+        probs = torch.softmax(logits[1:].cpu().double() / temperature, dim=-1)
+        return greedy + [int(t) for t in torch.multinomial(probs, 1, generator=gen)[:, 0].tolist()]
+
+    # -- contextual word states (optional capability used by the contextual semantic distance) ---
+
+    @property
+    def contextual_template(self) -> str:
+        """The text a class word is read in by :meth:`contextual_word_embeddings`."""
+        return f"{self.prompt.answer_prefix or ''} {{}}".lstrip()
+
+    def _leading_special_ids(self, text: str) -> list[int]:
+        """The special tokens the tokenizer puts before ``text`` (LLaMA's BOS; none for Qwen)."""
+        plain = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if plain and full[-len(plain) :] == plain:
+            return [int(i) for i in full[: len(full) - len(plain)]]
+        return []
+
+    @torch.inference_mode()
+    def contextual_word_embeddings(self, words: Sequence[str]) -> np.ndarray:
+        """[M, len(words), D_lm]: each decoder layer's output at the word's pieces in "prefix word".
+
+        The text is the answer prefix followed by the word, tokenised as the model would emit it
+        after the prefix (:meth:`word_token_ids`), preceded by the tokenizer's leading special
+        tokens and nothing else (no image, no chat turn: the state of the *word* in the answer
+        template, not of one image's answer). Layer l is read by a hook on decoder block l, like
+        the ``lm.l`` sites, and averaged over the word's pieces.
+        """
+        if not words:
+            raise ValueError("contextual_word_embeddings needs at least one word")
+        prefix = self.prompt.answer_prefix or ""
+        base = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        lead = self._leading_special_ids(prefix or "x")
+        per_layer: list[list[torch.Tensor]] = [[] for _ in range(self.n_lm_sites)]
+        for word in words:
+            pieces = self.word_token_ids(word)
+            ids = torch.tensor([[*lead, *base, *pieces]], device=self.device, dtype=torch.long)
+            n = len(pieces)
+
+            def hook_for(sink: list[torch.Tensor], n: int = n) -> Any:
+                def hook(_m: torch.nn.Module, _args: Any, output: Any) -> None:
+                    sink.append(_first_tensor(output)[0, -n:].float().mean(0))
+
+                return hook
+
+            handles = [
+                blk.register_forward_hook(hook_for(per_layer[i])) for i, blk in enumerate(self.lm_blocks)
+            ]
+            try:
+                self.language_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        if any(len(rows) != len(words) for rows in per_layer):
+            raise RuntimeError("a decoder-layer hook fired an unexpected number of times")
+        return np.stack([_to_numpy(rows) for rows in per_layer])

@@ -140,7 +140,7 @@ def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
+def atomic_npy(path: Path, array: np.ndarray) -> None:
     fd, tmp = sibling_tempfile(path, suffix=".npy")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -188,6 +188,15 @@ def _check_batch(model_id: str, n: int, site_arrays: list[np.ndarray], scores: n
         raise ValueError(f"{model_id}: class_log_scores gave shape {scores.shape}, expected {(n, c)}")
 
 
+def labelled_rows(manifest_path: str | os.PathLike[str]) -> tuple[Any, list[Any]]:
+    """(manifest, its rows with one of the 8 classes): the rows a :class:`FeatureSet` holds, in order."""
+    manifest, _ = read_manifest(manifest_path)
+    labelled = [r for r in manifest.rows if r.perception_class in CLASSES]
+    if not labelled:
+        raise ValueError(f"{manifest_path}: no rows with one of the classes {', '.join(CLASSES)}")
+    return manifest, labelled
+
+
 def extract_features(
     model: ComponentModel,
     manifest_path: str | os.PathLike[str],
@@ -211,10 +220,7 @@ def extract_features(
     words = list(class_words)
     if len(words) != len(CLASSES):
         raise ValueError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
-    manifest, _ = read_manifest(manifest_path)
-    labelled = [r for r in manifest.rows if r.perception_class in CLASSES]
-    if not labelled:
-        raise ValueError(f"{manifest_path}: no rows with one of the classes {', '.join(CLASSES)}")
+    manifest, labelled = labelled_rows(manifest_path)
     ckpt = checkpoint_of(model, checkpoint_id)
     mhash = manifest_hash(manifest_path)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
@@ -265,7 +271,7 @@ def extract_features(
         word_emb = np.asarray(model.word_embeddings(words), dtype=np.float32)
         if word_emb.ndim != 2 or word_emb.shape[0] != len(words):
             raise ValueError(f"{model.model_id}: word_embeddings gave shape {word_emb.shape}")
-        _atomic_npy(words_file, word_emb)
+        atomic_npy(words_file, word_emb)
 
     return FeatureSet(
         model_id=model.model_id,
