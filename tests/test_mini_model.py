@@ -148,3 +148,22 @@ def test_load_default_mini_caches(tmp_path: Path) -> None:
     assert second.prealign_info == first.prealign_info
     for k, v in first.projector.state_dict().items():
         torch.testing.assert_close(second.projector.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_contextual_word_embeddings_read_the_word_in_its_template(model: MiniVLM) -> None:
+    words = ["blur", "colorfulness"]
+    states = model.contextual_word_embeddings(words)
+    assert states.shape == (7, 2, 384) and states.dtype == np.float32  # one row per lm.l site
+    enc = model.tokenizer("the distortion is colorfulness", return_tensors="pt")
+    pieces = model.tokenizer("colorfulness", add_special_tokens=False)["input_ids"]
+    start = 1 + 3  # [CLS] the distortion is
+    assert enc["input_ids"][0, start : start + len(pieces)].tolist() == pieces
+    with torch.no_grad():
+        hidden = model.lm(**enc, output_hidden_states=True).hidden_states
+    for layer in (0, 3, 6):
+        expected = hidden[layer][0, start : start + len(pieces)].mean(0).numpy()
+        np.testing.assert_allclose(states[layer, 1], expected, atol=1e-5)
+    other = model.contextual_word_embeddings(words, template="a photo with {}")
+    assert not np.allclose(other[-1], states[-1], atol=1e-3)  # the context changes the state
+    with pytest.raises(ValueError, match="template"):
+        model.contextual_word_embeddings(words, template="{} is the distortion")

@@ -53,11 +53,21 @@ class AlignableModel(Protocol):
         """The modules of ``vision_encoder``, ``projector`` and ``language_model`` (by those names)."""
         ...
 
-    def prepare(self, images: Sequence[np.ndarray]) -> Any:
-        """Preprocess RGB uint8 images into model inputs (no gradients; done once per batch)."""
+    def prepare(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Preprocess RGB uint8 images into model inputs (no gradients), as a dict of tensors.
+
+        The trainer prepares each image once (``prepare([image])``), keeps the result (in memory and
+        in the ``--cache`` folder) and builds batches by concatenating images' tensors along
+        dimension 0 (``torch.cat``); that must give what ``prepare`` gives for the batch. Tensors
+        with a leading image dimension qualify, and so do flattened patches with a per-image grid
+        tensor (Qwen2-VL's ``pixel_values`` / ``image_grid_thw``). ``forward_align`` moves them to
+        the model's device.
+        """
         ...
 
-    def forward_align(self, inputs: Any, labels: torch.Tensor, class_words: Sequence[str]) -> AlignForward:
+    def forward_align(
+        self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, class_words: Sequence[str]
+    ) -> AlignForward:
         """One differentiable forward pass of a prepared batch with its class-index labels."""
         ...
 
@@ -71,4 +81,54 @@ class AlignableModel(Protocol):
     ) -> Path:
         """Write a checkpoint of the trained components that ``iqalens.models.loading.load_model``
         accepts; ``info`` (base model, alignment config, ...) goes into its config file."""
+        ...
+
+
+# -- optional capabilities ------------------------------------------------------------------------
+# The trainer and the report use these when a model has them (``hasattr``) and fall back otherwise.
+
+
+@runtime_checkable
+class EncodesFrozen(Protocol):
+    """Skip the vision encoder in training steps when it is frozen."""
+
+    def encode_frozen(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Outputs of the (frozen) vision encoder for a prepared batch, no gradients, as tensors with
+        a leading image dimension: inputs from which ``forward_align`` runs without the encoder.
+        Used only while the encoder is frozen; the trainer caches them like prepared inputs. Without
+        it every step runs the encoder."""
+        ...
+
+
+@runtime_checkable
+class HasEncoderFeatures(Protocol):
+    """The drift measures read the vision encoder alone."""
+
+    def encoder_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, D_v] pooled last-layer vision-encoder features (no gradients); the fallback is
+        ``forward_align(...).encoder_features``, which also runs the rest of the model."""
+        ...
+
+    def encoder_class_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B, K] logits of the encoder's own pretraining classifier (EfficientNet's ImageNet head),
+        or None when the encoder has none; its top-1 agreement before vs after training is the
+        preservation measure of the mini model."""
+        ...
+
+
+@runtime_checkable
+class ChoosesLoraTargets(Protocol):
+    """A family whose layers peft cannot adapt as they are."""
+
+    def lora_targets(self, component: str) -> list[str]:
+        """Names (inside the component's module) of the layers to adapt with LoRA; may first convert
+        them into plain ``nn.Linear`` / ``nn.Conv2d`` layers with the same weights. The fallback is
+        :func:`iqalens.align.lora.default_lora_targets`."""
+        ...
+
+
+@runtime_checkable
+class MovesToDevice(Protocol):
+    def to(self, device: torch.device) -> Any:
+        """Move every component to ``device`` (the trainer calls it when present)."""
         ...

@@ -1,9 +1,153 @@
-"""``iqalens align``: placeholder until the command lands (registers nothing)."""
+"""``iqalens align``: component-wise, alignment-constrained fine-tuning with a before/after report."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from iqalens.align.config import CONSTRAINTS, PRECISIONS, AlignConfig, parse_components, short_name
+
+INTERRUPTED = {
+    "align": "RUN/state/state.pt holds the last checkpoint (every --checkpoint-every steps); "
+    "run the same command again to resume"
+}
+
+_DEFAULTS = AlignConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's commands to the CLI (none yet)."""
+    """Add ``align`` to the CLI."""
+    p = sub.add_parser(
+        "align",
+        help="fine-tune chosen model components towards the distortion words; report before vs after",
+        description=(
+            "Train some of vision_encoder, projector, language_model (full weights or LoRA; the rest stays "
+            "frozen) on a benchmark's train split with the answer-template loss, an InfoNCE alignment of the "
+            "visual tokens to the class words and a drift penalty on the vision encoder. Writes RUN/model "
+            "(a checkpoint every command accepts as --model RUN), RUN/train_log.csv and, unless --no-report, "
+            "perceive runs of the model before and after (RUN/before, RUN/after) with RUN/comparison.csv. "
+            "Resumes an interrupted run in RUN."
+        ),
+    )
+    p.add_argument("--model", default="mini", help="base model spec (default: the pre-aligned mini model)")
+    p.add_argument("--bench", required=True, help="benchmark folder or manifest")
+    p.add_argument(
+        "--train",
+        required=True,
+        help="components to train, comma-separated: vision_encoder, projector, language_model (or V, P, L)",
+    )
+    p.add_argument("--output", "-o", required=True, help="run folder")
+    p.add_argument("--lora", default="", help="components (among --train) trained via LoRA adapters")
+    p.add_argument("--lora-rank", type=int, default=_DEFAULTS.lora_rank)
+    p.add_argument("--lora-alpha", type=float, default=_DEFAULTS.lora_alpha)
+    p.add_argument("--steps", type=int, default=_DEFAULTS.max_steps, help="optimizer steps (maximum)")
+    p.add_argument(
+        "--lr", type=float, default=_DEFAULTS.lr, help="learning rate of the projector and LoRA adapters"
+    )
+    p.add_argument(
+        "--pretrained-lr-scale",
+        type=float,
+        default=_DEFAULTS.pretrained_lr_scale,
+        help="full-weight vision encoder / language model train at lr * this",
+    )
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
+    p.add_argument(
+        "--w-template", type=float, default=_DEFAULTS.w_template, help="answer-template loss weight"
+    )
+    p.add_argument("--w-align", type=float, default=_DEFAULTS.w_align, help="InfoNCE alignment loss weight")
+    p.add_argument(
+        "--w-constraint",
+        type=float,
+        default=_DEFAULTS.w_constraint,
+        help="vision-encoder drift penalty weight",
+    )
+    p.add_argument("--constraint", choices=CONSTRAINTS, default=_DEFAULTS.constraint)
+    p.add_argument("--eval-every", type=int, default=_DEFAULTS.eval_every)
+    p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
+    p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="evaluations without improvement")
+    p.add_argument("--max-train-images", type=int, default=_DEFAULTS.max_train_images, help="0 = all")
+    p.add_argument("--max-val-images", type=int, default=_DEFAULTS.max_val_images, help="0 = all")
+    p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision)
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    p.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--cache", help="cache folder for features and prepared inputs (default: the feature cache)"
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the before/after perceive runs")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_align)
+
+
+def config_from_args(args: argparse.Namespace) -> AlignConfig:
+    return AlignConfig(
+        train=parse_components(args.train),
+        lora=parse_components(args.lora),
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        w_template=args.w_template,
+        w_align=args.w_align,
+        w_constraint=args.w_constraint,
+        constraint=args.constraint,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        pretrained_lr_scale=args.pretrained_lr_scale,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        patience=args.patience,
+        max_train_images=args.max_train_images,
+        max_val_images=args.max_val_images,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+        progress=not args.quiet,
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "n/a"
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    from iqalens.align.run import resolve_manifest, run_align
+    from iqalens.perception.features import default_cache_root
+
+    cfg = config_from_args(args)
+    resolve_manifest(args.bench)  # a missing benchmark fails before any model is loaded
+    metrics = run_align(
+        args.model,
+        args.bench,
+        args.output,
+        cfg,
+        report=not args.no_report,
+        cache_dir=args.cache or default_cache_root(),
+        overwrite=args.overwrite,
+    )
+    if "complete" not in metrics:  # a torchrun rank other than 0
+        return 0
+    lora = f" (LoRA: {short_name(cfg.lora)})" if cfg.lora else ""
+    print(f"align {short_name(cfg.train)}{lora} of {args.model} -> {args.output}/model")
+    print(
+        f"  {metrics['steps_run']} steps in {metrics['train_seconds']:.0f} s; val accuracy "
+        f"{_fmt(metrics.get('val_accuracy_before'))} -> best {_fmt(metrics.get('best_val_accuracy'))} "
+        f"(step {metrics['best_step']})"
+    )
+    before, after, drift = metrics.get("before"), metrics.get("after"), metrics.get("drift")
+    if before and after:
+        print(
+            f"  forced choice (test split): accuracy {_fmt(before['forced_choice_accuracy'])} -> "
+            f"{_fmt(after['forced_choice_accuracy'])}, balanced {_fmt(before['balanced_accuracy'])} -> "
+            f"{_fmt(after['balanced_accuracy'])}; similarity to the true word "
+            f"{_fmt(before['mean_similarity_true'])} -> {_fmt(after['mean_similarity_true'])}"
+        )
+    if drift:
+        print(
+            f"  vision encoder kept: ImageNet top-1 agreement {_fmt(drift['imagenet_top1_agreement'])}, "
+            f"feature cosine {_fmt(drift['feature_cosine'])} on {drift['n_images']} clean images"
+        )
+    if before and after:
+        print(f"  before/after per class and site: {args.output}/comparison.csv")
+    return 0

@@ -40,15 +40,17 @@ taken from ``imagenet_classes.txt`` of the pytorch/hub repository (BSD-3-Clause)
 from Keras' ``imagenet_class_index.json``; underscores were replaced by spaces.
 
 **Checkpoint**: :meth:`MiniVLM.save` writes ``mini.safetensors`` (projector weights; the encoder's
-too when it was fine-tuned) and ``mini.json`` (config, which components the weights cover, the
-pre-alignment record); :meth:`MiniVLM.load` rebuilds the model from the packages' pretrained weights
-and overlays the saved ones, so outputs match exactly. :func:`load_default_mini` caches the
-pre-aligned model under :func:`default_cache_dir`.
+and the language model's too when they were fine-tuned by ``iqalens align``) and ``mini.json``
+(config, which components the weights cover, the pre-alignment record and, for an aligned model, the
+alignment record naming its base model); :meth:`MiniVLM.load` rebuilds the model from the packages'
+pretrained weights and overlays the saved ones, so outputs match exactly. :func:`load_default_mini`
+caches the pre-aligned model under :func:`default_cache_dir`.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -83,7 +85,7 @@ CONFIG_FILE = "mini.json"
 FORMAT_VERSION = 1
 #: Bumped when the default pre-alignment recipe changes, so a stale cached checkpoint is not reused.
 PREALIGN_VERSION = 1
-_COMPONENTS = ("projector", "vision_encoder")
+_COMPONENTS = ("projector", "vision_encoder", "language_model")
 
 
 def imagenet_class_names() -> list[str]:
@@ -141,6 +143,15 @@ class MiniConfig:
         return cls(**data)
 
 
+def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """Shapes and content digests of a batch of images (identifies it without keeping it)."""
+    out = []
+    for im in images:
+        arr = np.ascontiguousarray(im)
+        out.append((arr.shape, hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest()))
+    return tuple(out)
+
+
 def _stage_ends(net: nn.Module) -> list[int]:
     """Indices of the last MBConv block of each stage (where the output channel count changes)."""
     outs = [int(b._block_args.output_filters) for b in net._blocks]
@@ -160,6 +171,11 @@ class MiniVLM(nn.Module):
         self.config = config or MiniConfig()
         self.model_id = model_id
         self.prealign_info: dict[str, Any] = {}
+        self.align_info: dict[str, Any] = {}
+        # (images fingerprint, weights version, image sentence embeddings) of the last extract() call:
+        # the diagnostics call class_log_scores on the same images right after, and the encoder pass
+        # is most of the cost, so it is not paid twice.
+        self._sentence_memo: tuple[Any, int, torch.Tensor] | None = None
         net = EfficientNet.from_name("efficientnet-lite0")
         net.load_state_dict(
             torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
@@ -220,10 +236,20 @@ class MiniVLM(nn.Module):
         """EfficientNet-Lite0's own ImageNet classifier on a head feature map."""
         return self.encoder._fc(head.mean(dim=(2, 3)))
 
+    def grid_cells(self, head: torch.Tensor) -> torch.Tensor:
+        """[N, grid**2, D_v]: the head feature map average-pooled to grid x grid cells (projector input)."""
+        return nn.functional.adaptive_avg_pool2d(head, self.config.grid).flatten(2).transpose(1, 2)
+
     def visual_tokens(self, head: torch.Tensor) -> torch.Tensor:
         """[N, grid**2, D_lm]: the projector applied to the head map pooled to grid x grid cells."""
-        cells = nn.functional.adaptive_avg_pool2d(head, self.config.grid).flatten(2).transpose(1, 2)
-        return self.projector(cells)
+        return self.projector(self.grid_cells(head))
+
+    def component(self, name: str) -> nn.Module:
+        """The module of a component by its ``iqalens align`` name."""
+        modules = {"vision_encoder": self.encoder, "projector": self.projector, "language_model": self.lm}
+        if name not in modules:
+            raise ValueError(f"unknown component {name!r}; the mini model has {', '.join(modules)}")
+        return modules[name]
 
     def language_model(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """MiniLM hidden states (embedding output first) for ``[CLS] tokens [SEP]``."""
@@ -243,6 +269,7 @@ class MiniVLM(nn.Module):
     def text_sentence_embedding(self, texts: Sequence[str]) -> torch.Tensor:
         """MiniLM sentence embeddings (mask-aware mean of the last hidden state, unit norm)."""
         enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        enc = enc.to(self.lm.device)  # the model may have been moved to a GPU for fine-tuning
         out = self.lm(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
         return nn.functional.normalize((out * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
@@ -258,6 +285,7 @@ class MiniVLM(nn.Module):
         vis: list[list[np.ndarray]] = []
         proj: list[np.ndarray] = []
         lm: list[list[np.ndarray]] = []
+        sentences: list[torch.Tensor] = []
         for i in range(0, len(images), batch_size):
             pooled, head = self.encode(self.preprocess(images[i : i + batch_size]))
             tokens = self.visual_tokens(head)
@@ -269,6 +297,8 @@ class MiniVLM(nn.Module):
             proj.append(tokens.mean(dim=1).numpy())
             for acc, h in zip(lm, hidden, strict=True):
                 acc.append(h[:, 1 : 1 + k].mean(dim=1).numpy())
+            sentences.append(self.image_sentence_embedding(hidden[-1]))
+        self._sentence_memo = (_fingerprint(images), self._weights_version(), torch.cat(sentences))
         return ComponentFeatures(
             vision_layers=[np.concatenate(a).astype(np.float32) for a in vis],
             projector=np.concatenate(proj).astype(np.float32),
@@ -287,6 +317,33 @@ class MiniVLM(nn.Module):
             rows.append(table[torch.tensor(ids)].mean(dim=0))
         return torch.stack(rows).numpy().astype(np.float32)
 
+    #: The text a class word is read in by :meth:`contextual_word_embeddings`.
+    contextual_template = "the distortion is {}"
+
+    @torch.no_grad()
+    def contextual_word_embeddings(self, words: Sequence[str], template: str | None = None) -> np.ndarray:
+        """[7, len(words), 384]: MiniLM hidden state l (0 = embeddings) at the word's WordPieces in
+        ``[CLS] template.format(word) [SEP]``, averaged over the pieces: the contextual counterpart
+        of :meth:`word_embeddings`, one row per ``lm.l`` site (the contextual semantic distance)."""
+        template = template or self.contextual_template
+        if "{}" not in template or not template.endswith("{}"):
+            raise ValueError(f"template must end with '{{}}' where the word goes, got {template!r}")
+        prefix = self.tokenizer(template[:-2].strip(), add_special_tokens=False)["input_ids"]
+        per_layer: list[list[torch.Tensor]] = []
+        for word in words:
+            pieces = self.tokenizer(word, add_special_tokens=False)["input_ids"]
+            enc = self.tokenizer(template.format(word), return_tensors="pt")
+            start = 1 + len(prefix)  # after [CLS] and the template's words
+            if not pieces or enc["input_ids"][0, start : start + len(pieces)].tolist() != pieces:
+                raise ValueError(f"cannot locate the pieces of {word!r} in {template.format(word)!r}")
+            hidden = self.lm(**enc, output_hidden_states=True).hidden_states
+            per_layer = per_layer or [[] for _ in hidden]
+            for acc, h in zip(per_layer, hidden, strict=True):
+                acc.append(h[0, start : start + len(pieces)].mean(dim=0))
+        if not per_layer:
+            raise ValueError("contextual_word_embeddings needs at least one word")
+        return np.stack([torch.stack(rows).numpy() for rows in per_layer]).astype(np.float32)
+
     @torch.no_grad()
     def class_log_scores(
         self, images: Sequence[np.ndarray], class_words: Sequence[str], batch_size: int = 32
@@ -295,6 +352,9 @@ class MiniVLM(nn.Module):
         if not class_words:
             raise ValueError("class_log_scores needs at least one class word")
         text = self.text_sentence_embedding(class_words)
+        memo, self._sentence_memo = self._sentence_memo, None
+        if memo is not None and memo[1] == self._weights_version() and memo[0] == _fingerprint(images):
+            return (memo[2] @ text.T).numpy().astype(np.float32)
         out = []
         for i in range(0, len(images), batch_size):
             _, head = self.encode(self.preprocess(images[i : i + batch_size]))
@@ -302,13 +362,23 @@ class MiniVLM(nn.Module):
             out.append((img @ text.T).numpy())
         return np.concatenate(out).astype(np.float32)
 
+    def _weights_version(self) -> int:
+        """Changes whenever any parameter or buffer is modified in place (optimiser step, load)."""
+        return sum(t._version for t in (*self.parameters(), *self.buffers()))
+
     # -- checkpoint -------------------------------------------------------------------------------
 
-    def save(self, folder: str | os.PathLike[str], components: Sequence[str] = ("projector",)) -> Path:
+    def save(
+        self,
+        folder: str | os.PathLike[str],
+        components: Sequence[str] = ("projector",),
+        align_info: dict[str, Any] | None = None,
+    ) -> Path:
         """Write ``mini.safetensors`` + ``mini.json``; ``components`` picks the weights stored.
 
-        The language model is frozen everywhere in iqalens, so it is never stored; the vision encoder
-        only needs storing after it was fine-tuned (``components=("projector", "vision_encoder")``).
+        The pretrained vision encoder and language model only need storing after they were fine-tuned
+        (e.g. ``components=("projector", "vision_encoder")``); the projector is always stored.
+        ``align_info`` (default: :attr:`align_info`) is recorded in ``mini.json`` under ``align``.
         """
         from safetensors.torch import save_file
 
@@ -321,7 +391,7 @@ class MiniVLM(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         state: dict[str, torch.Tensor] = {}
         for comp in components:
-            module = self.projector if comp == "projector" else self.encoder
+            module = self.component(comp)
             state |= {f"{comp}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
         tmp = out / (WEIGHTS_FILE + ".tmp")
         try:
@@ -338,6 +408,7 @@ class MiniVLM(nn.Module):
                 "config": asdict(self.config),
                 "components": list(components),
                 "prealign": self.prealign_info,
+                "align": dict(self.align_info if align_info is None else align_info),
             },
         )
         return out
@@ -357,10 +428,11 @@ class MiniVLM(nn.Module):
         model = cls(MiniConfig.from_dict(data["config"]), model_id=data.get("model_id", str(src)))
         state = load_file(str(src / WEIGHTS_FILE))
         for comp in data["components"]:
-            module = model.projector if comp == "projector" else model.encoder
+            module = model.component(comp)
             prefix = comp + "."
             module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         model.prealign_info = dict(data.get("prealign") or {})
+        model.align_info = dict(data.get("align") or {})
         return model.eval()
 
 

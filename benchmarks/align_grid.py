@@ -1,0 +1,195 @@
+"""The perception paper's experiment on the mini model: which component to fine-tune, with or without
+the constraint that keeps the vision encoder close to the original.
+
+One command (see docs/alignment.md, "Results"):
+
+    .venv/bin/python benchmarks/align_grid.py --photos 8 -o runs/align_grid --markdown docs/alignment_grid.md
+
+It builds a benchmark from the first ``--photos`` CBSD68 photos of ``../shared/data/pristine/cbsd68``
+(sorted by name; 25 KADID-10k types at ``--levels``), then runs ``iqalens align`` for each cell of the
+grid (V, P, L, V+P, V+P+L; the constraint acts on the vision encoder, so it is varied only where the
+vision encoder trains), each with the before/after diagnostics, and writes one table: forced-choice
+accuracy and balanced accuracy (test split), mean similarity of the pooled visual tokens to the true
+class word, the drift measure, and training time. All runs share one feature cache, so the "before"
+features of the base model are extracted once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from iqalens.align.config import AlignConfig
+from iqalens.align.run import run_align
+
+#: (components, constraint weight) per grid cell, in the order of the table.
+DEFAULT_GRID: tuple[tuple[str, float], ...] = (
+    ("V", 0.0),
+    ("V", 1.0),
+    ("P", 0.0),
+    ("L", 0.0),
+    ("V+P", 0.0),
+    ("V+P", 1.0),
+    ("V+P+L", 0.0),
+    ("V+P+L", 1.0),
+)
+PRISTINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pristine" / "cbsd68"
+
+
+def build_bench(out: Path, photos: int, levels: Sequence[int], workers: int) -> Path:
+    """The benchmark of the first ``photos`` CBSD68 photos (resumes if it exists)."""
+    from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+
+    if not PRISTINE.is_dir():
+        raise SystemExit(f"{PRISTINE} not found: the grid needs ../shared/data/pristine beside the repo")
+    refs = sorted(PRISTINE.glob("*.png"))[:photos]
+    return build_benchmark(
+        out, refs=[str(p) for p in refs], spec=BenchmarkSpec(levels=tuple(levels)), workers=workers
+    )
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def run_grid(
+    manifest: Path,
+    out: Path,
+    grid: Sequence[tuple[str, float]] = DEFAULT_GRID,
+    *,
+    model: str = "mini",
+    steps: int = 60,
+    max_train_images: int = 1024,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One align run per grid cell into ``out/<cell>``; returns one table row per cell."""
+    rows: list[dict[str, Any]] = []
+    for train, w_constraint in grid:
+        name = f"{train}{'+c' if w_constraint else ''}"
+        started = time.perf_counter()
+        config = AlignConfig(
+            train=tuple(train.split("+")),
+            w_constraint=w_constraint,
+            max_steps=steps,
+            max_train_images=max_train_images,
+            seed=seed,
+            device="cpu",
+            progress=progress,
+        )
+        metrics = run_align(model, manifest, out / name, config, cache_dir=out / "features", overwrite=True)
+        rows.append(
+            {
+                "cell": name,
+                "train": train,
+                "constraint": w_constraint,
+                "fc_before": _get(metrics, "before", "forced_choice_accuracy"),
+                "fc_after": _get(metrics, "after", "forced_choice_accuracy"),
+                "bal_before": _get(metrics, "before", "balanced_accuracy"),
+                "bal_after": _get(metrics, "after", "balanced_accuracy"),
+                "sim_before": _get(metrics, "before", "mean_similarity_true"),
+                "sim_after": _get(metrics, "after", "mean_similarity_true"),
+                "imagenet_agreement": _get(metrics, "drift", "imagenet_top1_agreement"),
+                "feature_cosine": _get(metrics, "drift", "feature_cosine"),
+                "steps": metrics.get("steps_run"),
+                "train_seconds": metrics.get("train_seconds"),
+                "total_seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    return rows
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, int | float) else "n/a"
+
+
+def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| trained | constraint | forced choice before -> after | balanced acc. before -> after "
+        "| similarity to true word before -> after | ImageNet top-1 agreement | encoder feature cosine "
+        "| steps | train s | total s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['train']} | {_f(r['constraint'], 1) if r['constraint'] else 'off'} "
+            f"| {_f(r['fc_before'])} -> {_f(r['fc_after'])} | {_f(r['bal_before'])} -> {_f(r['bal_after'])} "
+            f"| {_f(r['sim_before'])} -> {_f(r['sim_after'])} | {_f(r['imagenet_agreement'])} "
+            f"| {_f(r['feature_cosine'])} | {r['steps']} | {_f(r['train_seconds'], 0)} "
+            f"| {_f(r['total_seconds'], 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bench", help="existing benchmark folder/manifest (default: build one from CBSD68)")
+    parser.add_argument("--photos", type=int, default=8, help="CBSD68 photos in the built benchmark")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--max-train-images", type=int, default=1024)
+    parser.add_argument("--cells", nargs="+", help="subset of cells, e.g. V V+c P (default: the whole grid)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", "-o", default="runs/align_grid")
+    parser.add_argument("--markdown", help="also write the table (with machine and command) to this file")
+    parser.add_argument("--quiet", "-q", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.output)
+    started = time.perf_counter()
+    manifest = (
+        Path(args.bench) if args.bench else build_bench(out / "bench", args.photos, args.levels, args.workers)
+    )
+    grid = DEFAULT_GRID
+    if args.cells:
+        by_name = {f"{t}{'+c' if w else ''}": (t, w) for t, w in DEFAULT_GRID}
+        unknown = [c for c in args.cells if c not in by_name]
+        if unknown:
+            parser.error(f"unknown cell(s) {unknown}; choose from {list(by_name)}")
+        grid = tuple(by_name[c] for c in args.cells)
+    rows = run_grid(
+        manifest,
+        out,
+        grid,
+        steps=args.steps,
+        max_train_images=args.max_train_images,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "grid.csv").write_text(buf.getvalue())
+    (out / "grid.json").write_text(json.dumps(rows, indent=2))
+    total = time.perf_counter() - started
+    header = (
+        f"Grid on {manifest} (model: pre-aligned mini; test split; labels are the benchmark's "
+        f"distortion classes, no MOS involved). Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch threads default. Whole grid: {total / 60:.1f} min.\n\n"
+        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+    )
+    table = markdown(rows, header)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

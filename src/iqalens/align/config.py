@@ -1,0 +1,153 @@
+"""Settings of one ``iqalens align`` run (all saved in the run's ``config.json``).
+
+The defaults are sized for the mini model on a 2-core CPU: a run with a frozen vision encoder
+trains on cached encoder outputs and is cheap per step; a run that trains the vision encoder pays a
+full EfficientNet forward and backward pass per image, so its defaults keep the number of images
+seen small (``max_steps * batch_size * grad_accum``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from iqalens.align.base import COMPONENTS
+
+CONSTRAINTS = ("features", "weights")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Settings that may differ between an interrupted run and its resumption (they do not change results).
+RESUME_FREE = ("progress", "device")
+
+
+def parse_components(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"vision_encoder,projector"`` (or short forms ``V``, ``P``, ``L``, ``V+P``) -> model-ordered tuple.
+
+    Raises ValueError naming the unknown component, so the CLI can print one line.
+    """
+    short = {"v": "vision_encoder", "p": "projector", "l": "language_model"}
+    items = text.replace("+", ",").split(",") if isinstance(text, str) else list(text)
+    out: set[str] = set()
+    for raw in items:
+        name = raw.strip()
+        if not name:
+            continue
+        name = short.get(name.lower(), name.lower())
+        if name not in COMPONENTS:
+            raise ValueError(
+                f"unknown component {raw.strip()!r}; choose from {', '.join(COMPONENTS)} (or V, P, L)"
+            )
+        out.add(name)
+    return tuple(c for c in COMPONENTS if c in out)
+
+
+def short_name(components: Iterable[str]) -> str:
+    """``("vision_encoder", "projector")`` -> ``"V+P"`` (the grid's notation)."""
+    letters = {"vision_encoder": "V", "projector": "P", "language_model": "L"}
+    return "+".join(letters[c] for c in COMPONENTS if c in set(components)) or "-"
+
+
+@dataclass
+class AlignConfig:
+    """What to train, the objective weights and the optimisation schedule.
+
+    ``train``: components updated; ``lora``: those of them trained through LoRA adapters instead
+    of full weights (merged on save). Objective: ``w_template * template + w_align * InfoNCE +
+    w_constraint * drift`` where drift is ``constraint`` ("features": relative squared distance of the
+    vision encoder's pooled features to the original encoder's on the same images; "weights": L2-SP,
+    squared distance of the encoder's weights to the original ones). ``max_train_images`` /
+    ``max_val_images`` cap the distinct images used (seeded subsets; 0 = all), which bounds the
+    one-off encoder passes over the benchmark. ``lr`` is the learning rate of the projector and of
+    LoRA adapters (new weights); full-weight training of the pretrained vision encoder and language
+    model uses ``lr * pretrained_lr_scale``, so that they are adjusted rather than overwritten.
+    """
+
+    train: tuple[str, ...] = ("vision_encoder",)
+    lora: tuple[str, ...] = ()
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    w_template: float = 1.0
+    w_align: float = 1.0
+    w_constraint: float = 1.0
+    constraint: str = "features"
+    temperature: float = 0.05  # template: softmax(cos / T) over the class words (the pre-alignment's T)
+    align_temperature: float = 0.1  # InfoNCE between pooled visual tokens and class-word embeddings
+    max_steps: int = 50
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3  # projector and LoRA adapters
+    pretrained_lr_scale: float = 0.1  # full-weight vision encoder / language model: lr * this
+    weight_decay: float = 0.01
+    warmup_steps: int = 5
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    eval_every: int = 10
+    checkpoint_every: int = 10
+    patience: int = 3
+    max_train_images: int = 1024
+    max_val_images: int = 128
+    val_fraction: float = 0.1  # rows without a split: share (by reference) used for validation
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.train = parse_components(self.train)
+        self.lora = parse_components(self.lora)
+        if not self.train:
+            raise ValueError("choose at least one component to train")
+        extra = [c for c in self.lora if c not in self.train]
+        if extra:
+            raise ValueError(f"LoRA components must also be trained (--train): {', '.join(extra)}")
+        if self.constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {self.constraint!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
+            if getattr(self, name) < (1 if name == "lora_rank" else 0):
+                raise ValueError(
+                    f"{name} must be >= {1 if name == 'lora_rank' else 0}, got {getattr(self, name)}"
+                )
+        for name in (
+            "w_template",
+            "w_align",
+            "w_constraint",
+            "lr",
+            "pretrained_lr_scale",
+            "weight_decay",
+            "grad_clip",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.w_template == self.w_align == self.w_constraint == 0:
+            raise ValueError("all objective weights are 0: nothing to train for")
+        if self.temperature <= 0 or self.align_temperature <= 0:
+            raise ValueError("temperatures must be > 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def objectives(self) -> dict[str, float]:
+        """The weights of the three terms (as recorded in metrics.json)."""
+        return {"template": self.w_template, "align": self.w_align, "constraint": self.w_constraint}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train"], d["lora"] = list(self.train), list(self.lora)
+        return d
+
+    def comparable(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the interrupted one."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUME_FREE}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown align config key(s): {', '.join(unknown)}")
+        return cls(**data)

@@ -1,0 +1,240 @@
+"""Training data of ``iqalens align``: which benchmark rows train and validate, and their inputs.
+
+**Rows.** Labelled rows (one of the 8 classes) of the ``train`` split train and those of ``val``
+validate; ``test`` rows are never touched (the before/after report measures on them). Rows without
+a split go to val when a hash of their reference falls below ``val_fraction`` (all distortions of one
+photo together), so validation never sees the content it trains on. ``max_train_images`` /
+``max_val_images`` keep seeded random subsets.
+
+**Inputs, once per image.** Decoding a 512x384 PNG and, above all, a vision-encoder pass are most of
+the cost of a step, and the benchmark images do not change during a run. :class:`InputBank`
+therefore computes each image's prepared inputs once (and, with a frozen encoder, the encoder's
+outputs instead: training then starts at the projector), plus the original encoder's features when
+the feature-drift constraint needs them; it keeps them in memory and in one file of the cache folder,
+keyed by model checkpoint and benchmark manifest, so later runs on the same base model (the whole
+experiment grid) reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from iqalens.align.base import AlignableModel
+from iqalens.datasets.manifest import read_manifest
+from iqalens.images import load_rgb
+from iqalens.leaf.distill import _unit_hash
+from iqalens.taxonomy import CLASSES
+
+#: Bump when the layout of the cached inputs changes.
+BANK_VERSION = 2
+REFERENCE = "_reference_features"
+
+
+@dataclass
+class Rows:
+    """Images of one split: cache keys (manifest paths), absolute paths, references, class indices."""
+
+    keys: list[str]
+    paths: list[Path]
+    references: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, index: Sequence[int]) -> Rows:
+        idx = list(index)
+        return Rows(
+            [self.keys[i] for i in idx],
+            [self.paths[i] for i in idx],
+            [self.references[i] for i in idx],
+            self.labels[idx],
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        return {c: int((self.labels == k).sum()) for k, c in enumerate(CLASSES)}
+
+
+def select_rows(
+    manifest_path: str | os.PathLike[str],
+    *,
+    max_train: int = 0,
+    max_val: int = 0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    salt: str = "iqalens-val",
+) -> tuple[Rows, Rows]:
+    """(train, val) rows of a benchmark manifest; see the module docstring for the rules."""
+    manifest, _ = read_manifest(manifest_path)
+    parts: dict[str, list[Any]] = {"train": [], "val": []}
+    for row in manifest.rows:
+        if row.perception_class not in CLASSES or row.split == "test":
+            continue
+        split = row.split
+        if split not in ("train", "val"):
+            split = "val" if _unit_hash(salt + (row.reference or row.path)) < val_fraction else "train"
+        parts[split].append(row)
+    if not parts["train"]:
+        raise ValueError(f"{manifest_path}: no labelled rows to train on (split 'train' or without a split)")
+
+    def rows_of(items: list[Any], cap: int, stream: int) -> Rows:
+        if cap and len(items) > cap:
+            keep = np.sort(np.random.default_rng([seed, stream]).permutation(len(items))[:cap])
+            items = [items[i] for i in keep]
+        return Rows(
+            [r.path for r in items],
+            [manifest.resolve(r) for r in items],
+            [r.reference for r in items],
+            np.asarray([CLASSES.index(r.perception_class) for r in items], dtype=np.int64),
+        )
+
+    train, val = rows_of(parts["train"], max_train, 11), rows_of(parts["val"], max_val, 12)
+    if not len(val):
+        warnings.warn(
+            "the benchmark has no validation rows: no early stopping, the last weights are kept", stacklevel=2
+        )
+    return train, val
+
+
+def bank_file(
+    cache_dir: str | os.PathLike[str], model_id: str, checkpoint_id: str, manifest_hash: str, kind: str
+) -> Path:
+    """Where the inputs of one (model checkpoint, benchmark, kind) live in the cache folder."""
+    payload = json.dumps(
+        {
+            "v": BANK_VERSION,
+            "model": model_id,
+            "ckpt": checkpoint_id,
+            "manifest": manifest_hash,
+            "kind": kind,
+        },
+        sort_keys=True,
+    )
+    slug = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in model_id)[:60] or "model"
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return Path(cache_dir) / "align-inputs" / f"{slug}-{kind}-{digest}.pt"
+
+
+class InputBank:
+    """Per-image model inputs (``kind`` "pixels": :meth:`prepare` output; "encoded": the frozen encoder's
+    outputs) and, on request, the original encoder's features, computed once and kept.
+
+    ``file``: where to keep them between runs (None: memory only). Entries are keyed by the manifest
+    path of the image; the file's name carries the model checkpoint and manifest hash.
+    """
+
+    def __init__(self, model: AlignableModel, kind: str, file: Path | None = None) -> None:
+        if kind not in ("pixels", "encoded"):
+            raise ValueError(f"kind must be 'pixels' or 'encoded', got {kind!r}")
+        if kind == "encoded" and not hasattr(model, "encode_frozen"):
+            raise ValueError(f"{model.model_id} cannot cache encoder outputs (no encode_frozen)")
+        self.model, self.kind, self.file = model, kind, file
+        self.entries: dict[str, dict[str, torch.Tensor]] = {}
+        self._dirty = False
+        if file is not None and file.is_file():
+            self.load()
+
+    def load(self) -> None:
+        """Read the kept entries (an unreadable file is ignored and rewritten later)."""
+        if self.file is None or not self.file.is_file():
+            return
+        try:
+            data = torch.load(self.file, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError):
+            return
+        if data.get("version") == BANK_VERSION and data.get("kind") == self.kind:
+            self.entries.update(data["entries"])
+
+    def save(self) -> None:
+        if self.file is None or not self._dirty:
+            return
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_name(f".{self.file.name}.tmp{os.getpid()}")
+        try:
+            torch.save({"version": BANK_VERSION, "kind": self.kind, "entries": self.entries}, tmp)
+            os.replace(tmp, self.file)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._dirty = False
+
+    def missing(self, rows: Rows, reference: bool) -> list[int]:
+        need = [REFERENCE] if reference else []
+        return [
+            i
+            for i, k in enumerate(rows.keys)
+            if k not in self.entries or any(n not in self.entries[k] for n in need)
+        ]
+
+    @torch.no_grad()
+    def ensure(
+        self, rows: Rows, *, reference: bool = False, batch_size: int = 16, progress: bool = True
+    ) -> None:
+        """Compute the entries (and reference features) ``rows`` lack; keep them in the file.
+
+        Images are prepared one at a time (so each entry is exactly what ``prepare`` gives for that
+        image) and run through the encoder in batches, their outputs split back per image.
+        """
+        todo = self.missing(rows, reference)
+        if not todo:
+            return
+        bar = tqdm(total=len(todo), desc="align inputs", unit="img", disable=not progress, leave=False)
+        try:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                entries = [dict(self.model.prepare([load_rgb(rows.paths[i])])) for i in chunk]
+                if reference or self.kind == "encoded":
+                    batch = _concat(entries)
+                    if reference:
+                        feats = _encoder_features(self.model, batch).detach().float().cpu()
+                        for j, entry in enumerate(entries):
+                            entry[REFERENCE] = feats[j : j + 1].clone()
+                    if self.kind == "encoded":
+                        encoded = self.model.encode_frozen(batch)  # type: ignore[attr-defined]
+                        for j, entry in enumerate(entries):
+                            kept = {REFERENCE: entry[REFERENCE]} if REFERENCE in entry else {}
+                            entries[j] = {
+                                k: v[j : j + 1].detach().cpu().clone() for k, v in encoded.items()
+                            } | kept
+                for i, entry in zip(chunk, entries, strict=True):
+                    self.entries[rows.keys[i]] = {k: v.detach().cpu() for k, v in entry.items()}
+                self._dirty = True
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        self.save()
+
+    def batch(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The model inputs of ``keys`` as one batch (entries concatenated along dimension 0)."""
+        return _concat([{k: v for k, v in self.entries[key].items() if k != REFERENCE} for key in keys])
+
+    def reference(self, keys: Sequence[str]) -> torch.Tensor:
+        """[B, D_v] original-encoder features of ``keys``."""
+        return torch.cat([self.entries[k][REFERENCE] for k in keys])
+
+
+def _concat(entries: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-image prepared inputs -> one batch; ``torch.cat`` along dimension 0 serves both layouts
+    (a leading image dimension, or flattened patches with a per-image grid tensor as in Qwen2-VL)."""
+    return {name: torch.cat([e[name] for e in entries]) for name in entries[0]}
+
+
+def _encoder_features(model: AlignableModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Vision-encoder features of prepared inputs, through ``encoder_features`` when the model has it."""
+    if hasattr(model, "encoder_features"):
+        return model.encoder_features(inputs)  # type: ignore[attr-defined]
+    n = len(next(iter(inputs.values())))
+    return model.forward_align(
+        inputs, torch.zeros(n, dtype=torch.long), list(CLASSES)
+    ).encoder_features.detach()

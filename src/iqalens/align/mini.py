@@ -1,0 +1,179 @@
+"""The mini model (:class:`~iqalens.models.mini.MiniVLM`) behind the :class:`AlignableModel` protocol.
+
+A thin wrapper: the three components are the MiniVLM's ``encoder`` (EfficientNet-Lite0),
+``projector`` (MLP) and ``lm`` (MiniLM-L6). Its answer template is the forced choice the diagnostics
+score: the class word whose MiniLM sentence embedding is nearest the image sentence embedding, so the
+template loss is the cross-entropy of those cosine similarities over a temperature.
+
+Prepared inputs are the resized centre crops as uint8 (``pixels``), a quarter of the float tensor's
+size, normalised exactly as :meth:`MiniVLM.preprocess` does. With the encoder frozen they are
+replaced by the encoder's outputs (``cells``: the head map pooled to the projector's grid, and the
+pooled head ``encoder_features``), so training steps start at the projector.
+
+The whole model stays in eval mode while training: BatchNorm keeps its pretrained statistics and no
+dropout is drawn, so a step is a deterministic function of the weights and the batch (exact resume,
+and several processes compute the same gradient as one).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqalens.align.base import COMPONENTS, AlignForward
+from iqalens.align.objectives import similarity_cross_entropy
+from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, normalise
+from iqalens.leaf.student import resize_shorter as _resize_shorter
+from iqalens.models.mini import MiniVLM
+
+
+class MiniAlignable:
+    """:class:`~iqalens.align.base.AlignableModel` for a :class:`MiniVLM` (trained in place)."""
+
+    def __init__(self, model: MiniVLM, temperature: float = 0.05) -> None:
+        self.model = model
+        self.temperature = temperature
+        self._text_memo: tuple[tuple[str, ...], torch.Tensor] | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.projector.parameters()).device
+
+    def to(self, device: torch.device) -> MiniAlignable:
+        self.model.to(device)
+        self._text_memo = None
+        return self
+
+    def components(self) -> dict[str, nn.Module]:
+        return {name: self.model.component(name) for name in COMPONENTS}
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def prepare(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Resized centre crops [N, S, S, 3] uint8, as :meth:`MiniVLM.preprocess` crops them."""
+        s, shorter = self.model.config.image_size, self.model.config.resize_shorter
+        crops = []
+        for im in images:
+            r = _resize_shorter(np.asarray(im), shorter)
+            top, left = crop_boxes(r.shape[0], r.shape[1], s)[0]
+            crops.append(np.ascontiguousarray(r[top : top + s, left : left + s]))
+        return {"pixels": torch.from_numpy(np.stack(crops))}
+
+    def _pixels(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = normalise(inputs["pixels"].cpu().numpy(), LITE_MEAN, LITE_STD)
+        return x.to(self.device)
+
+    def _encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grid cells [B, k, D_v], pooled head [B, D_v]) from pixels, or from cached encoder outputs."""
+        if "cells" in inputs:
+            if any(p.requires_grad for p in self.model.encoder.parameters()):
+                raise RuntimeError("cached encoder outputs were passed while the vision encoder trains")
+            return inputs["cells"], inputs["encoder_features"]
+        _, head = self.model.encode(self._pixels(inputs))
+        return self.model.grid_cells(head), head.mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def encode_frozen(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cells, pooled = self._encode({"pixels": inputs["pixels"]})
+        return {"cells": cells.float().cpu(), "encoder_features": pooled.float().cpu()}
+
+    @torch.no_grad()
+    def encoder_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._encode(inputs)[1]
+
+    @torch.no_grad()
+    def encoder_class_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """EfficientNet-Lite0's ImageNet-1k logits (its classifier reads the pooled head)."""
+        return self.model.encoder._fc(self._encode(inputs)[1])
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _text_embeddings(self, class_words: Sequence[str]) -> torch.Tensor:
+        """Class-word sentence embeddings; recomputed (with gradients) only while MiniLM trains."""
+        words = tuple(class_words)
+        if any(p.requires_grad for p in self.model.lm.parameters()):
+            self._text_memo = None
+            return self.model.text_sentence_embedding(words)
+        if self._text_memo is None or self._text_memo[0] != words:
+            with torch.no_grad():
+                self._text_memo = (words, self.model.text_sentence_embedding(words))
+        return self._text_memo[1]
+
+    def forward_align(
+        self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, class_words: Sequence[str]
+    ) -> AlignForward:
+        inputs = {k: v.to(self.device) if k != "pixels" else v for k, v in inputs.items()}
+        cells, pooled = self._encode(inputs)
+        tokens = self.model.projector(cells)
+        hidden = self.model.language_model(tokens)
+        image = self.model.image_sentence_embedding(hidden[-1])
+        scores = image @ self._text_embeddings(class_words).T.to(image.dtype)
+        return AlignForward(
+            visual=tokens.mean(dim=1),
+            template_loss=similarity_cross_entropy(scores.float(), labels.to(self.device), self.temperature),
+            class_scores=scores.detach().float(),
+            encoder_features=pooled,
+        )
+
+    def class_word_embeddings(self, class_words: Sequence[str]) -> torch.Tensor:
+        """Mean WordPiece input embeddings per word (as :meth:`MiniVLM.word_embeddings`), differentiable."""
+        table = self.model.lm.get_input_embeddings().weight
+        rows = []
+        for word in class_words:
+            ids = self.model.tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"word {word!r} tokenizes to nothing")
+            rows.append(table[torch.tensor(ids, device=table.device)].mean(dim=0))
+        return torch.stack(rows)
+
+    def lora_targets(self, component: str) -> list[str]:
+        """Linear layers (MiniLM: its transformer layers, not the unused pooler) and EfficientNet's
+        1x1 convolutions (expand, project, head; its ImageNet classifier is not on the VLM's path).
+
+        EfficientNet's convolutions carry their own "same" padding; a 1x1 stride-1 one needs none, so
+        it is swapped for a plain ``nn.Conv2d`` sharing its weights (identical output) that peft can wrap.
+        """
+        module = self.model.component(component)
+        if component == "language_model":
+            return [
+                n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith("encoder.")
+            ]
+        if component == "projector":
+            return [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+        names = []
+        for name, conv in list(module.named_modules()):
+            if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.kernel_size != (1, 1):
+                continue
+            if conv.stride != (1, 1) or conv.dilation != (1, 1):
+                continue
+            if type(conv) is not nn.Conv2d:
+                plain = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None)
+                plain.weight = conv.weight
+                if conv.bias is not None:
+                    plain.bias = conv.bias
+                parent, _, child = name.rpartition(".")
+                setattr(module.get_submodule(parent) if parent else module, child, plain)
+            names.append(name)
+        return names
+
+    # -- checkpoint -------------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self, folder: str | os.PathLike[str], trained: Sequence[str], info: dict[str, Any]
+    ) -> Path:
+        """A plain mini checkpoint: projector plus every trained component; ``info`` -> ``mini.json``."""
+        stored = ["projector", *[c for c in COMPONENTS if c in trained and c != "projector"]]
+        if info.get("model_id"):
+            self.model.model_id = str(info["model_id"])
+        self.model.align_info = dict(info)
+        return self.model.save(folder, components=stored, align_info=info)

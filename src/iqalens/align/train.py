@@ -1,0 +1,529 @@
+"""The ``iqalens align`` trainer: fine-tune chosen components of an :class:`AlignableModel`.
+
+``align(model, manifest, out_dir, config)`` freezes every component, makes the chosen ones trainable
+(full weights, or LoRA adapters), trains them on the benchmark's train split with
+
+    loss = w_template * template + w_align * InfoNCE(visual, class words) + w_constraint * drift
+
+(:mod:`iqalens.align.objectives`), and writes ``train_log.csv``, ``model/`` (a plain checkpoint:
+LoRA merged) and ``state/`` (resume state) into the run folder. Design decisions, and why:
+
+- **Stateless randomness = exact resume.** The images of optimizer step k (micro-batch m) are a
+  function of ``(seed, k * grad_accum + m)`` only (seeded permutations, as in
+  :mod:`iqalens.leaf.distill`); the learning rate (linear warm-up, cosine decay) is a function of k;
+  the model stays in eval mode (no dropout, BatchNorm statistics frozen). A checkpoint therefore
+  holds just the trainable weights, the optimizer, the early-stopping state and the log, and a run
+  interrupted anywhere and resumed ends with the same weights as an uninterrupted one (tested).
+- **Frozen means untouched.** Frozen parameters never get ``requires_grad``; the trainer fingerprints
+  them (bytes of every tensor) before and after, and the run fails rather than save a checkpoint in
+  which they changed. For LoRA components the base weights are checked before the merge.
+- **Data parallel under torchrun.** With ``WORLD_SIZE`` > 1 the process group is initialised (gloo on
+  CPU, nccl on CUDA), each rank takes every ``world``-th image of the global batch and the flattened
+  gradient is all-reduced and averaged before the step: the arithmetic of DistributedDataParallel
+  without its module wrapper (the trainable parameters span several components and the forward pass
+  is ``forward_align``, not ``Module.forward``). Rank 0 validates, decides early stopping and writes.
+- **Early stopping** on validation accuracy (ties: lower validation template loss), evaluated every
+  ``eval_every`` steps; the best weights are kept. The accuracy of the untrained model (step 0) is
+  logged but not a candidate: the run reports what training produced.
+- **Mixed precision** where the device supports it: ``precision=auto`` is bf16 autocast on CUDA with
+  bf16 support, fp16 autocast with gradient scaling on other CUDA devices, fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from iqalens.align.base import AlignableModel
+from iqalens.align.config import AlignConfig, short_name
+from iqalens.align.data import InputBank, Rows, bank_file, select_rows
+from iqalens.align.objectives import accuracy, feature_drift, info_nce
+from iqalens.align.trainable import Trainable
+from iqalens.files import atomic_write_text
+from iqalens.leaf.distill import (
+    _atomic_torch_save,
+    _broadcast,
+    _init_distributed,
+    _resolve_device,
+    _stream,
+    lr_factor,
+)
+from iqalens.perception.features import manifest_hash
+from iqalens.runs import start_run, write_json
+from iqalens.taxonomy import CLASSES
+
+STATE_DIR = "state"
+STATE_FILE = "state.pt"
+MODEL_DIR = "model"
+LOG_FILE = "train_log.csv"
+LOG_COLUMNS = ("step", "lr", "loss", "template", "align", "constraint", "val_accuracy", "val_loss")
+TERMS = ("loss", "template", "align", "constraint")
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether gradients need scaling) for a device."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return torch.bfloat16, False
+    return torch.float16, True
+
+
+def touched_indices(n: int, cfg: AlignConfig) -> np.ndarray:
+    """Indices of every training image the schedule can use (all micro-batches of all steps)."""
+    seen = [_stream(n, cfg.batch_size, s, cfg.seed, 0) for s in range(cfg.max_steps * cfg.grad_accum)]
+    return np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
+
+
+def _all_reduce_mean(tensors: Sequence[torch.Tensor], world: int) -> None:
+    """Average tensors across ranks in place (one flat all-reduce)."""
+    if world == 1 or not tensors:
+        return
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+@torch.no_grad()
+def evaluate(
+    model: AlignableModel, bank: InputBank, rows: Rows, class_words: Sequence[str], batch_size: int = 32
+) -> dict[str, float]:
+    """Forced-choice accuracy and mean template loss on ``rows`` (their inputs must be in the bank)."""
+    scores, losses = [], []
+    for start in range(0, len(rows), batch_size):
+        keys = rows.keys[start : start + batch_size]
+        labels = torch.as_tensor(rows.labels[start : start + batch_size])
+        out = model.forward_align(bank.batch(keys), labels, class_words)
+        scores.append(out.class_scores.float().cpu())
+        losses.append(float(out.template_loss) * len(keys))
+    if not scores:
+        return {}
+    return {
+        "val_accuracy": accuracy(torch.cat(scores), torch.as_tensor(rows.labels)),
+        "val_loss": sum(losses) / len(rows),
+    }
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(LOG_COLUMNS)
+    for h in history:
+        writer.writerow(
+            [
+                "" if h.get(c) is None else (f"{h[c]:.6g}" if isinstance(h[c], float) else h[c])
+                for c in LOG_COLUMNS
+            ]
+        )
+    atomic_write_text(path, buf.getvalue())
+
+
+@dataclass
+class Progress:
+    """Everything besides weights and optimizer that a resumed run needs: position, early stopping, log."""
+
+    step: int = 0
+    best_accuracy: float = -math.inf
+    best_loss: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    done: bool = False
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val_before: dict[str, float] = field(default_factory=dict)
+
+    def improves(self, metrics: dict[str, float]) -> bool:
+        """Higher validation accuracy, or the same with a lower validation loss."""
+        return metrics["val_accuracy"] > self.best_accuracy or (
+            metrics["val_accuracy"] == self.best_accuracy and metrics["val_loss"] < self.best_loss
+        )
+
+
+class _Run:
+    """One training run of :func:`align`: data, trainable parameters, optimizer and progress."""
+
+    def __init__(
+        self,
+        model: AlignableModel,
+        manifest: Path,
+        out: Path,
+        cfg: AlignConfig,
+        device: torch.device,
+        rank: int,
+        world: int,
+        words: list[str],
+        bank_path: Callable[[str], Path],
+    ) -> None:
+        self.model, self.out, self.cfg, self.device = model, out, cfg, device
+        self.rank, self.world, self.words = rank, world, words
+        self.train_rows, self.val_rows = select_rows(
+            manifest,
+            max_train=cfg.max_train_images,
+            max_val=cfg.max_val_images,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+        )
+        if hasattr(model, "to"):
+            model.to(device)  # type: ignore[attr-defined]
+        self.trainable = Trainable(model, cfg)
+        encoder_frozen = "vision_encoder" not in cfg.train
+        self.kind = "encoded" if encoder_frozen and hasattr(model, "encode_frozen") else "pixels"
+        self.bank = InputBank(model, self.kind, bank_path(self.kind))
+        self.touched = self.train_rows.subset(touched_indices(len(self.train_rows), cfg))
+        self.optimizer = torch.optim.AdamW(self.trainable.param_groups())
+        self.amp_dtype, scaled = resolve_precision(cfg.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.progress = Progress()
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_DIR / STATE_FILE
+
+    def data_info(self) -> dict[str, Any]:
+        return {
+            "train_images": len(self.train_rows),
+            "train_images_used": len(self.touched),
+            "val_images": len(self.val_rows),
+            "train_classes": self.train_rows.class_counts(),
+            "inputs": self.kind,
+            "inputs_file": str(self.bank.file),
+        }
+
+    def prepare_inputs(self) -> None:
+        """Rank 0 computes (or loads) every input the run will use; the other ranks read its file."""
+        if self.rank == 0:
+            self.bank.ensure(self.touched, reference=self.trainable.uses_features, progress=self.cfg.progress)
+            self.bank.ensure(self.val_rows, progress=self.cfg.progress)
+        if self.world > 1:
+            _broadcast(None, self.world)
+            if self.rank != 0:
+                self.bank.load()
+
+    def resume(self, saved: dict[str, Any] | None) -> None:
+        if saved is not None:
+            self.trainable.load(saved["trainable"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scaler.load_state_dict(saved["scaler"])
+            self.progress = Progress(**saved["progress"])
+        elif len(self.val_rows) and self.rank == 0:
+            self.progress.val_before = evaluate(self.model, self.bank, self.val_rows, self.words)
+            self.progress.history.append({"step": 0, **self.progress.val_before})
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "config": self.cfg.comparable(),
+            "trainable": self.trainable.state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": asdict(self.progress),
+        }
+        _atomic_torch_save(state, self.state_path)
+        _write_log(self.out / LOG_FILE, self.progress.history)
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _micro_batch(self, index: int) -> torch.Tensor:
+        """Forward and backward of this rank's share of micro-batch ``index``; returns the TERMS values."""
+        cfg, model, device = self.cfg, self.model, self.device
+        idx = _stream(len(self.train_rows), cfg.batch_size, index, cfg.seed, 0)[self.rank :: self.world]
+        keys = [self.train_rows.keys[i] for i in idx]
+        labels = torch.as_tensor(self.train_rows.labels[idx], device=device)
+        zero = torch.zeros((), device=device)
+        with self._autocast():
+            fwd = model.forward_align(self.bank.batch(keys), labels, self.words)
+            template = fwd.template_loss.float()
+            align = zero
+            if cfg.w_align > 0:
+                words = model.class_word_embeddings(self.words)
+                align = info_nce(fwd.visual, words, labels, cfg.align_temperature)
+            constraint = zero
+            if self.trainable.uses_features:
+                constraint = feature_drift(fwd.encoder_features, self.bank.reference(keys).to(device))
+            elif self.trainable.uses_weights:
+                constraint = self.trainable.weight_term()
+            total = cfg.w_template * template + cfg.w_align * align + cfg.w_constraint * constraint
+        self.scaler.scale(total / cfg.grad_accum).backward()
+        return torch.stack([total, template, align, constraint]).detach().float()
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over ``grad_accum`` micro-batches (gradients averaged across ranks)."""
+        cfg, step = self.cfg, self.progress.step
+        factor = lr_factor(step, cfg)  # type: ignore[arg-type]
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = (
+            sum(self._micro_batch(step * cfg.grad_accum + m) for m in range(cfg.grad_accum)) / cfg.grad_accum
+        )
+        params = list(self.trainable.params.values())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params if p.grad is not None]
+        _all_reduce_mean([*grads, sums], self.world)
+        self.scaler.unscale_(self.optimizer)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.progress.step += 1
+        return dict(zip(TERMS, sums.cpu().tolist(), strict=True)) | {"lr": cfg.lr * factor}
+
+    def validate(self) -> dict[str, float]:
+        """Rank 0 evaluates and decides; every rank applies the same early-stopping update."""
+        decision = None
+        if self.rank == 0:
+            metrics = evaluate(self.model, self.bank, self.val_rows, self.words)
+            decision = (self.progress.improves(metrics), metrics)
+        better, metrics = _broadcast(decision, self.world)
+        p = self.progress
+        if better:
+            p.best_accuracy, p.best_loss, p.best_step, p.bad_evals = (
+                metrics["val_accuracy"],
+                metrics["val_loss"],
+                p.step,
+                0,
+            )
+            p.best_state = self.trainable.state()
+        else:
+            p.bad_evals += 1
+            p.done = p.bad_evals >= self.cfg.patience
+        return metrics
+
+    def loop(self, on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+        cfg, p = self.cfg, self.progress
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=p.step,
+            desc=f"align {short_name(cfg.train)}",
+            disable=not cfg.progress or self.rank != 0,
+            leave=False,
+        )
+        try:
+            while not p.done and p.step < cfg.max_steps:
+                row: dict[str, Any] = self.train_step()
+                terms = {k: row[k] for k in TERMS}
+                postfix = {"loss": f"{row['loss']:.4f}"}
+                if (p.step % cfg.eval_every == 0 or p.step == cfg.max_steps) and len(self.val_rows):
+                    row |= self.validate()
+                    postfix["val_acc"] = f"{row['val_accuracy']:.3f}"
+                p.history.append({"step": p.step, **row})
+                bar.set_postfix(postfix)
+                bar.update(1)
+                p.done = p.done or p.step == cfg.max_steps
+                if p.step % cfg.checkpoint_every == 0 or p.done:
+                    self.save_state()
+                if on_step is not None:
+                    on_step(p.step, terms)
+        finally:
+            bar.close()
+
+
+def align(
+    model: AlignableModel,
+    manifest_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: AlignConfig | None = None,
+    *,
+    class_words: Sequence[str] = CLASSES,
+    checkpoint_id: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    info: dict[str, Any] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``config.train`` of ``model`` on a benchmark; resumes from ``out_dir/state`` if present.
+
+    ``checkpoint_id`` (from :func:`iqalens.models.loading.load_model`) identifies the base weights:
+    with it and ``cache_dir``, prepared inputs are kept in ``cache_dir`` for later runs; without,
+    in the run's ``state/`` folder only. ``info`` is merged into the run's and the checkpoint's config
+    (base model spec, ...). ``on_step(step, terms)`` is called after every optimizer step and any
+    checkpoint of it; an exception raised there stops training like a crash (tests use it). Returns
+    the training metrics (also in ``metrics.json``). The model is modified in place (trained
+    weights, LoRA merged).
+    """
+    cfg = config or AlignConfig()
+    device = _resolve_device(cfg.device)
+    rank, world, own_group = _init_distributed(device)
+    try:
+        out, manifest = Path(out_dir), Path(manifest_path)
+        setup = (device, rank, world, list(class_words))
+        return _align(model, manifest, out, cfg, setup, checkpoint_id, cache_dir, info or {}, on_step)
+    finally:
+        if own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _saved_state(out: Path, cfg: AlignConfig) -> dict[str, Any] | None:
+    """The resume state of an earlier run in ``out`` (refused when its settings differ)."""
+    path = out / STATE_DIR / STATE_FILE
+    if not path.is_file():
+        return None
+    saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["config"] != cfg.comparable():
+        raise ValueError(f"{path} was written with other settings; use a new output folder or --overwrite")
+    return saved
+
+
+def _align(
+    model: AlignableModel,
+    manifest: Path,
+    out: Path,
+    cfg: AlignConfig,
+    setup: tuple[torch.device, int, int, list[str]],
+    checkpoint_id: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    info: dict[str, Any],
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> dict[str, Any]:
+    started = time.time()
+    device, rank, world, words = setup
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world})"
+        )
+    if len(words) != len(CLASSES):
+        raise ValueError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
+    saved = _saved_state(out, cfg)
+    if saved is not None and saved.get("finished"):
+        if (out / MODEL_DIR).is_dir():
+            return dict(saved["metrics"])
+        saved = None  # the model folder was removed: train again
+
+    def bank_path(kind: str) -> Path:
+        if cache_dir is not None and checkpoint_id is not None:
+            return bank_file(cache_dir, model.model_id, checkpoint_id, manifest_hash(manifest), kind)
+        return out / STATE_DIR / f"inputs-{kind}.pt"
+
+    run = _Run(model, manifest, out, cfg, device, rank, world, words, bank_path)
+    if rank == 0:
+        run_config = {
+            "manifest": str(manifest.resolve()),
+            "model_id": model.model_id,
+            "checkpoint_id": checkpoint_id,
+            "class_words": words,
+            "align": cfg.to_dict(),
+            "world_size": world,
+            "device": str(device),
+            "resumed_from_step": 0 if saved is None else int(saved["progress"]["step"]),
+            "data": run.data_info(),
+            **info,
+        }
+        start_run(out, "align", run_config, cfg.seed)
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    run.prepare_inputs()
+    run.resume(saved)
+    run.loop(on_step)
+    return _finish(run, checkpoint_id, info, manifest, time.time() - started)
+
+
+def _finish(
+    run: _Run, checkpoint_id: str | None, info: dict[str, Any], manifest: Path, seconds: float
+) -> dict[str, Any]:
+    """Best weights back, frozen parts verified, LoRA merged; rank 0 saves the checkpoint and metrics."""
+    cfg, model, p = run.cfg, run.model, run.progress
+    if p.best_state is not None:
+        run.trainable.load(p.best_state)
+    frozen = run.trainable.check_frozen()
+    changed = [c for c, same in frozen.items() if not same]
+    if changed:
+        raise RuntimeError(f"frozen weights changed during training: {', '.join(changed)}")
+    n_trainable = sum(t.numel() for t in run.trainable.params.values())
+    run.trainable.merge()
+    best_step = p.best_step if p.best_state is not None else p.step
+    metrics: dict[str, Any] = {
+        "model_id": f"{model.model_id}+align[{short_name(cfg.train)}]",
+        "train": list(cfg.train),
+        "lora": list(cfg.lora),
+        "objectives": cfg.objectives,
+        "constraint": cfg.constraint,
+        "steps_run": p.step,
+        "stopped_early": p.step < cfg.max_steps,
+        "best_step": best_step,
+        "best_val_accuracy": None if p.best_state is None else p.best_accuracy,
+        "val_accuracy_before": p.val_before.get("val_accuracy"),
+        "trainable_parameters": n_trainable,
+        "frozen_unchanged": frozen,
+        "precision": "fp32" if run.amp_dtype is None else str(run.amp_dtype).removeprefix("torch."),
+        "world_size": run.world,
+        "data": run.data_info(),
+        "train_seconds": round(seconds, 3),
+    }
+    if run.rank == 0:
+        checkpoint_info = {
+            **info,
+            "model_id": metrics["model_id"],
+            "base_model_id": model.model_id,
+            "base_checkpoint_id": checkpoint_id,
+            "train": list(cfg.train),
+            "lora": list(cfg.lora),
+            "lora_settings": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "merged": True}
+            if cfg.lora
+            else None,
+            "objectives": cfg.objectives,
+            "constraint": cfg.constraint,
+            "steps_run": p.step,
+            "best_step": best_step,
+            "seed": cfg.seed,
+            "manifest": str(manifest.resolve()),
+        }
+        model.save_checkpoint(run.out / MODEL_DIR, cfg.train, checkpoint_info)
+        _write_log(run.out / LOG_FILE, p.history)
+        write_json(run.out / "metrics.json", metrics)
+        # Keep a small record only: optimizer and inputs are not needed once the model is saved.
+        record = {
+            "config": cfg.comparable(),
+            "finished": True,
+            "metrics": metrics,
+            "progress": {"step": p.step},
+        }
+        _atomic_torch_save(record, run.state_path)
+        for extra in (run.out / STATE_DIR).glob("inputs-*.pt"):
+            extra.unlink(missing_ok=True)
+    if run.world > 1:
+        _broadcast(None, run.world)
+    return metrics
+
+
+def remove_run(out: Path) -> None:
+    """Delete an earlier align run folder (``--overwrite``); refuses a folder that is not one."""
+    if not out.exists():
+        return
+    try:
+        command = json.loads((out / "config.json").read_text()).get("command")
+    except (OSError, ValueError):
+        command = None
+    if command != "align":
+        raise ValueError(f"{out} exists and is not an align run folder; choose another output folder")
+    shutil.rmtree(out)

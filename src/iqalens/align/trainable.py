@@ -1,0 +1,128 @@
+"""Which parameters train in an ``iqalens align`` run, and the proof that the others did not move.
+
+:class:`Trainable` freezes every component of the model, then makes the chosen ones trainable: all
+their weights, or LoRA adapters (:mod:`iqalens.align.lora`) for those in ``config.lora``. Before
+anything trains it fingerprints (hashes the bytes of) every parameter and buffer of the frozen
+components, and of the base weights under LoRA adapters, so that :meth:`Trainable.check_frozen`
+can tell bit for bit whether they are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from iqalens.align.base import COMPONENTS, AlignableModel
+from iqalens.align.config import AlignConfig
+from iqalens.align.lora import add_lora, default_lora_targets, lora_deltas, merge_lora
+from iqalens.align.objectives import weight_drift
+
+#: Components whose full weights are pretrained (they train at ``lr * pretrained_lr_scale``).
+PRETRAINED = ("vision_encoder", "language_model")
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    t = tensor.detach().cpu().contiguous()
+    return hashlib.blake2b(t.view(-1).view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def fingerprint(module: nn.Module, drop_lora: bool = False) -> dict[str, str]:
+    """Digest of every parameter and buffer (names inside LoRA layers mapped back to the base names)."""
+    out = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        if drop_lora and ".lora_" in f".{name}":
+            continue
+        out[name.replace(".base_layer.", ".")] = _digest(t)
+    return out
+
+
+class Trainable:
+    """The trainable parameters of a run (``component.name`` -> parameter) and the constraint's originals."""
+
+    def __init__(self, model: AlignableModel, cfg: AlignConfig) -> None:
+        self.cfg = cfg
+        self.components = model.components()
+        for module in self.components.values():
+            for p in module.parameters():
+                p.requires_grad_(False)
+        self.frozen_before = {c: fingerprint(m) for c, m in self.components.items() if c not in cfg.train}
+        self.lora_base_before = {c: fingerprint(self.components[c]) for c in cfg.lora}
+        self.params: dict[str, nn.Parameter] = {}
+        for k, comp in enumerate(c for c in COMPONENTS if c in cfg.train):
+            module = self.components[comp]
+            if comp in cfg.lora:
+                targets = (
+                    model.lora_targets(comp)  # type: ignore[attr-defined]
+                    if hasattr(model, "lora_targets")
+                    else default_lora_targets(module)
+                )
+                add_lora(module, targets, cfg.lora_rank, cfg.lora_alpha, seed=cfg.seed * 1009 + k)
+            else:
+                for p in module.parameters():
+                    p.requires_grad_(True)
+            self.params |= {f"{comp}.{n}": p for n, p in module.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise ValueError(f"the chosen components ({', '.join(cfg.train)}) have no trainable parameters")
+        encoder_trains = "vision_encoder" in cfg.train and cfg.w_constraint > 0
+        self.uses_features = encoder_trains and cfg.constraint == "features"
+        self.uses_weights = encoder_trains and cfg.constraint == "weights"
+        self.weight_originals: list[torch.Tensor] = []
+        if self.uses_weights and "vision_encoder" not in cfg.lora:
+            encoder = self.components["vision_encoder"]
+            self.weight_originals = [p.detach().clone() for p in encoder.parameters() if p.requires_grad]
+
+    def weight_term(self) -> torch.Tensor:
+        """L2-SP of the vision encoder: squared distance to the original weights (LoRA: of B A)."""
+        encoder = self.components["vision_encoder"]
+        if "vision_encoder" in self.cfg.lora:
+            deltas = lora_deltas(encoder)
+            return weight_drift(deltas, [torch.zeros_like(d) for d in deltas])
+        return weight_drift([p for p in encoder.parameters() if p.requires_grad], self.weight_originals)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: weight decay on matrices only; pretrained full weights at the scaled rate."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.params.items():
+            comp = name.partition(".")[0]
+            pretrained = comp in PRETRAINED and comp not in self.cfg.lora
+            groups.setdefault((pretrained, p.dim() > 1), []).append(p)
+        out = []
+        for (pretrained, decay), group in sorted(groups.items()):
+            lr = self.cfg.lr * (self.cfg.pretrained_lr_scale if pretrained else 1.0)
+            out.append(
+                {
+                    "params": group,
+                    "lr": lr,
+                    "base_lr": lr,
+                    "weight_decay": self.cfg.weight_decay if decay else 0.0,
+                }
+            )
+        return out
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.params.items()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        if state.keys() != self.params.keys():
+            raise ValueError("the saved training state does not match the trainable parameters")
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(state[n].to(p.device))
+
+    def check_frozen(self) -> dict[str, bool]:
+        """Per frozen component: still bit-identical? LoRA components: base weights unchanged?"""
+        out = {c: fingerprint(self.components[c]) == fp for c, fp in self.frozen_before.items()}
+        for c, fp in self.lora_base_before.items():
+            out[f"{c} (base under LoRA)"] = fingerprint(self.components[c], drop_lora=True) == fp
+        return out
+
+    def merge(self) -> None:
+        """Merge LoRA adapters into their base weights; freeze everything again."""
+        for comp in self.cfg.lora:
+            merge_lora(self.components[comp])
+        for module in self.components.values():
+            for p in module.parameters():
+                p.requires_grad_(False)

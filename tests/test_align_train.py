@@ -1,0 +1,294 @@
+"""``iqalens align`` on a small mini model (64 px crops) and a tiny benchmark: freezing, objectives,
+resume, LoRA, torchrun, and checkpoints every command loads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from iqalens.align.base import AlignableModel
+from iqalens.align.config import AlignConfig
+from iqalens.align.mini import MiniAlignable
+from iqalens.align.train import align
+from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+from iqalens.images import load_rgb
+from iqalens.models.loading import load_model
+from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.samples import sample_paths
+from iqalens.taxonomy import CLASSES
+
+_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("align") / "bench"
+    spec = BenchmarkSpec(
+        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
+    )
+    build_benchmark(folder, refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def template() -> MiniVLM:
+    return MiniVLM(_CFG, model_id="mini-test")
+
+
+def fresh(template: MiniVLM) -> MiniAlignable:
+    return MiniAlignable(copy.deepcopy(template))
+
+
+def tiny(**kw: object) -> AlignConfig:
+    base: dict[str, object] = {
+        "max_steps": 4,
+        "batch_size": 4,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "lr": 3e-3,
+        "progress": False,
+        "max_val_images": 4,
+    }
+    return AlignConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+def _images(manifest: Path, n: int = 3) -> list[np.ndarray]:
+    folder = manifest.parent / "images"
+    return [load_rgb(p) for p in sorted(folder.glob("*.png"))[:n]]
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_mini_wrapper_scores_are_the_forced_choice_scores(template: MiniVLM, bench: Path) -> None:
+    """The template loss trains what ``perceive`` scores, from pixels and from cached encoder outputs."""
+    model = fresh(template)
+    assert isinstance(model, AlignableModel)
+    images = _images(bench)
+    labels = torch.tensor([0, 1, 2])
+    expected = template.class_log_scores(images, list(CLASSES))
+    inputs = model.prepare(images)
+    assert inputs["pixels"].dtype == torch.uint8
+    with torch.no_grad():
+        direct = model.forward_align(inputs, labels, CLASSES)
+        cached = model.forward_align(model.encode_frozen(inputs), labels, CLASSES)
+    np.testing.assert_allclose(direct.class_scores.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(cached.class_scores.numpy(), expected, atol=1e-5)
+    assert direct.visual.shape == (3, 384) and direct.encoder_features.shape == (3, 1280)
+    np.testing.assert_allclose(
+        model.class_word_embeddings(CLASSES).detach().numpy(), template.word_embeddings(CLASSES), atol=1e-6
+    )
+
+
+def test_frozen_components_stay_bit_identical(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    model = fresh(template)
+    cfg = tiny(train=("vision_encoder", "language_model"), max_steps=2)
+    metrics = align(model, bench, tmp_path / "run", cfg)
+    assert metrics["frozen_unchanged"] == {"projector": True}
+    assert _same(model.model.projector, template.projector)
+    assert not _same(model.model.encoder, template.encoder)
+    assert not _same(model.model.lm, template.lm)
+    # BatchNorm statistics are buffers of a frozen computation: training never updates them.
+    torch.testing.assert_close(
+        model.model.encoder._bn1.running_mean, template.encoder._bn1.running_mean, rtol=0, atol=0
+    )
+    saved = json.loads((tmp_path / "run" / "model" / "mini.json").read_text())
+    assert saved["components"] == ["projector", "vision_encoder", "language_model"]
+    assert saved["align"]["train"] == ["vision_encoder", "language_model"] and saved["model_id"].endswith(
+        "[V+L]"
+    )
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert log[0].split(",") == [
+        "step",
+        "lr",
+        "loss",
+        "template",
+        "align",
+        "constraint",
+        "val_accuracy",
+        "val_loss",
+    ]
+    first = dict(zip(log[0].split(","), log[2].split(","), strict=True))
+    # the feature-drift constraint is zero before the first update (same encoder, same images)
+    assert first["step"] == "1" and float(first["constraint"]) < 1e-6
+    last = dict(zip(log[0].split(","), log[-1].split(","), strict=True))
+    assert float(last["constraint"]) > 0
+
+
+def test_projector_run_uses_cached_encoder_outputs_and_loads_everywhere(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    model = fresh(template)
+    run = tmp_path / "run"
+    metrics = align(
+        model, bench, run, tiny(train=("projector",)), checkpoint_id="t", cache_dir=tmp_path / "cache"
+    )
+    assert metrics["data"]["inputs"] == "encoded" and Path(metrics["data"]["inputs_file"]).is_file()
+    assert metrics["frozen_unchanged"] == {"vision_encoder": True, "language_model": True}
+    assert not _same(model.model.projector, template.projector)
+    assert not (run / "state" / "inputs-encoded.pt").exists()  # kept in the cache, not the run
+    images = _images(bench, 2)
+    expected = model.model.class_log_scores(images, list(CLASSES))
+    ids = set()
+    for spec in (str(run), str(run / "model"), f"mini:{run}", f"mini:{run / 'model'}"):
+        loaded, ckpt_id = load_model(spec)
+        ids.add(ckpt_id)
+        assert loaded.model_id == "mini-test+align[P]"
+        np.testing.assert_allclose(loaded.class_log_scores(images, list(CLASSES)), expected, atol=1e-6)
+    assert len(ids) == 1
+
+
+def test_interrupted_run_resumes_to_the_same_weights(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    cfg = tiny(train=("vision_encoder", "projector"), max_steps=4, eval_every=2, checkpoint_every=2)
+    align(fresh(template), bench, tmp_path / "straight", cfg)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_3(step: int, terms: dict[str, float]) -> None:
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        align(fresh(template), bench, tmp_path / "resumed", cfg, on_step=crash_at_3)
+    state = torch.load(tmp_path / "resumed" / "state" / "state.pt", weights_only=False)
+    assert state["progress"]["step"] == 2 and not (tmp_path / "resumed" / "model").exists()
+    metrics = align(fresh(template), bench, tmp_path / "resumed", cfg)
+    assert metrics["steps_run"] == 4
+    a = load_file(tmp_path / "straight" / "model" / "mini.safetensors")
+    b = load_file(tmp_path / "resumed" / "model" / "mini.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert config["config"]["resumed_from_step"] == 2
+    # finished: the state is a small record, and running again trains no further
+    assert (tmp_path / "resumed" / "state" / "state.pt").stat().st_size < 100_000
+    assert align(fresh(template), bench, tmp_path / "resumed", cfg)["steps_run"] == 4
+    with pytest.raises(ValueError, match="other settings"):
+        align(fresh(template), bench, tmp_path / "resumed", tiny(train=("projector",)))
+
+
+def test_lora_trains_adapters_only_and_the_merged_checkpoint_reproduces_them(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    model = fresh(template)
+    images = _images(bench, 3)
+    seen: dict[str, np.ndarray] = {}
+
+    def record(step: int, terms: dict[str, float]) -> None:
+        if step == 3:  # the last step, adapters still separate (best = last: one evaluation)
+            seen["scores"] = model.model.class_log_scores(images, list(CLASSES))
+            seen["trainable"] = np.array(
+                [".lora_" in n for n, p in model.model.named_parameters() if p.requires_grad]
+            )
+
+    cfg = tiny(
+        train=("vision_encoder", "projector"),
+        lora=("vision_encoder",),
+        lora_rank=4,
+        max_steps=3,
+        eval_every=50,
+        lr=1e-2,
+    )
+    metrics = align(model, bench, tmp_path / "run", cfg, on_step=record)
+    assert metrics["frozen_unchanged"] == {"language_model": True, "vision_encoder (base under LoRA)": True}
+    # trainable: the encoder's adapters and the projector's full weights, nothing else
+    n_lora = int(seen["trainable"].sum())
+    assert n_lora > 0 and len(seen["trainable"]) - n_lora == len(list(template.projector.parameters()))
+    assert not _same(model.model.encoder, template.encoder)  # merged
+    saved = json.loads((tmp_path / "run" / "model" / "mini.json").read_text())
+    assert saved["align"]["lora"] == ["vision_encoder"] and saved["align"]["lora_settings"]["rank"] == 4
+    loaded = MiniVLM.load(tmp_path / "run" / "model")
+    assert not any("lora" in k for k in loaded.state_dict())
+    after = loaded.class_log_scores(images, list(CLASSES))
+    assert not np.allclose(after, template.class_log_scores(images, list(CLASSES)), atol=1e-4)
+    np.testing.assert_allclose(after, seen["scores"], atol=2e-4)
+
+
+def test_weight_constraint_and_early_stopping(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    # lr 0: nothing changes, the first evaluation is the best, the next does not improve -> stop
+    cfg = tiny(
+        train=("vision_encoder",), constraint="weights", lr=0.0, max_steps=20, eval_every=1, patience=1
+    )
+    metrics = align(fresh(template), bench, tmp_path / "run", cfg)
+    assert metrics["stopped_early"] and metrics["steps_run"] == 2 and metrics["best_step"] == 1
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[2:]
+    assert all(float(line.split(",")[5]) == 0.0 for line in log)  # L2-SP of unchanged weights
+
+
+_DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from iqalens.align.config import AlignConfig
+    from iqalens.align.mini import MiniAlignable
+    from iqalens.align.train import align
+    from iqalens.models.mini import MiniConfig, MiniVLM
+    cfg = AlignConfig.from_dict(json.loads(sys.argv[2]))
+    model = MiniVLM(MiniConfig.from_dict(json.loads(sys.argv[3])), model_id="mini-test")
+    align(MiniAlignable(model), sys.argv[1], sys.argv[4], cfg)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo), each half of every batch, averaged gradients -> the one-process weights."""
+    cfg = tiny(train=("projector", "language_model"), max_steps=3, eval_every=3)
+    align(fresh(template), bench, tmp_path / "single", cfg)
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    from dataclasses import asdict
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+    ]
+    cmd += [str(bench), json.dumps(cfg.to_dict()), json.dumps(asdict(_CFG)), str(tmp_path / "ddp")]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["config"]["world_size"] == 2
+    a = load_file(tmp_path / "single" / "model" / "mini.safetensors")
+    b = load_file(tmp_path / "ddp" / "model" / "mini.safetensors")
+    # Adam turns float-summation noise in (theoretically) zero gradients, e.g. of attention key
+    # biases, into tiny steps; 3 steps at lr 3e-3 move trained weights by up to ~1e-2.
+    moved = 0.0
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-4), k
+        moved = max(moved, float((a[k] - load_file_base(template, k)).abs().max()))
+    assert moved > 2e-3
+
+
+def load_file_base(template: MiniVLM, key: str) -> torch.Tensor:
+    comp, _, name = key.partition(".")
+    return template.component(comp).state_dict()[name]
+
+
+def test_mixed_precision_autocast_path(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    """bf16 autocast (the CUDA default; opt-in on CPU) trains and saves float32 weights."""
+    model = fresh(template)
+    metrics = align(model, bench, tmp_path / "run", tiny(train=("projector",), max_steps=2, precision="bf16"))
+    assert metrics["precision"] == "bfloat16"
+    weights = load_file(tmp_path / "run" / "model" / "mini.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    assert not _same(model.model.projector, template.projector)
