@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -157,13 +158,30 @@ def test_list_shows_all_types(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow
-def test_demo_writes_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_every_stage_into_one_folder_with_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
-    assert main(["demo", "-o", str(run), "--max-photos", "1", "--levels", "1", "5", "-q"]) == 0
+    args = ["demo", "-o", str(run), "--max-photos", "3", "--levels", "1", "5", "--workers", "1"]
+    assert main([*args, "--align-steps", "2", "--distill-steps", "2", "--budget", "6", "-q"]) == 0
     out = capsys.readouterr().out
-    assert "Mean PSNR" in out and "jpeg2000" in out
-    assert (run / "config.json").is_file() and (run / "metrics.json").is_file()
-    assert len(list((run / "distortions").glob("*.png"))) == 50
+    report = run / "report.html"
+    assert f"Report: {report}" in out and "forced-choice accuracy" in out and "SRCC" in out
+    html = report.read_text()
+    assert "Perception diagnostics" in html and "LEAF" in html and "proxy" in html.lower()
+    metrics = json.loads((run / "metrics.json").read_text())
+    stages = set(metrics["stage_seconds"]) - {"total"}
+    assert stages == {"bench", "align", "teach", "distill", "calibrate", "evaluate", "score", "report"}
+    headline = metrics["headline"]
+    assert headline["leaf"]["labels_used"] == 6
+    assert 0.0 <= headline["perception"]["after"]["forced_choice_accuracy"] <= 1.0
+    scores = headline["scored_photos"]
+    assert len(scores) == 8 and all(1 <= s <= 5 for s in scores.values())
+    # Every stage is an ordinary run folder that its own command can read back.
+    for sub in ("perception", "leaf/student", "leaf/calibrated", "leaf/evaluation"):
+        assert (run / sub / "config.json").is_file(), sub
+    # A second demo into the same folder needs --overwrite.
+    assert main([*args, "-q"]) == 2
 
 
 def _agiqa_layout(root: Path, names: list[str]) -> None:

@@ -21,7 +21,7 @@ EXIT_INTERRUPTED = 130
 #: What an interrupted command leaves behind, per subcommand.
 _INTERRUPTED = {
     "distort": "partial outputs were removed",
-    "demo": "the images written so far stay in the run folder; re-run with --overwrite",
+    "demo": "finished stages stay in the run folder; re-run with --overwrite to start again",
     "bench": "finished images are kept; re-running the same command resumes",
     "teach": "committed judgments are kept; re-running the same command resumes",
 }
@@ -69,16 +69,19 @@ def _cmd_distort(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from iqalens.demo import format_summary, run_demo
+    from iqalens.demo import DemoConfig, format_summary, run_demo
 
-    result = run_demo(
-        args.output,
-        levels=args.levels,
-        seed=args.seed,
+    config = DemoConfig(
+        levels=tuple(args.levels),
         max_photos=args.max_photos,
-        overwrite=args.overwrite,
+        seed=args.seed,
+        workers=args.workers,
+        align_steps=args.align_steps,
+        distill_steps=args.distill_steps,
+        label_budget=args.budget,
         progress=not args.quiet,
     )
+    result = run_demo(args.output, config, overwrite=args.overwrite)
     print(format_summary(result))
     return 0
 
@@ -206,18 +209,24 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     def warn(path: Path, reason: str) -> None:
         print(f"iqalens teach: skipped unreadable {path}: {reason}", file=sys.stderr)
 
-    with JudgmentStore(args.output) as store:
-        report = run_teach(
-            teacher,
-            paths,
-            store,
-            args.pairs_per_image,
-            args.strategy,
-            args.seed,
-            batch_size=args.batch_size or 16,
-            progress=not args.quiet,
-            on_unreadable=warn,
-        )
+    try:
+        with JudgmentStore(args.output) as store:
+            report = run_teach(
+                teacher,
+                paths,
+                store,
+                args.pairs_per_image,
+                args.strategy,
+                args.seed,
+                batch_size=args.batch_size or 16,
+                progress=not args.quiet,
+                on_unreadable=warn,
+            )
+    finally:
+        # Stop worker processes explicitly: a pool left to interpreter exit can fail noisily there.
+        close = getattr(teacher, "close", None)
+        if close is not None:
+            close()
     rate = report.images_judged / report.seconds_images if report.seconds_images else 0.0
     print(f"{teacher.teacher_id} / {teacher.prompt_version} -> {args.output}")
     print(
@@ -257,6 +266,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         student=student,
         seed=args.seed,
         max_steps=args.steps,
+        freeze_backbone=args.freeze_backbone,
         manifest=args.manifest,
         progress=not args.quiet,
         device=args.device,
@@ -290,6 +300,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.method == "head-finetune":
+        return _calibrate_finetune(args)
+    if args.store or args.last_block:
+        raise CliError("--store and --last-block belong to --method head-finetune")
     from iqalens.leaf.workflows import calibrate_run
 
     metrics = calibrate_run(
@@ -308,6 +322,42 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"calibrated -> {args.output}: {metrics['labels_used']} of {metrics['labels_available']} labels, "
         f"{cal.get('kind')} mapping"
     )
+    return 0
+
+
+def _calibrate_finetune(args: argparse.Namespace) -> int:
+    from iqalens.leaf.finetune import FinetuneSettings, finetune_run
+
+    if not args.store:
+        raise CliError("--method head-finetune needs --store (the teacher's judgments, the regulariser)")
+    settings = FinetuneSettings(
+        steps=args.steps, lr=args.lr, reg_weight=args.reg_weight, last_block=args.last_block
+    )
+    metrics = finetune_run(
+        args.student,
+        args.labels,
+        args.budget,
+        args.store,
+        args.output,
+        teacher_id=args.teacher_id,
+        prompt_version=args.prompt_version,
+        split=args.split or None,
+        seed=args.seed,
+        stratify=args.stratify,
+        settings=settings,
+        progress=not args.quiet,
+    )
+    before, after = metrics["pool_unlabelled_before"], metrics["pool_unlabelled_after"]
+    print(
+        f"fine-tuned {metrics['trained']} -> {args.output}: {metrics['labels_used']} of "
+        f"{metrics['labels_available']} labels, regulariser {metrics['teacher_points']} teacher points + "
+        f"{metrics['teacher_pairs']} pairs"
+    )
+    if "srcc" in before and "srcc" in after:
+        print(
+            f"  SRCC on the pool's unlabelled images (not a test split): {before['srcc']:.3f} -> "
+            f"{after['srcc']:.3f}"
+        )
     return 0
 
 
@@ -369,6 +419,10 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
         checkpoint_id=checkpoint_id,
         batch_size=args.batch_size,
         seed=args.seed,
+        generate=args.generate,
+        samples=args.samples,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
         progress=not args.quiet,
     )
     fc = metrics.get("forced_choice", {})
@@ -381,6 +435,25 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
         print(
             "  probe test accuracy per site: "
             + ", ".join(f"{c['site']} {c['test_accuracy']:.2f}" for c in curve)
+        )
+    sections = (("contextual", "contextual semantic distance"), ("free_generation", "free generation"))
+    for key, label in sections:
+        section = metrics.get(key, {})
+        if "overall" in section:
+            o = section["overall"]
+            print(
+                f"  {label} ({section['layer']}): true word nearest {o['nearest_accuracy']:.3f}, "
+                f"mean rank {o['mean_rank']:.2f}, mean margin {o['mean_margin']:.3f}"
+            )
+        elif "accuracy" in section:
+            print(f"  {label}: accuracy {section['accuracy']:.3f}, parsed {section['parse_rate']:.1%}")
+        elif args.generate or key == "contextual":
+            print(f"  {label}: {section.get('note', '')}")
+    cons = metrics.get("consistency", {})
+    if "mean_consistency" in cons:
+        print(
+            f"  consistency ({cons['method']}, K={cons['samples']}, T={cons['temperature']}): "
+            f"mean {cons['mean_consistency']:.3f}, modal answer accuracy {cons['modal_accuracy']:.3f}"
         )
     return 0
 
@@ -424,16 +497,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="run the main job on the bundled sample photos",
-        description="Distort the bundled sample photos with every KADID-10k type and summarise "
-        "the strength per level. Writes a run folder (config, metrics, images).",
+        help="run the main job end to end on the bundled photos (about 5-10 min on 2 cores)",
+        description="On the bundled photos, with no downloads: build a perception benchmark, run the "
+        "diagnostics of the mini model before and after fine-tuning its vision path, run LEAF with the "
+        "offline classical teacher (judgments, distillation, calibration with a few proxy-MOS labels, "
+        "evaluation), score the photos, and write one HTML report. Everything lands in one run folder.",
     )
     p.add_argument("--output", "-o", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--levels", type=_level, nargs="+", default=[1, 3, 5], help="levels (default 1 3 5)")
-    p.add_argument("--max-photos", type=int, default=None, help="use only the first N sample photos")
+    p.add_argument("--max-photos", type=int, default=None, help="use only the first N bundled photos (>= 3)")
+    p.add_argument("--workers", type=int, default=2, help="processes for rendering and the teacher")
+    p.add_argument("--align-steps", type=int, default=30, help="fine-tuning steps (default 30)")
+    p.add_argument("--distill-steps", type=int, default=40, help="student training steps (default 40)")
+    p.add_argument(
+        "--budget", default="10%", help="proxy-MOS labels for calibration: N or P%% (default 10%%)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in the run folder")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="perception benchmarks and IQA database manifests")
@@ -531,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="efficientnet-lite0 (default) or hf:PATH (local folder)",
     )
     p.add_argument("--steps", type=int, default=2000, help="maximum optimizer steps (early stopping on val)")
+    p.add_argument(
+        "--freeze-backbone", action="store_true", help="train the head only (fast on a CPU; weaker student)"
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")
@@ -564,17 +648,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="LEAF: calibrate a student to a MOS scale with a few labels",
         description="Score the labelled images of a manifest with a student, draw BUDGET labels "
         "(a count or a percentage, seeded), fit a monotone mapping to their MOS, and write a new run folder. "
-        "Budget 0 maps the raw score linearly onto the manifest's MOS range (label-free).",
+        "Budget 0 maps the raw score linearly onto the manifest's MOS range (label-free). With --method "
+        "head-finetune the student's head (with --last-block also its last block) is fine-tuned on the "
+        "labels instead, with the distillation loss on the teacher's judgments (--store) as a regulariser.",
     )
     p.add_argument("--student", help="student run folder (default: the bundled student)")
     p.add_argument("--labels", required=True, help="manifest with MOS")
     p.add_argument("--budget", required=True, help="labels to use: N or P%% (e.g. 10%%), 0 = label-free")
-    p.add_argument("--method", choices=["logistic4", "logistic5", "isotonic", "linear"], default="logistic4")
+    p.add_argument(
+        "--method",
+        choices=["logistic4", "logistic5", "isotonic", "linear", "head-finetune"],
+        default="logistic4",
+        help="monotone map (mode a; default logistic4) or head-finetune (mode b: fine-tune the head on "
+        "the labels, the teacher's judgments in --store as a regulariser)",
+    )
     p.add_argument("--split", default="train", help="split to draw labels from (default train; '' = all)")
     p.add_argument("--stratify", action="store_true", help="stratify the draw by student score")
     p.add_argument("--output", "-o", required=True, help="run folder to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")
+    finetune = p.add_argument_group("head-finetune (calibration mode b)")
+    finetune.add_argument("--store", help="judgments store of the teacher (the regulariser)")
+    finetune.add_argument("--teacher-id", help="teacher in the store (needed if it holds several)")
+    finetune.add_argument("--prompt-version", help="prompt version (needed if the store holds several)")
+    finetune.add_argument(
+        "--last-block", action="store_true", help="also fine-tune the backbone's last block"
+    )
+    finetune.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
+    finetune.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    finetune.add_argument(
+        "--reg-weight",
+        type=float,
+        default=1.0,
+        help="weight of the distillation regulariser (default 1; 0 = labels only)",
+    )
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser(
@@ -609,11 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "perceive",
-        help="perception diagnostics: forced choice, per-component probes, semantic distance",
+        help="perception diagnostics: forced choice, per-component probes, semantic distance, consistency",
         description=(
             "Run the perception diagnostics of a model on a benchmark (a folder from 'bench build' "
             "or a manifest). MODEL: 'mini' (default), 'mini:DIR', 'hf:PATH_OR_ID', "
-            "'dual:PATH_OR_ID' (CLIP/SigLIP). Features are cached per model checkpoint and benchmark."
+            "'dual:PATH_OR_ID' (CLIP/SigLIP). Features (and generated answers) are cached per model "
+            "checkpoint and benchmark. Writes metrics.json, CSV tables and PNG plots; see docs/perception.md."
         ),
     )
     p.add_argument("--model", default="mini", help="model spec (default: the pre-aligned mini model)")
@@ -623,6 +731,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--generate",
+        action="store_true",
+        help="also let generative (hf:) models write their answers: free generation with answer parsing, "
+        "and --samples sampled answers per image for the consistency (slow on real models; cached)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=5,
+        metavar="K",
+        help="answers per image for the consistency (default 5; 0 = off); sampled generations with "
+        "--generate, else draws from softmax(class scores / T)",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature of the consistency (default 0.7)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=12, help="length limit of a generated answer (default 12)"
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_perceive)
 
