@@ -54,14 +54,13 @@ class AlignableModel(Protocol):
         ...
 
     def prepare(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Preprocess RGB uint8 images into model inputs (no gradients), as a dict of tensors.
+        """Preprocess RGB uint8 images into model inputs (no gradients), as a dict of tensors whose
+        first dimension indexes the images.
 
-        The trainer prepares each image once (``prepare([image])``), keeps the result (in memory and
-        in the ``--cache`` folder) and builds batches by concatenating images' tensors along
-        dimension 0 (``torch.cat``); that must give what ``prepare`` gives for the batch. Tensors
-        with a leading image dimension qualify, and so do flattened patches with a per-image grid
-        tensor (Qwen2-VL's ``pixel_values`` / ``image_grid_thw``). ``forward_align`` moves them to
-        the model's device.
+        The trainer prepares each image once, keeps its slice of every tensor (in memory and in the
+        ``--cache`` folder) and re-batches slices with the model's optional ``collate(entries)``
+        (for slices of different widths, e.g. padded token rows), else by stacking them.
+        ``forward_align`` moves inputs to the model's device.
         """
         ...
 
@@ -97,6 +96,15 @@ class EncodesFrozen(Protocol):
         a leading image dimension: inputs from which ``forward_align`` runs without the encoder.
         Used only while the encoder is frozen; the trainer caches them like prepared inputs. Without
         it every step runs the encoder."""
+        ...
+
+
+@runtime_checkable
+class Collates(Protocol):
+    """Prepared slices that need more than ``torch.stack`` to form a batch."""
+
+    def collate(self, entries: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """A batch from per-image entries (``prepare(images)[key][i]``), e.g. right-padding token rows."""
         ...
 
 

@@ -37,7 +37,7 @@ from iqalens.leaf.distill import _unit_hash
 from iqalens.taxonomy import CLASSES
 
 #: Bump when the layout of the cached inputs changes.
-BANK_VERSION = 2
+BANK_VERSION = 3
 REFERENCE = "_reference_features"
 
 
@@ -183,8 +183,8 @@ class InputBank:
     ) -> None:
         """Compute the entries (and reference features) ``rows`` lack; keep them in the file.
 
-        Images are prepared one at a time (so each entry is exactly what ``prepare`` gives for that
-        image) and run through the encoder in batches, their outputs split back per image.
+        Images are prepared (and encoded) in batches; each entry is one image's slice of every
+        tensor (``tensor[i]``), re-batched by :meth:`batch`.
         """
         todo = self.missing(rows, reference)
         if not todo:
@@ -193,22 +193,15 @@ class InputBank:
         try:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                entries = [dict(self.model.prepare([load_rgb(rows.paths[i])])) for i in chunk]
-                if reference or self.kind == "encoded":
-                    batch = _concat(entries)
-                    if reference:
-                        feats = _encoder_features(self.model, batch).detach().float().cpu()
-                        for j, entry in enumerate(entries):
-                            entry[REFERENCE] = feats[j : j + 1].clone()
-                    if self.kind == "encoded":
-                        encoded = self.model.encode_frozen(batch)  # type: ignore[attr-defined]
-                        for j, entry in enumerate(entries):
-                            kept = {REFERENCE: entry[REFERENCE]} if REFERENCE in entry else {}
-                            entries[j] = {
-                                k: v[j : j + 1].detach().cpu().clone() for k, v in encoded.items()
-                            } | kept
-                for i, entry in zip(chunk, entries, strict=True):
-                    self.entries[rows.keys[i]] = {k: v.detach().cpu() for k, v in entry.items()}
+                inputs = self.model.prepare([load_rgb(rows.paths[i]) for i in chunk])
+                feats = _encoder_features(self.model, inputs).detach().float().cpu() if reference else None
+                if self.kind == "encoded":
+                    inputs = self.model.encode_frozen(inputs)  # type: ignore[attr-defined]
+                for j, i in enumerate(chunk):
+                    entry = {k: v[j].detach().cpu().clone() for k, v in inputs.items()}
+                    if feats is not None:
+                        entry[REFERENCE] = feats[j].clone()
+                    self.entries[rows.keys[i]] = entry
                 self._dirty = True
                 bar.update(len(chunk))
         finally:
@@ -216,18 +209,17 @@ class InputBank:
         self.save()
 
     def batch(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The model inputs of ``keys`` as one batch (entries concatenated along dimension 0)."""
-        return _concat([{k: v for k, v in self.entries[key].items() if k != REFERENCE} for key in keys])
+        """The model inputs of ``keys`` as one batch: the model's ``collate`` when it has one (entries
+        of different widths, e.g. token rows), else the entries' tensors stacked."""
+        entries = [{k: v for k, v in self.entries[key].items() if k != REFERENCE} for key in keys]
+        collate = getattr(self.model, "collate", None) if self.kind == "pixels" else None
+        if collate is not None:
+            return dict(collate(entries))
+        return {name: torch.stack([e[name] for e in entries]) for name in entries[0]}
 
     def reference(self, keys: Sequence[str]) -> torch.Tensor:
         """[B, D_v] original-encoder features of ``keys``."""
-        return torch.cat([self.entries[k][REFERENCE] for k in keys])
-
-
-def _concat(entries: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Per-image prepared inputs -> one batch; ``torch.cat`` along dimension 0 serves both layouts
-    (a leading image dimension, or flattened patches with a per-image grid tensor as in Qwen2-VL)."""
-    return {name: torch.cat([e[name] for e in entries]) for name in entries[0]}
+        return torch.stack([self.entries[k][REFERENCE] for k in keys])
 
 
 def _encoder_features(model: AlignableModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -49,6 +49,13 @@ def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
     return wrap(model)  # type: ignore[no-any-return]
 
 
+def model_device(cfg: AlignConfig) -> str:
+    """The device models are loaded on: ``cfg.device``, with ``auto`` resolved as the trainer does."""
+    from iqalens.leaf.distill import _resolve_device
+
+    return str(_resolve_device(cfg.device))
+
+
 def resolve_manifest(bench: str | os.PathLike[str]) -> Path:
     """A benchmark folder (its ``manifest.csv``) or a manifest file; OSError when neither exists."""
     path = Path(bench)
@@ -100,7 +107,7 @@ def run_align(
     elif out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise FileExistsError(f"{out} exists and is not an align run folder; choose another output folder")
 
-    base, base_ckpt = load_model(model_spec, device=cfg.device if cfg.device != "auto" else "cpu")
+    base, base_ckpt = load_model(model_spec, device=model_device(cfg))
     model = as_alignable(base, temperature=cfg.temperature)
     base_id = model.model_id
     info = {"base_model": model_spec}
@@ -144,7 +151,7 @@ def _before_after(
     sides: dict[str, dict[str, Any]] = {}
     readouts: dict[str, dict[str, Any]] = {}
     for side, spec in (("before", model_spec), ("after", str(out / MODEL_DIR))):
-        model, ckpt = load_model(spec)
+        model, ckpt = load_model(spec, device=model_device(cfg))
         sides[side] = perceive(
             model,
             manifest,
