@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _default_mode() -> int:
@@ -47,5 +48,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def atomic_save_safetensors(
+    state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str]
+) -> Path:
+    """Write a safetensors file via a temporary sibling and a rename, so a crash never leaves a
+    truncated checkpoint where a loader would find it."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return out

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from iqalens.align.base import COMPONENTS, AlignForward
+from iqalens.files import atomic_save_safetensors
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.models.hf_vlm import HFVLMAdapter
 from iqalens.runs import write_json
@@ -443,21 +444,13 @@ class HFAlignable:
         self, folder: str | os.PathLike[str], trained: Sequence[str], info: dict[str, Any]
     ) -> Path:
         """Write ``hf_aligned.safetensors`` + ``hf_aligned.json`` (see module doc); returns the folder."""
-        from safetensors.torch import save_file
-
         stored = self._stored_components(trained)
         if not stored:
             raise ValueError("nothing to save: no component was trained")
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         state = self.trained_state(stored)
-        tmp = out / (WEIGHTS_FILE + ".tmp")
-        try:
-            save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-            os.replace(tmp, out / WEIGHTS_FILE)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_save_safetensors(state, out / WEIGHTS_FILE, {"format_version": str(FORMAT_VERSION)})
         source = Path(self.adapter.source)
         base = str(source.resolve()) if source.is_dir() else self.adapter.source
         write_json(

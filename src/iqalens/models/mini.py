@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqalens.files import atomic_save_safetensors
 from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, efficientnet_lite0_weights_path, normalise
 from iqalens.leaf.student import resize_shorter as _resize_shorter
 from iqalens.models.base import ComponentFeatures, ModelKind
@@ -380,8 +381,6 @@ class MiniVLM(nn.Module):
         (e.g. ``components=("projector", "vision_encoder")``); the projector is always stored.
         ``align_info`` (default: :attr:`align_info`) is recorded in ``mini.json`` under ``align``.
         """
-        from safetensors.torch import save_file
-
         bad = sorted(set(components) - set(_COMPONENTS))
         if bad or "projector" not in components:
             raise ValueError(
@@ -393,13 +392,7 @@ class MiniVLM(nn.Module):
         for comp in components:
             module = self.component(comp)
             state |= {f"{comp}.{k}": v.detach().contiguous() for k, v in module.state_dict().items()}
-        tmp = out / (WEIGHTS_FILE + ".tmp")
-        try:
-            save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-            os.replace(tmp, out / WEIGHTS_FILE)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_save_safetensors(state, out / WEIGHTS_FILE, {"format_version": str(FORMAT_VERSION)})
         write_json(
             out / CONFIG_FILE,
             {
