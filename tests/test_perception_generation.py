@@ -234,6 +234,15 @@ def test_parser_rules() -> None:
         "annoisyance": UNPARSED,  # whole words only
         "": UNPARSED,
         "no distortion": "clean",
+        # negation: a negated mention is skipped, in its own clause only
+        "not blurry but noisy": "noise",
+        "No blur, some noise": "noise",
+        "The image isn't blurry; it is grainy": "noise",
+        "without any noise. JPEG artifacts": "compression",
+        "neither blurry nor noisy": UNPARSED,  # says only what it is not
+        "not only blur": "blur",
+        "blur, not noise": "blur",
+        "noise is not visible, no blur": "noise",  # a negation after the mention is not seen (documented)
     }
     for text, expected in cases.items():
         assert parse_answer(text) == expected, text

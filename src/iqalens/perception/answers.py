@@ -14,8 +14,14 @@ Rules (all deterministic, documented because they decide accuracy):
   so "color block" (KADID's spatial group) is jitter, not colorfulness;
 - no alias anywhere -> :data:`UNPARSED`, which counts as a wrong answer in accuracy and is reported
   as the parse rate;
-- negation is not understood ("no blur" is blur; "no distortion" is an alias of clean); the
-  answer prefix makes short answers the common case, where this does not arise.
+- a **negated mention is skipped**: "not blurry but noisy" is noise, "no blur, some noise" is
+  noise. A mention is negated when one of the up to :data:`NEGATION_WINDOW` words before it, in
+  the same clause (clauses end at ``. , ; : ! ?`` and at "but"), is a negator (:data:`NEGATORS`,
+  or any word ending in "n't"); "not only" does not negate. Aliases that contain their own
+  negation ("no distortion", "not distorted") are aliases of clean and match as a whole. An answer
+  whose every mention is negated ("neither blurry nor noisy") is :data:`UNPARSED`: it says what
+  the image is not, not what it is. A negation *after* the mention ("noise is not visible") is
+  not understood; the answer prefix makes short answers the common case, where it does not arise.
 
 The aliases follow the taxonomy's mapping of distortion types onto classes (KADID groups): e.g.
 "pixelated", "quantization" and "color block" are spatial distortions, hence jitter; "sharpened" is
@@ -30,7 +36,7 @@ from collections.abc import Mapping, Sequence
 
 from iqalens.taxonomy import CLASSES
 
-__all__ = ["ANSWER_ALIASES", "UNPARSED", "AnswerParser", "parse_answer"]
+__all__ = ["ANSWER_ALIASES", "NEGATORS", "NEGATION_WINDOW", "UNPARSED", "AnswerParser", "parse_answer"]
 
 #: Label of an answer that names no class.
 UNPARSED = "unparsed"
@@ -79,6 +85,16 @@ ANSWER_ALIASES: Mapping[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+#: Words that negate a class mention that follows them in the same clause.
+NEGATORS: frozenset[str] = frozenset(
+    {"no", "not", "without", "never", "neither", "nor", "none", "lacks", "lacking", "free", "absence",
+     "cannot", "hardly"}
+)  # fmt: skip
+#: How many words before a mention are searched for a negator.
+NEGATION_WINDOW = 3
+_CLAUSE_END = re.compile(r"[.,;:!?]|\bbut\b")
+_WORD = re.compile(r"[a-z0-9']+")
+
 if tuple(ANSWER_ALIASES) != CLASSES:
     raise RuntimeError("ANSWER_ALIASES must list the taxonomy's classes in canonical order")
 
@@ -118,16 +134,29 @@ class AnswerParser:
         )
 
     def __call__(self, text: str) -> str:
-        """The class the answer names first, or :data:`UNPARSED`."""
-        match = self._regex.search(text.lower())
-        if match is None:
-            return UNPARSED
-        return self._owner[" ".join(re.split(r"[\s_-]+", match.group(1)))]
+        """The class the answer names first (negated mentions skipped), or :data:`UNPARSED`."""
+        lowered = text.lower()
+        for match in self._regex.finditer(lowered):
+            if not _negated(lowered[: match.start()]):
+                return self._owner[" ".join(re.split(r"[\s_-]+", match.group(1)))]
+        return UNPARSED
 
     def index(self, text: str) -> int:
         """Class index of the answer; ``len(CLASSES)`` for :data:`UNPARSED`."""
         name = self(text)
         return len(self.classes) if name == UNPARSED else self.classes.index(name)
+
+
+def _negated(before: str) -> bool:
+    """Whether the clause that ends where a mention starts negates it (rules in the module doc)."""
+    clause = _CLAUSE_END.split(before)[-1]
+    words = _WORD.findall(clause)[-NEGATION_WINDOW:]
+    for i, word in enumerate(words):
+        negator = word in NEGATORS or word.endswith("n't")
+        not_only = i + 1 < len(words) and words[i + 1] == "only"
+        if negator and not not_only:
+            return True
+    return False
 
 
 _DEFAULT_PARSER: AnswerParser | None = None
