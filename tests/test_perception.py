@@ -198,6 +198,17 @@ def test_cached_features_are_reused_without_the_model(
     other = FakeModel()
     extract_features(other, bench, cache, checkpoint_id="step-100", batch_size=40, progress=False)
     assert other.extract_calls == 3
+    # So are other extraction settings (e.g. another prompt of a generative model); the same
+    # settings again are served from the cache, and the folder's metadata names them.
+    prompted = FakeModel()
+    prompted.extraction_settings = {"question": "What is wrong with this photo?"}
+    fs = extract_features(prompted, bench, cache, batch_size=40, progress=False)
+    assert prompted.extract_calls == 3
+    assert json.loads((fs.cache_dir / "meta.json").read_text())["settings"] == prompted.extraction_settings
+    same = FakeModel()
+    same.extraction_settings = {"question": "What is wrong with this photo?"}
+    extract_features(same, bench, cache, batch_size=40, progress=False)
+    assert same.extract_calls == 0
 
 
 def test_changed_manifest_invalidates_the_cache(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ class DualEncoderAdapter:
         self.model_id = name
         self.family: str = config.model_type
         self.prompt = prompt
+        #: Keys the feature cache besides the weights: the zero-shot template the class scores use.
+        self.extraction_settings = {"prompt": prompt}
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.model = AutoModel.from_pretrained(name, dtype=dtype, **hub_kwargs).to(self.device).eval()

@@ -163,6 +163,14 @@ class HFVLMAdapter:
         }
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
+        #: What besides the weights changes the features (keys the feature cache): the prompt the
+        #: visual tokens are read under, the precision and the processor's image budget.
+        self.extraction_settings: dict[str, Any] = {
+            "question": question,
+            "answer_prefix": answer_prefix,
+            "dtype": self.load_options["dtype"],
+            "processor_kwargs": processor_kwargs or {},
+        }
         self.model, self.processor, self.device = load_vlm(
             name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs
         )

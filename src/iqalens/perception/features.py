@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,18 +113,36 @@ def checkpoint_of(model: ComponentModel, checkpoint_id: str | None) -> str:
     return str(getattr(model, "checkpoint_id", "") or "")
 
 
-def cache_key(model_id: str, checkpoint_id: str, mhash: str, class_words: Sequence[str]) -> str:
-    """Folder name of one extraction: a readable model slug plus a hash of everything that keys it."""
-    payload = json.dumps(
-        {
-            "version": CACHE_VERSION,
-            "model_id": model_id,
-            "checkpoint_id": checkpoint_id,
-            "manifest_hash": mhash,
-            "class_words": list(class_words),
-        },
-        sort_keys=True,
-    )
+def settings_of(model: ComponentModel) -> dict[str, Any]:
+    """The adapter's ``extraction_settings`` (optional): whatever besides the weights changes its
+    features, e.g. a generative model's prompt text or a dual encoder's zero-shot template. Without
+    them two runs with different prompts would share (and wrongly reuse) one extraction."""
+    settings = getattr(model, "extraction_settings", None)
+    return dict(settings) if settings else {}
+
+
+def cache_key(
+    model_id: str,
+    checkpoint_id: str,
+    mhash: str,
+    class_words: Sequence[str],
+    settings: Mapping[str, Any] | None = None,
+) -> str:
+    """Folder name of one extraction: a readable model slug plus a hash of everything that keys it.
+
+    ``settings`` (see :func:`settings_of`) join the key only when present, so the keys of adapters
+    without settings stay what they were.
+    """
+    fields: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "model_id": model_id,
+        "checkpoint_id": checkpoint_id,
+        "manifest_hash": mhash,
+        "class_words": list(class_words),
+    }
+    if settings:
+        fields["settings"] = dict(settings)
+    payload = json.dumps(fields, sort_keys=True, default=str)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")[:60] or "model"
     return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
@@ -224,7 +242,8 @@ def extract_features(
     ckpt = checkpoint_of(model, checkpoint_id)
     mhash = manifest_hash(manifest_path)
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
-    folder = root / cache_key(model.model_id, ckpt, mhash, words)
+    settings = settings_of(model)
+    folder = root / cache_key(model.model_id, ckpt, mhash, words, settings)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "cache_version": CACHE_VERSION,
@@ -235,6 +254,8 @@ def extract_features(
         "class_words": words,
         "rows": len(labelled),
     }
+    if settings:
+        meta["settings"] = json.loads(json.dumps(settings, default=str))
     meta_file = folder / META_FILE
     if meta_file.is_file():
         earlier = json.loads(meta_file.read_text())
