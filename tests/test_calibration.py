@@ -180,6 +180,39 @@ def test_logistic_with_constant_mos_falls_back_to_linear_with_note() -> None:
     assert cal([0.0, 100.0]) == pytest.approx([3.0, 3.0])
 
 
+# --- auto: the mapping chosen by cross-validation -------------------------------------------------
+
+
+def test_auto_avoids_a_step_logistic_on_weak_noisy_labels() -> None:
+    # 38 labels of a weakly correlated score: least squares makes the 4PL a near-step that maps
+    # most images to one asymptote (what the demo once showed); leave-one-out sees it generalise worse.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=38)
+    y = 3 + 0.2 * x + 0.8 * rng.normal(size=38)
+    step = fit(x, y, "logistic4")
+    assert np.mean(np.isclose(step(x), np.median(step(x)), atol=0.01)) > 0.7  # the collapse is real
+    cal = fit(x, y, "auto")
+    cv = cal.extra["auto"]["cv_rmse"]
+    assert cal.kind == "linear" and cv["linear"] < cv["logistic4"]
+    assert cal.note and cal.note.startswith("auto: linear by leave-one-out")
+    # the linear CV RMSE is the leave-one-out error computed by hand
+    errs = [fit(np.delete(x, i), np.delete(y, i), "linear")(x[i])[()] - y[i] for i in range(x.size)]
+    assert cv["linear"] == pytest.approx(float(np.sqrt(np.mean(np.square(errs)))))
+    np.testing.assert_allclose(cal(x), fit(x, y, "linear")(x))
+
+
+def test_auto_keeps_the_logistic_when_the_data_are_sigmoidal() -> None:
+    x, y = _samples(lambda t: logistic4(t, 4.5, 1.5, 0.5, 0.08), 200, 3)
+    cal = fit(x, y, "auto")
+    assert cal.kind == "logistic4" and cal.extra["auto"]["cv"] == "10-fold (seed 0)"
+    assert set(cal.extra["auto"]["cv_rmse"]) == {"linear", "logistic4", "isotonic"}
+
+
+def test_auto_with_few_points_skips_the_logistic() -> None:
+    cal = fit([0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 2.9, 4.2], "auto")
+    assert set(cal.extra["auto"]["cv_rmse"]) == {"linear", "isotonic"}  # 3 training points < 5
+
+
 # --- serialisation ----------------------------------------------------------------------------------
 
 

@@ -657,9 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", required=True, help="labels to use: N or P%% (e.g. 10%%), 0 = label-free")
     p.add_argument(
         "--method",
-        choices=["logistic4", "logistic5", "isotonic", "linear", "head-finetune"],
-        default="logistic4",
-        help="monotone map (mode a; default logistic4) or head-finetune (mode b: fine-tune the head on "
+        choices=["auto", "logistic4", "logistic5", "isotonic", "linear", "head-finetune"],
+        default="auto",
+        help="monotone map (mode a; default auto: linear, logistic4 or isotonic, whichever has the "
+        "lowest cross-validated RMSE on the labels) or head-finetune (mode b: fine-tune the head on "
         "the labels, the teacher's judgments in --store as a regulariser)",
     )
     p.add_argument("--split", default="train", help="split to draw labels from (default train; '' = all)")

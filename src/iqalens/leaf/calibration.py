@@ -14,6 +14,12 @@ Mappings (``fit(x, y, method)``; fewest labelled points in :data:`MIN_POINTS`):
 - ``isotonic``: pool-adjacent-violators on the points sorted by score (equal scores pooled first),
   increasing or decreasing by the sign of the rank correlation; between the fitted points the map
   interpolates linearly, outside them it clamps to the end values (no extrapolation).
+- ``auto``: the one of ``linear``, ``logistic4`` and ``isotonic`` with the lowest cross-validated
+  RMSE on the labelled points (leave-one-out up to :data:`AUTO_LOO_MAX` points, else
+  :data:`AUTO_FOLDS` seeded folds), ties to the simpler map. Why: with a few dozen labels of a
+  weakly correlated score, the least-squares 4PL may be a near-step that maps almost every image to
+  one asymptote; cross-validation sees that such a map does not generalise. The stored calibrator
+  has the chosen kind; its ``extra["auto"]`` keeps every candidate's CV RMSE.
 
 Label-free mode (:func:`label_free`): the teacher's expected score e in [0, 1] (1 = certainly
 excellent) is mapped onto the dataset's MOS range. Default ``linear``: ``low + e (high - low)``.
@@ -46,12 +52,19 @@ from iqalens.datasets.manifest import MosScale
 from iqalens.evaluation.metrics import fit_logistic4, logistic4
 from iqalens.runs import write_json
 
-#: Fewest labelled points each mapping accepts (a logistic needs more points than parameters).
-MIN_POINTS: dict[str, int] = {"linear": 2, "isotonic": 2, "logistic4": 5, "logistic5": 6}
+#: Fewest labelled points each mapping accepts (a logistic needs more points than parameters;
+#: ``auto`` needs three to hold one out and still fit a line).
+MIN_POINTS: dict[str, int] = {"linear": 2, "isotonic": 2, "logistic4": 5, "logistic5": 6, "auto": 3}
 #: Mappings :func:`fit` knows.
 METHODS: tuple[str, ...] = tuple(MIN_POINTS)
-#: Every kind a stored calibrator may have (``quantile`` comes from :func:`label_free`).
-KINDS: tuple[str, ...] = (*METHODS, "quantile")
+#: Every kind a stored calibrator may have (``quantile`` comes from :func:`label_free`; ``auto``
+#: stores the kind it chose).
+KINDS: tuple[str, ...] = ("linear", "isotonic", "logistic4", "logistic5", "quantile")
+#: Candidates of ``auto``, simplest first (ties go to the earlier one).
+AUTO_CANDIDATES: tuple[str, ...] = ("linear", "logistic4", "isotonic")
+#: Up to this many points ``auto`` cross-validates leave-one-out, above it with :data:`AUTO_FOLDS` folds.
+AUTO_LOO_MAX = 60
+AUTO_FOLDS = 10
 
 _MAX_NFEV = 2000
 
@@ -272,6 +285,52 @@ def _isotonic(x: np.ndarray, y: np.ndarray) -> Calibrator:
     return Calibrator("isotonic", {"xs": knots.tolist(), "ys": fitted.tolist()}, x.size)
 
 
+def _cv_rmse(x: np.ndarray, y: np.ndarray, method: str, folds: list[np.ndarray]) -> float:
+    """RMSE of ``method``'s predictions of each held-out fold from a fit on the other points."""
+    errors = np.empty_like(y)
+    for held in folds:
+        keep = np.ones(y.size, dtype=bool)
+        keep[held] = False
+        if np.ptp(x[keep]) == 0.0:  # the training part has one score: the map is undefined
+            return math.inf
+        errors[held] = fit(x[keep], y[keep], method)(x[held]) - y[held]
+    return float(np.sqrt(np.mean(errors**2)))
+
+
+def _auto(x: np.ndarray, y: np.ndarray) -> Calibrator:
+    n = x.size
+    if n <= AUTO_LOO_MAX:
+        folds = [np.array([i]) for i in range(n)]
+        scheme = "leave-one-out"
+    else:
+        order = np.random.default_rng(0).permutation(n)
+        folds = list(np.array_split(order, AUTO_FOLDS))
+        scheme = f"{AUTO_FOLDS}-fold (seed 0)"
+    usable = [m for m in AUTO_CANDIDATES if n - max(map(len, folds)) >= MIN_POINTS[m]]
+    rmse = {m: _cv_rmse(x, y, m, folds) for m in usable}
+    best = min(usable, key=lambda m: (round(rmse[m], 12), usable.index(m)))
+    chosen = fit(x, y, best)
+    summary = ", ".join(f"{m} {v:.4g}" for m, v in rmse.items())
+    note = f"auto: {chosen.kind} by {scheme} CV RMSE ({summary})"
+    if chosen.note:
+        note += f"; {chosen.note}"
+    return Calibrator(
+        chosen.kind,
+        chosen.params,
+        chosen.n_fit,
+        note,
+        chosen.clip,
+        {
+            **chosen.extra,
+            "auto": {
+                "cv": scheme,
+                "cv_rmse": {m: (v if math.isfinite(v) else None) for m, v in rmse.items()},
+                "chosen": best,
+            },
+        },
+    )
+
+
 def fit(x: ArrayLike, y: ArrayLike, method: str = "logistic4") -> Calibrator:
     """Fit a monotone map from scores ``x`` to MOS ``y`` (see the module docstring for methods).
 
@@ -285,6 +344,8 @@ def fit(x: ArrayLike, y: ArrayLike, method: str = "logistic4") -> Calibrator:
         return _logistic4(xs, ys)
     if method == "logistic5":
         return _logistic5(xs, ys)
+    if method == "auto":
+        return _auto(xs, ys)
     return _isotonic(xs, ys)
 
 

@@ -35,7 +35,7 @@ def calibrate_run(
     labels: str | os.PathLike[str],
     budget: int | float | str,
     out_dir: str | os.PathLike[str],
-    method: str = "logistic4",
+    method: str = "auto",
     split: str | None = "train",
     seed: int = 0,
     stratify: bool = False,
@@ -44,9 +44,11 @@ def calibrate_run(
     """Fit a calibration of ``student_run`` (None = the bundled student) on ``budget`` labels.
 
     Labels come from ``labels`` (a manifest with MOS), restricted to ``split`` when the manifest has
-    splits. Budget 0 is the label-free mode: the raw [0, 1] score is mapped linearly onto the
-    manifest's MOS range. The output run folder holds the student, ``calibration.json`` and
-    ``metrics.json`` (which images were used, the fit).
+    splits. ``method`` is a :data:`iqalens.leaf.calibration.METHODS` name; the default ``auto``
+    picks the map by cross-validation, which keeps a few noisy labels from fitting a step. Budget 0
+    is the label-free mode: the raw [0, 1] score is mapped linearly onto the manifest's MOS range.
+    The output run folder holds the student, ``calibration.json`` and ``metrics.json`` (which
+    images were used, the fit).
     """
     scorer = load_scorer(student_run)
     if not isinstance(scorer, StudentScorer):
