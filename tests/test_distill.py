@@ -20,7 +20,6 @@ from iqalens.datasets.manifest import Manifest, ManifestRow, write_manifest
 from iqalens.leaf.distill import (
     CHECKPOINT_FILE,
     DistillConfig,
-    _stream,
     distill,
     load_splits,
     lr_factor,
@@ -28,6 +27,7 @@ from iqalens.leaf.distill import (
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store import JudgmentStore, content_hash
 from iqalens.leaf.student import Student, StudentConfig, load_student
+from iqalens.training import batch_stream
 
 T, V = "toy:teacher", "v1"
 
@@ -91,12 +91,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 def test_streams_are_seeded_permutations_epoch_after_epoch() -> None:
     n, batch = 10, 4
-    seq = np.concatenate([_stream(n, batch, s, seed=3, stream_id=0) for s in range(5)])  # 20 = 2 epochs
+    seq = np.concatenate([batch_stream(n, batch, s, seed=3, stream_id=0) for s in range(5)])  # 20 = 2 epochs
     assert sorted(seq[:10]) == list(range(10)) and sorted(seq[10:]) == list(range(10))
     assert not np.array_equal(seq[:10], seq[10:])  # each epoch reshuffled
-    assert np.array_equal(_stream(n, batch, 2, 3, 0), seq[8:12])  # stateless: step 2 alone = same items
-    assert not np.array_equal(_stream(n, batch, 0, 4, 0), seq[:4])
-    assert _stream(0, 4, 0, 0, 0).size == 0
+    assert np.array_equal(batch_stream(n, batch, 2, 3, 0), seq[8:12])  # stateless: step 2 alone = same items
+    assert not np.array_equal(batch_stream(n, batch, 0, 4, 0), seq[:4])
+    assert batch_stream(0, 4, 0, 0, 0).size == 0
 
 
 def test_lr_schedule_warms_up_then_decays_by_cosine() -> None:

@@ -9,10 +9,11 @@ seen small (``max_steps * batch_size * grad_accum``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from iqalens.align.base import COMPONENTS
+from iqalens.configs import dataclass_from_dict
 
 CONSTRAINTS = ("features", "weights")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -146,8 +147,4 @@ class AlignConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown align config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "align")

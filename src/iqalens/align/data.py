@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from iqalens.align.base import AlignableModel
 from iqalens.datasets.manifest import read_manifest
 from iqalens.images import load_rgb
-from iqalens.leaf.distill import _unit_hash
 from iqalens.taxonomy import CLASSES
+from iqalens.training import unit_hash
 
 #: Bump when the layout of the cached inputs changes.
 BANK_VERSION = 3
@@ -83,7 +83,7 @@ def select_rows(
             continue
         split = row.split
         if split not in ("train", "val"):
-            split = "val" if _unit_hash(salt + (row.reference or row.path)) < val_fraction else "train"
+            split = "val" if unit_hash(salt + (row.reference or row.path)) < val_fraction else "train"
         parts[split].append(row)
     if not parts["train"]:
         raise ValueError(f"{manifest_path}: no labelled rows to train on (split 'train' or without a split)")

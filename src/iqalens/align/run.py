@@ -51,9 +51,9 @@ def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
 
 def model_device(cfg: AlignConfig) -> str:
     """The device models are loaded on: ``cfg.device``, with ``auto`` resolved as the trainer does."""
-    from iqalens.leaf.distill import _resolve_device
+    from iqalens.training import resolve_device
 
-    return str(_resolve_device(cfg.device))
+    return str(resolve_device(cfg.device))
 
 
 def resolve_manifest(bench: str | os.PathLike[str]) -> Path:

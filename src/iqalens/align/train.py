@@ -9,11 +9,12 @@
 LoRA merged) and ``state/`` (resume state) into the run folder. Design decisions, and why:
 
 - **Stateless randomness = exact resume.** The images of optimizer step k (micro-batch m) are a
-  function of ``(seed, k * grad_accum + m)`` only (seeded permutations, as in
-  :mod:`iqalens.leaf.distill`); the learning rate (linear warm-up, cosine decay) is a function of k;
-  the model stays in eval mode (no dropout, BatchNorm statistics frozen). A checkpoint therefore
-  holds just the trainable weights, the optimizer, the early-stopping state and the log, and a run
-  interrupted anywhere and resumed ends with the same weights as an uninterrupted one (tested).
+  function of ``(seed, k * grad_accum + m)`` only (seeded permutations,
+  :func:`iqalens.training.batch_stream`); the learning rate (linear warm-up, cosine decay) is a
+  function of k; the model stays in eval mode (no dropout, BatchNorm statistics frozen). A
+  checkpoint therefore holds just the trainable weights, the optimizer, the early-stopping state
+  and the log, and a run interrupted anywhere and resumed ends with the same weights as an
+  uninterrupted one (tested).
 - **Frozen means untouched.** Frozen parameters never get ``requires_grad``; the trainer fingerprints
   them (bytes of every tensor) before and after, and the run fails rather than save a checkpoint in
   which they changed. For LoRA components the base weights are checked before the merge.
@@ -55,17 +56,17 @@ from iqalens.align.data import InputBank, Rows, bank_file, select_rows
 from iqalens.align.objectives import accuracy, feature_drift, info_nce
 from iqalens.align.trainable import Trainable
 from iqalens.files import atomic_write_text
-from iqalens.leaf.distill import (
-    _atomic_torch_save,
-    _broadcast,
-    _init_distributed,
-    _resolve_device,
-    _stream,
-    lr_factor,
-)
 from iqalens.perception.features import manifest_hash
 from iqalens.runs import start_run, write_json
 from iqalens.taxonomy import CLASSES
+from iqalens.training import (
+    atomic_torch_save,
+    batch_stream,
+    broadcast,
+    init_distributed,
+    resolve_device,
+    warmup_cosine_factor,
+)
 
 STATE_DIR = "state"
 STATE_FILE = "state.pt"
@@ -90,7 +91,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
 
 def touched_indices(n: int, cfg: AlignConfig) -> np.ndarray:
     """Indices of every training image the schedule can use (all micro-batches of all steps)."""
-    seen = [_stream(n, cfg.batch_size, s, cfg.seed, 0) for s in range(cfg.max_steps * cfg.grad_accum)]
+    seen = [batch_stream(n, cfg.batch_size, s, cfg.seed, 0) for s in range(cfg.max_steps * cfg.grad_accum)]
     return np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
 
 
@@ -220,7 +221,7 @@ class _Run:
             self.bank.ensure(self.touched, reference=self.trainable.uses_features, progress=self.cfg.progress)
             self.bank.ensure(self.val_rows, progress=self.cfg.progress)
         if self.world > 1:
-            _broadcast(None, self.world)
+            broadcast(None, self.world)
             if self.rank != 0:
                 self.bank.load()
 
@@ -244,7 +245,7 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress),
         }
-        _atomic_torch_save(state, self.state_path)
+        atomic_torch_save(state, self.state_path)
         _write_log(self.out / LOG_FILE, self.progress.history)
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -255,7 +256,7 @@ class _Run:
     def _micro_batch(self, index: int) -> torch.Tensor:
         """Forward and backward of this rank's share of micro-batch ``index``; returns the TERMS values."""
         cfg, model, device = self.cfg, self.model, self.device
-        idx = _stream(len(self.train_rows), cfg.batch_size, index, cfg.seed, 0)[self.rank :: self.world]
+        idx = batch_stream(len(self.train_rows), cfg.batch_size, index, cfg.seed, 0)[self.rank :: self.world]
         keys = [self.train_rows.keys[i] for i in idx]
         labels = torch.as_tensor(self.train_rows.labels[idx], device=device)
         zero = torch.zeros((), device=device)
@@ -278,7 +279,7 @@ class _Run:
     def train_step(self) -> dict[str, float]:
         """One optimizer step over ``grad_accum`` micro-batches (gradients averaged across ranks)."""
         cfg, step = self.cfg, self.progress.step
-        factor = lr_factor(step, cfg)  # type: ignore[arg-type]
+        factor = warmup_cosine_factor(step, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.optimizer.zero_grad(set_to_none=True)
@@ -305,7 +306,7 @@ class _Run:
         if self.rank == 0:
             metrics = evaluate(self.model, self.bank, self.val_rows, self.words)
             decision = (self.progress.improves(metrics), metrics)
-        better, metrics = _broadcast(decision, self.world)
+        better, metrics = broadcast(decision, self.world)
         p = self.progress
         if better:
             p.best_accuracy, p.best_loss, p.best_step, p.bad_evals = (
@@ -372,8 +373,8 @@ def align(
     weights, LoRA merged).
     """
     cfg = config or AlignConfig()
-    device = _resolve_device(cfg.device)
-    rank, world, own_group = _init_distributed(device)
+    device = resolve_device(cfg.device)
+    rank, world, own_group = init_distributed(device)
     try:
         out, manifest = Path(out_dir), Path(manifest_path)
         setup = (device, rank, world, list(class_words))
@@ -508,11 +509,11 @@ def _finish(
             "metrics": metrics,
             "progress": {"step": p.step},
         }
-        _atomic_torch_save(record, run.state_path)
+        atomic_torch_save(record, run.state_path)
         for extra in (run.out / STATE_DIR).glob("inputs-*.pt"):
             extra.unlink(missing_ok=True)
     if run.world > 1:
-        _broadcast(None, run.world)
+        broadcast(None, run.world)
     return metrics
 
 

@@ -39,13 +39,12 @@ Design decisions, and why:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,11 +55,21 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
+from iqalens.configs import dataclass_from_dict
 from iqalens.images import load_rgb
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import Student, StudentConfig, save_student
 from iqalens.runs import start_run, write_json
+from iqalens.training import (
+    atomic_torch_save,
+    batch_stream,
+    broadcast,
+    init_distributed,
+    resolve_device,
+    unit_hash,
+    warmup_cosine_factor,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
@@ -114,11 +123,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown distill config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "distill")
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -145,11 +150,6 @@ class PairItem:
 class SplitData:
     points: list[PointItem]
     pairs: list[PairItem]
-
-
-def _unit_hash(text: str) -> float:
-    """A stable number in [0, 1) from a string (first 52 bits of its SHA-256)."""
-    return int(hashlib.sha256(text.encode()).hexdigest()[:13], 16) / float(16**13)
 
 
 def _manifest_index(manifest: str | None) -> dict[str, tuple[str, str]]:
@@ -190,7 +190,7 @@ def load_splits(
         split, group = index.get(usable[h], ("", h))
         if split in ("train", "val", "test"):
             return split
-        return "val" if _unit_hash(config.split_salt + group) < config.val_fraction else "train"
+        return "val" if unit_hash(config.split_salt + group) < config.val_fraction else "train"
 
     split = {h: split_of(h) for h in usable}
     skipped = {"points_no_image": 0, "pairs_no_image": 0, "pairs_across_splits": 0, "test_items": 0}
@@ -227,19 +227,6 @@ def load_splits(
     return out["train"], out["val"], usable, skipped
 
 
-def _stream(n: int, batch: int, step: int, seed: int, stream_id: int) -> np.ndarray:
-    """Indices of step ``step`` in an endless sequence of seeded permutations of range(n)."""
-    if n == 0 or batch == 0:
-        return np.zeros(0, dtype=np.int64)
-    pos = np.arange(step * batch, (step + 1) * batch)
-    out = np.empty(batch, dtype=np.int64)
-    for epoch in np.unique(pos // n):
-        perm = np.random.default_rng([seed, stream_id, int(epoch)]).permutation(n)
-        mask = pos // n == epoch
-        out[mask] = perm[pos[mask] % n]
-    return out
-
-
 class ImageCache:
     """Resized (shorter side) uint8 images by content hash, loaded on first use."""
 
@@ -268,45 +255,7 @@ def _train_crop(img: np.ndarray, size: int, u: np.ndarray, augment: bool) -> np.
 
 def lr_factor(step: int, config: DistillConfig) -> float:
     """Learning-rate multiplier of step ``step`` (0-based): linear warm-up, then cosine decay."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    span = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# -- distributed ----------------------------------------------------------------------------------
-
-
-def _init_distributed(device: torch.device) -> tuple[int, int, bool]:
-    """(rank, world_size, initialised_here); initialises only under torchrun with world size > 1."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if "RANK" not in os.environ or world <= 1 or not dist.is_available():
-        return 0, 1, False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _broadcast(obj: Any, world: int) -> Any:
-    if world == 1:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
+    return warmup_cosine_factor(step, config.max_steps, config.warmup_steps, config.min_lr_ratio)
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -412,16 +361,6 @@ def _param_groups(student: Student, config: DistillConfig) -> list[dict[str, Any
     return out
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _comparable(config: DistillConfig) -> dict[str, Any]:
     d = config.to_dict()
     for k in _RESUME_FREE:
@@ -459,8 +398,8 @@ def distill(
     """
     cfg = config or DistillConfig()
     out = Path(out_dir)
-    device = _resolve_device(cfg.device)
-    rank, world, own_group = _init_distributed(device)
+    device = resolve_device(cfg.device)
+    rank, world, own_group = init_distributed(device)
     try:
         return _distill(store_path, teacher_id, prompt_version, out, cfg, device, rank, world, on_step)
     finally:
@@ -552,7 +491,7 @@ def _distill(
     def checkpoint() -> None:
         if rank != 0:
             return
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "config": _comparable(cfg),
                 "step": step,
@@ -577,8 +516,8 @@ def _distill(
             factor = lr_factor(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            pi = _stream(len(train.points), cfg.point_batch, step, cfg.seed, 0)
-            qi = _stream(len(train.pairs), cfg.pair_batch, step, cfg.seed, 1)
+            pi = batch_stream(len(train.points), cfg.point_batch, step, cfg.seed, 0)
+            qi = batch_stream(len(train.pairs), cfg.pair_batch, step, cfg.seed, 1)
             n_img = len(pi) + 2 * len(qi)
             uniforms = np.random.default_rng([cfg.seed, 2, step]).random((n_img, 3))
             # Shard the global batch: rank r takes every world-th point and pair (same for all world sizes).
@@ -608,7 +547,7 @@ def _distill(
                 if rank == 0:
                     improved = metrics["loss_total"] < best_loss
                     decision = (improved, metrics)
-                improved, metrics = _broadcast(decision, world)
+                improved, metrics = broadcast(decision, world)
                 history.append({"step": step, "train_loss": terms["total"], **metrics})
                 if improved:
                     best_loss, best_step, bad_evals = metrics["loss_total"], step, 0

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from iqalens.configs import dataclass_from_dict
 from iqalens.images import load_rgb
 from iqalens.runs import write_json
 
@@ -104,11 +105,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown student config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "student")
 
 
 # -- preprocessing --------------------------------------------------------------------------------

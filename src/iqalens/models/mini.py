@@ -54,7 +54,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqalens.configs import dataclass_from_dict
 from iqalens.files import atomic_save_safetensors
 from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, efficientnet_lite0_weights_path, normalise
 from iqalens.leaf.student import resize_shorter as _resize_shorter
@@ -137,11 +138,7 @@ class MiniConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown mini config key(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "mini")
 
 
 def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
