@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,25 +38,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_vlms: the offline tiny HF models of the test suite
 
+from timing import interleaved  # noqa: E402
+
 from iqalens.datasets.benchmark import DEFAULT_SIZE, fit_to_size  # noqa: E402
 from iqalens.images import load_rgb  # noqa: E402
 from iqalens.samples import sample_paths  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "FEATURES.md"
 CORES = 2
-
-
-def interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of every method, per round (one warm-up call each, then one call each per round)."""
-    for fn in methods.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def overhead(times: dict[str, list[float]], hooked: str, plain: str) -> tuple[float, float, float]:

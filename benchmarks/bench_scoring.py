@@ -39,6 +39,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 from iqalens.datasets.benchmark import DEFAULT_SIZE, fit_to_size  # noqa: E402
 from iqalens.distortions import distort  # noqa: E402
@@ -73,19 +74,6 @@ def make_camera_jpegs(folder: Path) -> list[Path]:
         Image.fromarray(load_rgb(ref)).resize(CAMERA_SIZE, Image.Resampling.BICUBIC).save(path, quality=90)
         out.append(path)
     return out
-
-
-def interleaved(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of every method; one call of each per repetition, after one warm-up call each."""
-    for fn in methods.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def version(name: str) -> str:
