@@ -26,7 +26,7 @@ from iqalens.leaf.distill import (
 )
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store import JudgmentStore, content_hash
-from iqalens.leaf.student import Student, StudentConfig, load_student
+from iqalens.leaf.student import Student, StudentConfig, TinyBackbone, load_student
 from iqalens.training import batch_stream
 
 T, V = "toy:teacher", "v1"
@@ -316,6 +316,42 @@ def test_frozen_backbone_trains_the_head_only(toy: tuple[Path, list[Path]], tmp_
     backbone = [k for k in initial if k.startswith("backbone.")]
     assert backbone and all(torch.equal(trained[k], initial[k]) for k in backbone)
     assert not torch.equal(trained["head.weight"], initial["head.weight"])
+
+
+def test_frozen_backbone_without_augmentation_reuses_stored_features(
+    toy: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = TinyBackbone.forward
+
+    def counting(self: TinyBackbone, x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(TinyBackbone, "forward", counting)
+    weights, counts = [], []
+    for cached in (True, False):
+        calls["n"] = 0
+        run = tmp_path / f"run-{cached}"
+        cfg = tiny_config(max_steps=20, freeze_backbone=True, augment=False, cache_features=cached)
+        distill(toy[0], T, V, run, cfg)
+        weights.append(_weights(run))
+        counts.append(calls["n"])
+    # the same head, trained on the same (stored or recomputed) features of a frozen backbone
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6)
+    # recomputing runs the backbone once per step and per evaluation chunk; storing, once per new image batch
+    assert counts[1] >= 20 and counts[0] < counts[1] / 2
+
+
+def test_student_forward_on_features_equals_forward_on_images() -> None:
+    student = Student(StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False))
+    student.eval()
+    x = torch.rand(3, 3, 16, 16)
+    s_img, z_img = student(x)
+    s_feat, z_feat = student(student.backbone(x))
+    torch.testing.assert_close(s_img, s_feat)
+    torch.testing.assert_close(z_img, z_feat)
 
 
 def test_frozen_backbone_keeps_batch_norm_statistics_in_train_mode() -> None:

@@ -508,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N bundled photos (>= 3)")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and the teacher")
     p.add_argument("--align-steps", type=int, default=30, help="fine-tuning steps (default 30)")
-    p.add_argument("--distill-steps", type=int, default=40, help="student training steps (default 40)")
+    p.add_argument(
+        "--distill-steps", type=int, default=600, help="student (head-only) training steps (default 600)"
+    )
     p.add_argument(
         "--budget", default="10%", help="proxy-MOS labels for calibration: N or P%% (default 10%%)"
     )

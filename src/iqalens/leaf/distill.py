@@ -90,6 +90,9 @@ class DistillConfig:
     lr: float = 1e-3  # head
     backbone_lr: float = 2e-4  # pretrained layers move slower than the new head
     freeze_backbone: bool = False  # head-only training (fast on a CPU; backbone_lr is then unused)
+    # With a frozen backbone and no augmentation every image's backbone features are fixed: compute
+    # them once and train the head on the stored features (same result, far fewer backbone passes).
+    cache_features: bool = True
     weight_decay: float = 0.01
     warmup_steps: int = 100
     min_lr_ratio: float = 0.01
@@ -228,11 +231,16 @@ def load_splits(
 
 
 class ImageCache:
-    """Resized (shorter side) uint8 images by content hash, loaded on first use."""
+    """Resized (shorter side) uint8 images by content hash, loaded on first use; with
+    ``store_features`` and a frozen backbone also their centre crops' backbone features."""
 
-    def __init__(self, student: Student, paths: dict[str, str], keep: bool = True) -> None:
+    def __init__(
+        self, student: Student, paths: dict[str, str], keep: bool = True, store_features: bool = False
+    ) -> None:
         self.student, self.paths, self.keep = student, paths, keep
+        self.store_features = store_features and student.backbone_frozen
         self._data: dict[str, np.ndarray] = {}
+        self._features: dict[str, torch.Tensor] = {}
 
     def __getitem__(self, h: str) -> np.ndarray:
         img = self._data.get(h)
@@ -241,6 +249,25 @@ class ImageCache:
             if self.keep:
                 self._data[h] = img
         return img
+
+    def features(self, hashes: list[str], device: torch.device, batch_size: int = 64) -> torch.Tensor:
+        """[len(hashes), D] backbone features of each image's centre crop, each computed once.
+
+        Only valid for a frozen backbone (eval-mode batch norms, fixed weights), where a centre
+        crop's features never change during training; the head then trains on them directly.
+        """
+        if not self.student.backbone_frozen:
+            raise RuntimeError("stored backbone features need a frozen backbone (Student.freeze_backbone)")
+        missing = [h for h in dict.fromkeys(hashes) if h not in self._features]
+        size = self.student.config.image_size
+        zero = np.zeros(3)
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            crops = np.stack([_train_crop(self[h], size, zero, False) for h in chunk])
+            with torch.no_grad():
+                feats = self.student.backbone(self.student.to_tensor(crops).to(device)).cpu()
+            self._features.update(zip(chunk, feats, strict=True))
+        return torch.stack([self._features[h] for h in hashes]).to(device)
 
 
 def _train_crop(img: np.ndarray, size: int, u: np.ndarray, augment: bool) -> np.ndarray:
@@ -270,14 +297,22 @@ def _forward_batch(
     uniforms: np.ndarray | None,
     augment: bool,
     device: torch.device,
+    stored_features: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward pass over the images of the batch: (point scores, point logits, score_a, score_b)."""
+    """One forward pass over the images of the batch: (point scores, point logits, score_a, score_b).
+
+    ``stored_features``: feed the head the images' stored backbone features (frozen backbone, no
+    augmentation) instead of running the backbone on crops.
+    """
     hashes = [p.hash for p in points] + [q.hash_a for q in pairs] + [q.hash_b for q in pairs]
-    size = student.config.image_size
-    if uniforms is None:
-        uniforms = np.zeros((len(hashes), 3))
-    crops = np.stack([_train_crop(cache[h], size, uniforms[i], augment) for i, h in enumerate(hashes)])
-    scores, logits = model(student.to_tensor(crops).to(device))
+    if stored_features:
+        scores, logits = model(cache.features(hashes, device))
+    else:
+        size = student.config.image_size
+        if uniforms is None:
+            uniforms = np.zeros((len(hashes), 3))
+        crops = np.stack([_train_crop(cache[h], size, uniforms[i], augment) for i, h in enumerate(hashes)])
+        scores, logits = model(student.to_tensor(crops).to(device))
     n, m = len(points), len(pairs)
     return scores[:n], logits[:n], scores[n : n + m], scores[n + m :]
 
@@ -312,8 +347,11 @@ def evaluate(
     zero = np.zeros(3)
     for start in range(0, len(hashes), batch_size):
         chunk = hashes[start : start + batch_size]
-        crops = np.stack([_train_crop(cache[h], size, zero, False) for h in chunk])
-        s, z = student(student.to_tensor(crops).to(device))
+        if cache.store_features:  # centre crops of a frozen backbone: the stored features
+            s, z = student(cache.features(chunk, device))
+        else:
+            crops = np.stack([_train_crop(cache[h], size, zero, False) for h in chunk])
+            s, z = student(student.to_tensor(crops).to(device))
         for i, h in enumerate(chunk):
             score[h], logit[h] = s[i], z[i]
     student.train(was_training)
@@ -486,7 +524,7 @@ def _distill(
     if rank == 0:
         start_run(out, "distill", run_config, cfg.seed)
 
-    cache = ImageCache(student, paths, keep=cfg.cache_images)
+    cache = ImageCache(student, paths, keep=cfg.cache_images, store_features=cfg.cache_features)
 
     def checkpoint() -> None:
         if rank != 0:
@@ -528,7 +566,15 @@ def _distill(
             u_b = uniforms[len(pi) + len(qi) :][rank::world]
             torch.manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)  # dropout masks of this step
             ps, pl, sa, sb = _forward_batch(
-                model, student, cache, pts, prs, np.concatenate([u_pts, u_a, u_b]), cfg.augment, device
+                model,
+                student,
+                cache,
+                pts,
+                prs,
+                np.concatenate([u_pts, u_a, u_b]),
+                cfg.augment,
+                device,
+                stored_features=cache.store_features and not cfg.augment,
             )
             pt, pr = _targets(pts, prs, device)
             total, terms = loss_fn(ps, pl, pt if pts else None, sa, sb, pr if prs else None)

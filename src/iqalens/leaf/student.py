@@ -285,11 +285,19 @@ class Student(nn.Module):
         self.head = nn.Linear(int(self.backbone.out_features), 6)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score [B], five-level logits [B, 5]) of image tensors [B, 3, H, W], or of backbone
+        features [B, D] computed earlier (how head-only distillation reuses a frozen backbone's
+        features; going through ``forward`` keeps DistributedDataParallel's gradient sync)."""
+        if x.dim() == 2:
+            return self._head(x)
         if self.backbone_frozen:
             with torch.no_grad():
                 features = self.backbone(x)
         else:
             features = self.backbone(x)
+        return self._head(features)
+
+    def _head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.dropout(features))
         return out[:, 0], out[:, 1:]
 
