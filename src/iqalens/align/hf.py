@@ -345,7 +345,7 @@ class HFAlignable:
         pool = self.adapter.vision_pooler(batch, len(batch["input_ids"]))
 
         def hook(_m: nn.Module, _args: Any, output: Any) -> None:
-            sink["vision"] = torch.stack(pool(output if isinstance(output, torch.Tensor) else output[0]))
+            sink["vision"] = pool(output if isinstance(output, torch.Tensor) else output[0])
 
         handle = self.adapter.vision_blocks[-1].register_forward_hook(hook)
         try:

@@ -116,7 +116,17 @@ def _first_tensor(value: Any) -> torch.Tensor:
 
 
 def _to_numpy(rows: list[torch.Tensor]) -> np.ndarray:
-    return torch.stack(rows).float().cpu().numpy().astype(np.float32)
+    """float32 array of per-item rows [D] (stacked) or per-batch blocks [B, D] (concatenated)."""
+    block = torch.cat(rows) if rows[0].dim() == 2 else torch.stack(rows)
+    return block.float().cpu().numpy().astype(np.float32)
+
+
+def _mean_per_image(rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """[len(counts), D] means of consecutive groups of ``rows`` [sum(counts), D]: one reshape when
+    every image has as many rows (the common case; no Python loop over images in a hook)."""
+    if len(set(counts)) == 1:
+        return rows.reshape(len(counts), counts[0], rows.shape[-1]).mean(1)
+    return torch.stack([seg.mean(0) for seg in torch.split(rows, counts)])
 
 
 class HFVLMAdapter:
@@ -269,11 +279,11 @@ class HFVLMAdapter:
         lm: list[list[torch.Tensor]] = [[] for _ in range(self.n_lm_sites)]
         for start in range(0, len(images), self.batch_size):
             v, p, h = self._extract_batch(images[start : start + self.batch_size])
-            for site, rows in zip(vision, v, strict=True):
-                site.extend(rows)
-            projector.extend(p)
-            for site, rows in zip(lm, h, strict=True):
-                site.extend(rows)
+            for site, batch in zip(vision, v, strict=True):
+                site.append(batch)
+            projector.append(p)
+            for site, batch in zip(lm, h, strict=True):
+                site.append(batch)
         if not projector:
             raise ValueError("extract() needs at least one image")
         return ComponentFeatures(
@@ -284,8 +294,8 @@ class HFVLMAdapter:
 
     def vision_pooler(
         self, inputs: dict[str, torch.Tensor], n_images: int
-    ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-        """The per-image pooling of a vision block's output for a prepared batch (see module doc).
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-image pooling [n_images, D] of a vision block's output for a prepared batch.
 
         Shared by :meth:`extract` and the alignment forward pass (:mod:`iqalens.align.hf`), so the
         feature-distillation constraint reads exactly the ``vision.K`` site. Differentiable.
@@ -293,36 +303,39 @@ class HFVLMAdapter:
         tiles = self._tiles_per_image(inputs, n_images)
         n_patches = self._n_patches()
 
-        def pool_vision(h: torch.Tensor) -> list[torch.Tensor]:
+        def pool_vision(h: torch.Tensor) -> torch.Tensor:
             h = h.float()
             if h.dim() == 3 and h.shape[0] == 1 and sum(tiles) == h.shape[1] and h.shape[0] != sum(tiles):
                 h = h[0]  # a flat sequence with a batch axis of 1
             if h.dim() == 2:  # Qwen: [sum of patches, D], images contiguous
                 if h.shape[0] != sum(tiles):
                     raise ValueError(f"vision tower gave {h.shape[0]} rows for {sum(tiles)} patches")
-                return [seg.mean(0) for seg in torch.split(h, tiles)]
+                return _mean_per_image(h, tiles)
             if h.shape[0] != sum(tiles):
                 raise ValueError(f"vision tower gave {h.shape[0]} tiles, expected {sum(tiles)}")
             if n_patches is not None and h.shape[1] == n_patches + 1:
                 h = h[:, 1:]  # CLS token
-            per_tile = h.mean(1)
-            return [seg.mean(0) for seg in torch.split(per_tile, tiles)]
+            return _mean_per_image(h.mean(1), tiles)
 
         return pool_vision
 
     @torch.inference_mode()
     def _extract_batch(
         self, images: Sequence[np.ndarray]
-    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], list[list[torch.Tensor]]]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """One forward pass; per site the [n, D] pooled features of the batch (vision, projector, LM).
+
+        Each hook pools the whole batch in a few tensor operations (no loop over images), which is
+        what keeps the hooks' share of a small model's forward pass low (benchmarks/FEATURES.md).
+        """
         inputs = self.prepare(images)
         n = len(images)
         pool_vision = self.vision_pooler(inputs, n)
-        mask = (inputs["input_ids"] == self.image_token_id).unsqueeze(-1)  # [B, T, 1]
-        counts = mask.sum(1).clamp(min=1)
+        weights = (inputs["input_ids"] == self.image_token_id).float()  # [B, T]
+        weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
 
-        def pool_lm(h: torch.Tensor) -> list[torch.Tensor]:
-            h = h.float()
-            return list((h * mask).sum(1) / counts)
+        def pool_lm(h: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(weights.unsqueeze(1), h.float()).squeeze(1)  # masked mean over T
 
         out_v: list[list[torch.Tensor]] = [[] for _ in range(self.n_vision_sites)]
         out_p: list[torch.Tensor] = []
@@ -332,17 +345,17 @@ class HFVLMAdapter:
             return args[0] if args else kwargs["hidden_states"]
 
         def vision_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            out_v[0].extend(pool_vision(hidden_arg(args, kwargs)))
+            out_v[0].append(pool_vision(hidden_arg(args, kwargs)))
 
         def lm_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             embeds = kwargs.get("inputs_embeds")
             if embeds is None:
                 raise RuntimeError("the language model was called without inputs_embeds")
-            out_p.extend(pool_lm(embeds))
+            out_p.append(pool_lm(embeds))
 
-        def site_hook(sink: list[torch.Tensor], pool: Callable[[torch.Tensor], list[torch.Tensor]]) -> Any:
+        def site_hook(sink: list[torch.Tensor], pool: Callable[[torch.Tensor], torch.Tensor]) -> Any:
             def hook(_m: torch.nn.Module, _args: Any, output: Any) -> None:
-                sink.extend(pool(_first_tensor(output)))
+                sink.append(pool(_first_tensor(output)))
 
             return hook
 
@@ -365,9 +378,9 @@ class HFVLMAdapter:
         finally:
             for handle in handles:
                 handle.remove()
-        if len(out_p) != n or any(len(s) != n for s in (*out_v, *out_h)):
+        if any(len(s) != 1 or s[0].shape[0] != n for s in (out_p, *out_v, *out_h)):
             raise RuntimeError("a hook fired an unexpected number of times (nested or repeated calls?)")
-        return out_v, out_p, out_h
+        return [s[0] for s in out_v], out_p[0], [s[0] for s in out_h]
 
     @torch.inference_mode()
     def visual_tokens(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
