@@ -3,8 +3,9 @@
 Running a model over a benchmark is the expensive part of every diagnostic (minutes for the mini
 model, hours for an MLLM); probes with other settings, semantic distance and before/after reports
 only need the stored numbers. So extraction is keyed by (model id, checkpoint id, benchmark
-manifest hash, class words) and written batch by batch, each batch atomically, so a crash or Ctrl-C
-loses at most the batch in flight and the next call resumes where it stopped. A changed manifest
+manifest hash, class words, the adapter's extraction settings such as its prompt) and written batch
+by batch, each batch atomically, so a crash or Ctrl-C loses at most the batch in flight and the
+next call resumes where it stopped. A changed manifest
 (or its provenance sidecar, which a rebuild rewrites) hashes differently and is never served
 features of the old one.
 
