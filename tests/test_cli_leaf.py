@@ -68,7 +68,11 @@ def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "calibrated ->" in capsys.readouterr().out
     used = json.loads((run / "metrics.json").read_text())
     assert used["labels_used"] == 11 and used["labels_available"] == 21  # 50% of 21, rounded half up
-    assert (run / "calibration.json").is_file()
+    # a fitted map is clipped to the manifest's MOS scale (1..5 for a built benchmark)
+    assert json.loads((run / "calibration.json").read_text())["clip"] == [1.0, 5.0]
+    assert main([*args, "-o", str(tmp_path / "auto")]) == 0  # default method: auto
+    auto = json.loads((tmp_path / "auto" / "calibration.json").read_text())
+    assert auto["note"].startswith("auto:") and auto["kind"] == auto["extra"]["auto"]["chosen"]
     out = tmp_path / "eval"
     assert (
         main(

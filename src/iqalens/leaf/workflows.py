@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,9 @@ def calibrate_run(
     splits. ``method`` is a :data:`iqalens.leaf.calibration.METHODS` name; the default ``auto``
     picks the map by cross-validation, which keeps a few noisy labels from fitting a step. Budget 0
     is the label-free mode: the raw [0, 1] score is mapped linearly onto the manifest's MOS range.
-    The output run folder holds the student, ``calibration.json`` and ``metrics.json`` (which
-    images were used, the fit).
+    When the manifest names its MOS scale, fitted maps are clipped to it (a line fitted on a few
+    labels would otherwise extrapolate off the scale for unusual images). The output run folder
+    holds the student, ``calibration.json`` and ``metrics.json`` (which images were used, the fit).
     """
     scorer = load_scorer(student_run)
     if not isinstance(scorer, StudentScorer):
@@ -73,6 +75,8 @@ def calibrate_run(
         calibrator = label_free(scale)
     else:
         calibrator = fit(raw[idx], mos[idx], method=method)
+        if scale is not None:  # a line fitted on a few labels must not predict off the MOS scale
+            calibrator = replace(calibrator, clip=(scale.low, scale.high))
     folder = start_run(
         out_dir,
         "calibrate",
