@@ -324,11 +324,12 @@ def score_paths(
     on camera photos). An unreadable file becomes an error result (``on_error(path, reason)`` is called
     too) and never stops the others.
 
-    ``network_threads`` caps torch's intra-op threads while scoring; by default, with decoding threads,
-    the cores they leave (usable cores - workers, at least 1). PyTorch's threads wait for each other at
-    every layer, so one of them preempted by a decoder stalls them all: on 2 cores, with 2 decoding
-    threads, the default student scored 18.7 images/s with 1 torch thread against 5.3 with 2
-    (benchmarks/SCORING.md, under load). ONNX Runtime scorers are not affected by this setting.
+    ``network_threads`` caps torch's intra-op threads while scoring (default: unchanged). On an idle
+    2-core machine, with 2 decoding threads, the default student scored 30.9 images/s with torch's 2
+    threads against 20.9 capped to 1 (benchmarks/SCORING.md); on a machine loaded by other jobs it
+    was the opposite (5.3 vs 18.7: PyTorch's threads wait for each other at every layer, so one
+    preempted by another process stalls them all), so cap it to 1 on shared machines. ONNX Runtime
+    scorers are not affected by this setting.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -337,8 +338,6 @@ def score_paths(
         raise ValueError(f"workers must be >= 0, got {workers}")
     from tqdm import tqdm
 
-    if network_threads is None and n_workers:
-        network_threads = max(1, usable_cores() - n_workers)
     shorter = _shorter_side(model) if fast_decode else None
     names = [os.fspath(p) for p in paths]
     starts = list(range(0, len(names), batch_size))
