@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_vlms: the offline tiny HF models of the test suite
 
-from timing import interleaved  # noqa: E402
+from timing import interleaved, load_note  # noqa: E402
 
 from iqalens.datasets.benchmark import DEFAULT_SIZE, fit_to_size  # noqa: E402
 from iqalens.images import load_rgb  # noqa: E402
@@ -197,10 +197,7 @@ def main() -> None:
         f"- Machine: {platform.platform()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
         f"{CORES} threads for the mini model and 1 for the tiny LLaVA (its operations are too small for "
         "intra-op threads; with 2 on a busy machine their synchronisation dwarfed the compute). "
-        f"**Load average (1 min) {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after**: other jobs shared the cores, so absolute images/s are low and noisy; "
-        "the interleaved extract-vs-plain ratios are the comparable numbers. Re-run the command on an idle "
-        "machine for absolute throughput.",
+        + load_note(load_before[0], load_after[0], CORES),
         f"- Images: the 8 bundled photos fitted to {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}, decoded once before "
         "timing (in memory; decoding is not part of either variant).",
         "",
@@ -232,8 +229,9 @@ def main() -> None:
         f"Overhead of the adapter's hooks, end to end (processor included): {verdict(*hf_over)}; on "
         f"prepared inputs: {verdict(*hook_over)}, {hook_ms:+.3f} ms per image. This model is tiny "
         "(a forward pass of 8 images takes a few milliseconds), so the fixed cost of collecting features "
-        "- one Python hook call per block plus its pooling arithmetic (masked sums over the image-token "
-        "positions, means over patches, one small tensor per image and site) - is as large as it will "
+        "- one Python hook call per block plus its pooling arithmetic (a masked mean over the image-token "
+        "positions as one batched matrix product, a mean over patches: a few tensor operations per hook "
+        "for the whole batch, no loop over images) - is as large as it will "
         "ever be relative to the forward pass. On a real VLM the number of hook calls and pooled vectors "
         "is about the same per layer while each layer costs orders of magnitude more, so the share is "
         "expected to be negligible; that is an expectation, not a measurement (no real VLM is available "
