@@ -1,0 +1,73 @@
+"""The reduced alignment grid: benchmarks/align_grid.py's run_grid and table on two cells, tiny steps.
+
+The full grid (8 cells on 8 CBSD68 photos) is a benchmark, not a test; this checks that the script's
+machinery (one run per cell, shared feature cache, the constraint only where the encoder trains, the
+table) works, so that the command in docs/alignment.md keeps running.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.samples import sample_paths
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "align_grid.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("align_grid", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_reduced_grid_runs_each_cell_and_writes_the_table(tmp_path: Path) -> None:
+    grid = _load_script()
+    spec = BenchmarkSpec(
+        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
+    )
+    bench = build_benchmark(
+        tmp_path / "bench", refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False
+    )
+    ckpt = tmp_path / "mini"
+    MiniVLM(
+        MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64), model_id="mini-t"
+    ).save(ckpt)
+    cells = (("P", False), ("V", True))
+    rows = grid.run_grid(
+        bench,
+        tmp_path / "grid",
+        cells,
+        model=f"mini:{ckpt}",
+        steps=2,
+        w_constraint=5.0,
+        progress=False,
+        overrides={"batch_size": 4, "max_val_images": 4, "eval_every": 1},
+    )
+    assert [r["cell"] for r in rows] == ["P", "V+c"]
+    p, vc = rows
+    assert p["constraint"] == 0.0 and vc["constraint"] == 5.0
+    for r in rows:
+        assert r["steps"] == 2 and r["train_seconds"] > 0
+        for key in ("fc_before", "fc_after", "bal_before", "bal_after", "sim_before", "sim_after"):
+            assert 0.0 <= r[key] <= 1.0 if key[:2] != "si" else -1.0 <= r[key] <= 1.0, key
+    # both cells start from the same model: the same "before", extracted once into the shared cache
+    assert p["fc_before"] == vc["fc_before"] and p["sim_before"] == vc["sim_before"]
+    # the projector alone leaves the encoder as it was; training the encoder moves it
+    assert p["imagenet_agreement"] == 1.0 and p["feature_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert vc["feature_cosine"] < 1.0
+    config = json.loads((tmp_path / "grid" / "V+c" / "metrics.json").read_text())
+    assert config["objectives"]["constraint"] == 5.0 and config["train"] == ["vision_encoder"]
+    table = grid.markdown(rows, "header")
+    lines = table.splitlines()
+    assert lines[0] == "header" and len(lines) == 2 + 2 + len(rows)
+    assert lines[-2].startswith("| P | off |") and lines[-1].startswith("| V | 5.0 |")
