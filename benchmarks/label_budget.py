@@ -11,11 +11,18 @@ Steps (offline; the shared photos are read, never copied):
    training only, head l2 chosen per seed without labels) for budgets 0, 1, 5, 10, 30, 100% and
    ``--seeds`` seeds; write the report and its curve (``docs/label_budget.png``).
 
+``--pooling multiscale`` uses the student's multi-scale backbone feature (mean and std of earlier
+stages added, ``StudentConfig.pooling``) instead of the last map's mean. Each pooling has its own run
+folder and feature cache in ``--work`` (``run`` for ``last``, ``run-multiscale``) and its own default
+report (``docs/label_budget.md``, ``docs/label_budget_multiscale.md``), so the settings never
+overwrite each other; the benchmark images and the teacher's store are shared.
+
 The same protocol is one CLI command on any manifest and store:
 ``iqalens budget --store STORE --manifest MANIFEST -o RUN``.
 
 Everything is resumable: the build, the store and the feature cache are reused by a re-run into the same
-``--work`` folder. Usage: ``python benchmarks/label_budget.py [--refs 24] [--seeds 3] [--work DIR]``
+``--work`` folder. Usage:
+``python benchmarks/label_budget.py [--refs 24] [--seeds 3] [--work DIR] [--pooling multiscale]``
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from iqalens.images import iter_image_files
 from iqalens.leaf.budget_plot import save_budget_curve
 from iqalens.leaf.protocol import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
 from iqalens.leaf.store import JudgmentStore
+from iqalens.leaf.student import POOLINGS, StudentConfig
 from iqalens.leaf.teach import TeachReport, run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
 from iqalens.runs import machine_description, package_versions
@@ -52,6 +60,34 @@ def pristine_refs(n: int, seed: int) -> list[Path]:
     return sorted(files[i] for i in rng.choice(len(files), size=min(n, len(files)), replace=False))
 
 
+def run_folder(work: Path, pooling: str) -> Path:
+    """The protocol's run folder (and, inside it, the feature cache) of one pooling setting.
+
+    ``last`` keeps the original ``run`` so that existing work folders are reused as they are.
+    """
+    return work / ("run" if pooling == "last" else f"run-{pooling}")
+
+
+def default_doc(pooling: str) -> Path:
+    """Where the report of one pooling setting goes unless ``--doc`` says otherwise."""
+    return ROOT / "docs" / ("label_budget.md" if pooling == "last" else f"label_budget_{pooling}.md")
+
+
+def feature_description(pooling: str, dim: int) -> str:
+    """The report's words for the cached feature of one pooling setting."""
+    if pooling == "last":
+        return f"global-average-pooled {dim}-d feature"
+    return (
+        f"{dim}-d multi-scale feature (spatial mean and standard deviation of the ends of the 112, 56, "
+        "28 and 14 pixel stages, plus the mean of the 1280-channel last map; `StudentConfig.pooling = "
+        "'multiscale'`)"
+    )
+
+
+def _fmt_srcc(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
 def _fmt_size(text: str) -> tuple[int, int]:
     w, _, h = text.partition("x")
     return int(w), int(h)
@@ -64,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="512x384", help="benchmark image size WxH")
     parser.add_argument("--pairs", type=int, default=4, help="teacher pairs per image")
     parser.add_argument("--work", default="/tmp/iqalens-label-budget", help="work folder (resumable)")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "label_budget.md"))
+    parser.add_argument(
+        "--doc", default=None, help="report path (default docs/label_budget.md, or label_budget_POOLING.md)"
+    )
+    parser.add_argument(
+        "--pooling", choices=POOLINGS, default="last", help="backbone feature of the student (default last)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -94,30 +135,33 @@ def main(argv: list[str] | None = None) -> int:
     timings["teach_s"] = time.perf_counter() - t0
 
     config = BudgetConfig(seeds=tuple(range(args.seeds)))
-    feature_dir = work / "run" / "features"
+    run = run_folder(work, args.pooling)
+    feature_dir = run / "features"
     cached_before = len(list(feature_dir.glob("*.npy"))) if feature_dir.is_dir() else 0
     result = run_label_budget(
         manifest_path,
         work / "judgments.sqlite",
         teacher.teacher_id,
         teacher.prompt_version,
-        work / "run",
+        run,
         config,
+        student_config=StudentConfig(pooling=args.pooling),
     )
     result["features_reused"] = cached_before
     result["features_computed"] = len(list(feature_dir.glob("*.npy"))) - cached_before
     timings["features_s"] = result["timing"]["features_s"]
     timings["protocol_s"] = result["timing"]["protocol_s"]
     timings["total_s"] = time.perf_counter() - started
-    doc = Path(args.doc)
+    doc = Path(args.doc) if args.doc else default_doc(args.pooling)
     save_budget_curve(
         result["summary"],
         doc.parent,
-        title=f"SRCC vs label budget\n(proxy MOS, classical teacher; mean ± std over {args.seeds} seeds)",
+        title=f"SRCC vs label budget, {args.pooling} pooling\n"
+        f"(proxy MOS, classical teacher; mean ± std over {args.seeds} seeds)",
         stem=doc.stem,
         formats=("png",),
     )
-    write_doc(doc, args, refs, manifest_path, report, teacher, result, config, timings, work)
+    write_doc(doc, args, refs, manifest_path, report, teacher, result, config, timings, run)
     print(table_markdown(result["summary"]))
     print(json.dumps({k: round(v, 1) for k, v in timings.items()}))
     return 0
@@ -133,7 +177,7 @@ def write_doc(
     result: dict,
     config: BudgetConfig,
     timings: dict[str, float],
-    work: Path,
+    run: Path,
 ) -> None:
     """The report: table, protocol, data, teacher, machine, timings and the command."""
     d = result["data"]
@@ -149,7 +193,9 @@ def write_doc(
     l2_choice = ", ".join(f"seed {k}: {v['l2']:g}" for k, v in sel.items()) or "none (fixed l2)"
     cmd = "python benchmarks/label_budget.py" + ("" if sys.argv[1:] == [] else " " + " ".join(sys.argv[1:]))
     lines = [
-        "# Label-budget protocol: LEAF vs labels-only (proxy MOS, CPU protocol)",
+        "# Label-budget protocol: LEAF vs labels-only (proxy MOS, CPU protocol"
+        + ("" if args.pooling == "last" else f", {args.pooling} pooling")
+        + ")",
         "",
         f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC by `{cmd}` "
         f"(library entry point `iqalens.leaf.protocol.run_label_budget`); total {timings['total_s']:.0f} s.",
@@ -169,7 +215,7 @@ def write_doc(
         f"![SRCC against the label budget, mean ± std over seeds per arm]({path.stem}.png)",
         "",
         "Per-seed rows: `rows.csv`, summary: `summary.csv`, `results.json` and the curve "
-        f"(`budget_curve.png`/`.svg`) in the run folder (`{work / 'run'}`). The same protocol from the "
+        f"(`budget_curve.png`/`.svg`) in the run folder (`{run}`). The same protocol from the "
         "command line: `iqalens budget --store STORE --manifest MANIFEST -o RUN`.",
         "",
         "## Protocol",
@@ -179,8 +225,9 @@ def write_doc(
         "subset serves every arm of that (budget, seed).",
         f"- Seeds {list(config.seeds)}: each seed sets the head initialisation (shared by the arms), the "
         "batch order, dropout masks and the labelled subset.",
-        "- Features: EfficientNet-Lite0 (ImageNet weights, frozen) global-average-pooled "
-        f"{d['feature_dim']}-d feature of the student's centre crop (shorter side resized to 224, "
+        f"- Features: EfficientNet-Lite0 (ImageNet weights, frozen) "
+        f"{feature_description(args.pooling, d['feature_dim'])} of the student's centre crop (shorter "
+        "side resized to 224, "
         "224 crop, TF-Lite normalisation), computed once per image and cached as "
         "`features/<sha256>.npy`; standardised with the train split's mean/std (no labels involved).",
         f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
@@ -229,7 +276,10 @@ def write_doc(
         f"`run_teach(..., pairs_per_image={args.pairs}, strategy='stratified', seed=0)`; its pairs are "
         "derived from the two point judgments (Thurstone). It is weak on this data (SRCC about 0.44 "
         "against the proxy MOS, blind to colour/brightness/contrast types; see "
-        "`docs/classical_teacher.md`), so the LEAF arms here measure what a weak teacher is worth.",
+        "`docs/classical_teacher.md`), so the LEAF arms here measure what a weak teacher is worth. "
+        f"Its own expected score reaches SRCC {_fmt_srcc(d.get('teacher_srcc_test'))} against the proxy "
+        f"MOS on this test split ({d.get('teacher_judged_test')} judged images): what a student that "
+        "reproduced its ranking exactly would reach without labels.",
         "",
         "## Machine and time",
         "",

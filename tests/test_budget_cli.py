@@ -97,3 +97,22 @@ def test_l2_auto_searches_the_default_candidates_and_a_number_fixes_l2() -> None
     assert head_config("auto").l2_candidates == DEFAULT_L2_CANDIDATES == BudgetConfig().head.l2_candidates
     fixed = head_config("0.3")
     assert fixed.l2 == 0.3 and fixed.l2_candidates == ()
+
+
+@pytest.mark.parametrize("pooling", [None, "multiscale"])
+def test_budget_cli_passes_the_pooling_to_the_student_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooling: str | None
+) -> None:
+    import iqalens.leaf.protocol as protocol
+
+    seen = {}
+
+    def fake_run(*args: object, student_config: object = None, **kwargs: object) -> dict:
+        seen["student"] = student_config
+        raise KeyboardInterrupt  # stop before any work; only the arguments matter here
+
+    monkeypatch.setattr(protocol, "choose_teacher", lambda *a: ("t", "v"))
+    monkeypatch.setattr(protocol, "run_label_budget", fake_run)
+    args = ["budget", "--store", "s", "--manifest", "m", "-o", str(tmp_path / "r"), "-q"]
+    main(args + ([] if pooling is None else ["--pooling", pooling]))
+    assert seen["student"].pooling == (pooling or "multiscale")  # the default of efficientnet-lite0

@@ -24,6 +24,20 @@ def test_distill_cli_trains_a_student_run_folder(tmp_path: Path, capsys: pytest.
     assert load_student(run) is not None
 
 
+def test_distill_cli_pooling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store, _ = make_store(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["distill", "--store", str(store), "--steps", "4", "-q", "--freeze-backbone"]
+    assert main([*args, "-o", str(run), "--backbone", "tiny", "--pooling", "multiscale"]) == 0
+    student = load_student(run)
+    assert student.config.pooling == "multiscale" and student.head.in_features == 64
+    assert main([*args, "-o", str(tmp_path / "hf"), "--backbone", "hf:x", "--pooling", "multiscale"]) == 2
+    assert "supports pooling 'last' only" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main([*args, "-o", str(run), "--pooling", "max"])
+
+
 def test_distill_cli_needs_a_known_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store, _ = make_store(tmp_path / "data")
     code = main(["distill", "--store", str(store), "--teacher-id", "nobody", "-o", str(tmp_path / "r")])
@@ -178,3 +192,15 @@ def test_calibrate_head_finetune_needs_a_store_and_labels(
     assert main([*base, "--budget", "0", "--store", str(store)]) == 2
     assert "at least one label" in capsys.readouterr().err
     assert main(["calibrate", "--labels", str(manifest), "--budget", "5", "--last-block", "-o", "x"]) == 2
+
+
+def test_last_block_finetuning_needs_pooling_last() -> None:
+    """The multiscale feature pools stages below the last block, which a trunk/tail split cannot keep."""
+    from iqalens.leaf.finetune import split_backbone
+    from iqalens.leaf.student import Student, StudentConfig
+
+    cfg = StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False)
+    assert split_backbone(Student(cfg))  # pooling "last": supported
+    cfg.pooling = "multiscale"
+    with pytest.raises(ValueError, match="needs a student with pooling 'last'"):
+        split_backbone(Student(cfg))

@@ -302,7 +302,7 @@ def test_distill_with_the_pretrained_efficientnet_lite0(tmp_path: Path) -> None:
         metrics = distill(tmp_path / "s.sqlite", T, V, tmp_path / "run", cfg)
     assert metrics["steps"] == 4 and metrics["best_val_loss"] is None
     student = load_student(tmp_path / "run")
-    assert student.config.backbone == "efficientnet-lite0" and student.head.in_features == 1280
+    assert student.config.backbone == "efficientnet-lite0" and student.head.in_features == 1664  # multiscale
     scores = student.predict_paths([p[1] for p in points])
     assert np.isfinite(scores).all()
 
@@ -344,8 +344,27 @@ def test_frozen_backbone_without_augmentation_reuses_stored_features(
     assert counts[1] >= 20 and counts[0] < counts[1] / 2
 
 
-def test_student_forward_on_features_equals_forward_on_images() -> None:
-    student = Student(StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False))
+def test_multiscale_head_only_distillation_on_stored_features(
+    toy: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    multiscale = StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pooling="multiscale")
+    cfg = tiny_config(student=multiscale, max_steps=20, freeze_backbone=True, augment=False)
+    metrics = distill(toy[0], T, V, run, cfg)
+    assert metrics["steps"] == 20 and np.isfinite(metrics["val"]["loss_total"])
+    student = load_student(run)
+    assert student.config.pooling == "multiscale" and student.head.in_features == 64
+    assert np.isfinite(student.predict_paths(toy[1][:3])).all()
+    # resuming checks the settings, pooling included
+    with pytest.raises(ValueError, match="other settings"):
+        distill(toy[0], T, V, run, tiny_config(max_steps=20, freeze_backbone=True, augment=False))
+
+
+@pytest.mark.parametrize("pooling", ["last", "multiscale"])
+def test_student_forward_on_features_equals_forward_on_images(pooling: str) -> None:
+    student = Student(
+        StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False, pooling=pooling)
+    )
     student.eval()
     x = torch.rand(3, 3, 16, 16)
     s_img, z_img = student(x)

@@ -43,6 +43,26 @@ def test_tiny_multicrop_parity_and_dynamic_batch(tmp_path: Path) -> None:
     )
 
 
+def test_multiscale_tiny_student_onnx_parity(tmp_path: Path) -> None:
+    """Mean and std pooling of the intermediate stages export and run the same under ONNX Runtime."""
+    torch.manual_seed(1)
+    cfg = StudentConfig(
+        backbone="tiny", image_size=32, resize_shorter=40, test_grid=2, pretrained=False, pooling="multiscale"
+    )
+    scorer = StudentScorer(build_student(cfg), Calibrator("logistic4", {"b": [5.0, 1.0, 0.0, 0.3]}))
+    onnx_scorer = OnnxScorer(export_onnx(scorer, tmp_path / "multi.onnx"), threads=1)
+    assert onnx_scorer.config.pooling == "multiscale"
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(40, 52), (45, 40), (64, 80)]]
+    prepared = [onnx_scorer.prepare(im) for im in images]
+    for batch in (1, 5):
+        want_cal, want_raw = scorer.score_prepared(prepared, batch)
+        got_cal, got_raw = onnx_scorer.score_prepared(prepared, batch)
+        np.testing.assert_allclose(got_raw, want_raw, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got_cal, want_cal, atol=1e-4, rtol=0)
+    assert np.ptp(want_raw) > 1e-3  # far above the tolerance: the comparison is not of constants
+
+
 def test_default_model_onnx_parity_on_photos(tmp_path: Path) -> None:
     torch_scorer = load_scorer(None)
     path = export_onnx(None, tmp_path / "default.onnx")

@@ -242,6 +242,63 @@ def test_feature_cache_writes_once_per_image(tmp_path) -> None:
         cache_features(paths, tmp_path / "feat", other, progress=False)
 
 
+def _three_images(folder) -> list:
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        p = folder / f"im{i}.png"
+        Image.fromarray(np.full((40, 48, 3), 60 * i, dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_feature_cache_of_multiscale_pooling_has_its_own_folder(tmp_path) -> None:
+    import json
+
+    from iqalens.leaf.student import StudentConfig
+
+    paths = _three_images(tmp_path)
+    last = StudentConfig(backbone="tiny", pretrained=False, image_size=32, resize_shorter=32)
+    multi = StudentConfig(
+        backbone="tiny", pretrained=False, image_size=32, resize_shorter=32, pooling="multiscale"
+    )
+    f_last = cache_features(paths, tmp_path / "last", last, progress=False)
+    f_multi = cache_features(paths, tmp_path / "multi", multi, progress=False)
+    assert f_last.shape == (3, 16) and f_multi.shape == (3, 64)
+    np.testing.assert_allclose(f_multi[:, -16:], f_last, rtol=1e-5, atol=1e-6)  # same seeded weights
+    assert (
+        json.loads((tmp_path / "multi" / "features.json").read_text())["student"]["pooling"] == "multiscale"
+    )
+    # Every feature is cached, yet the other setting is refused: it would return features of another kind.
+    with pytest.raises(ValueError, match="another backbone setting"):
+        cache_features(paths, tmp_path / "last", multi, progress=False)
+    with pytest.raises(ValueError, match="another backbone setting"):
+        cache_features(paths, tmp_path / "multi", last, progress=False)
+    # A folder written before the pooling field existed holds "last" features.
+    meta = tmp_path / "last" / "features.json"
+    old = json.loads(meta.read_text())
+    del old["student"]["pooling"]
+    meta.write_text(json.dumps(old))
+    assert np.array_equal(cache_features(paths, tmp_path / "last", last, progress=False), f_last)
+    with pytest.raises(ValueError, match="another backbone setting"):
+        cache_features(paths, tmp_path / "last", multi, progress=False)
+
+
+def test_an_interrupted_feature_cache_resumes(tmp_path) -> None:
+    """The folder's own setting, read back from JSON (lists, not tuples), is accepted when features are
+    still missing."""
+    from iqalens.leaf.student import StudentConfig
+
+    paths = _three_images(tmp_path)
+    cfg = StudentConfig(
+        backbone="tiny", pretrained=False, image_size=32, resize_shorter=32, pooling="multiscale"
+    )
+    first = cache_features(paths[:2], tmp_path / "feat", cfg, progress=False)
+    full = cache_features(paths, tmp_path / "feat", cfg, progress=False)
+    assert full.shape == (3, 64) and np.array_equal(full[:2], first)
+
+
 def test_l2_selection_uses_neither_labels_nor_the_test_split() -> None:
     from dataclasses import replace
 

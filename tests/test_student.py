@@ -14,6 +14,7 @@ from PIL import Image
 from iqalens.leaf.student import (
     IMAGENET_MEAN,
     LITE_MEAN,
+    POOLINGS,
     Student,
     StudentConfig,
     crop_boxes,
@@ -80,7 +81,14 @@ def test_default_normalisation_per_backbone() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"backbone": "resnet"}, {"backbone": "hf"}, {"image_size": 32, "resize_shorter": 16}, {"test_grid": 0}],
+    [
+        {"backbone": "resnet"},
+        {"backbone": "hf"},
+        {"image_size": 32, "resize_shorter": 16},
+        {"test_grid": 0},
+        {"pooling": "max"},
+        {"backbone": "hf", "hf_path": "somewhere", "pooling": "multiscale"},
+    ],
 )
 def test_student_config_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -197,7 +205,7 @@ def test_efficientnet_weights_ship_with_the_package() -> None:
 
 
 def test_efficientnet_lite0_student_is_pretrained_and_reloads_exactly(tmp_path: Path) -> None:
-    student = Student(StudentConfig())
+    student = Student(StudentConfig(pooling="last"))
     assert student.head.in_features == 1280
     # The ImageNet classifier of the shipped weights, on the backbone's pooled feature, recognises the cat.
     state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
@@ -213,3 +221,146 @@ def test_efficientnet_lite0_student_is_pretrained_and_reloads_exactly(tmp_path: 
     save_student(student, tmp_path / "run")
     after = load_student(tmp_path / "run").predict(images)["score"]
     assert np.array_equal(before, after)
+
+
+# -- pooling ----------------------------------------------------------------------------------------
+
+
+def _photo(size: int = 64) -> np.ndarray:
+    """A real photo's centre, resized: natural texture, neither flat nor noise."""
+    return resize_shorter(Image.open(SAMPLES / "cat.png").convert("RGB"), size)[:size, :size]
+
+
+def test_default_pooling_is_multiscale_for_lite0_only() -> None:
+    # measured better in every arm of the label-budget protocol (docs/label_budget.md)
+    assert StudentConfig().pooling == "multiscale"
+    assert StudentConfig(backbone="tiny").pooling == "last"
+    assert StudentConfig(backbone="hf", hf_path="x").pooling == "last"
+    assert StudentConfig.from_dict(StudentConfig().to_dict()).pooling == "multiscale"  # saved explicitly
+
+
+def test_pooling_errors_say_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match="pooling must be one of last, multiscale"):
+        StudentConfig(pooling="max")
+    with pytest.raises(ValueError, match="'hf' backbone supports pooling 'last' only"):
+        StudentConfig(backbone="hf", hf_path="x", pooling="multiscale")
+
+
+@pytest.mark.parametrize(("pooling", "dim"), [("last", 16), ("multiscale", 2 * (8 + 16) + 16)])
+def test_tiny_feature_size_per_pooling(pooling: str, dim: int) -> None:
+    student = Student(_tiny(pooling=pooling)).eval()
+    assert student.backbone.out_features == dim == student.head.in_features
+    assert sum(w for _, w in student.backbone.segments) == dim
+    assert student.backbone.segments[-1] == ("final.mean", 16)
+    with torch.no_grad():
+        assert student.backbone(torch.randn(3, 3, 16, 16)).shape == (3, dim)
+        score, logits = student(torch.randn(3, 3, 16, 16))
+    assert score.shape == (3,) and logits.shape == (3, 5)
+
+
+def test_multiscale_ends_with_the_last_feature_of_the_same_weights() -> None:
+    torch.manual_seed(0)
+    last = Student(_tiny()).eval()
+    multi = Student(_tiny(pooling="multiscale")).eval()
+    multi.backbone.load_state_dict(last.backbone.state_dict())  # same parameter names: same network
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        want, got = last.backbone(x), multi.backbone(x)
+    torch.testing.assert_close(got[:, -16:], want, rtol=1e-6, atol=1e-7)
+    # and the first stage's mean is what it says: the mean of the first conv's ReLU output
+    with torch.no_grad():
+        stage1 = multi.backbone.net[:2](x)
+    torch.testing.assert_close(got[:, :8], stage1.mean(dim=(2, 3)))
+    torch.testing.assert_close(got[:, 8:16], stage1.std(dim=(2, 3), unbiased=False), rtol=1e-4, atol=1e-6)
+
+
+def test_first_stage_std_rises_with_noise_and_falls_with_blur() -> None:
+    """Why multiscale pooling exists: the std of an early map tracks high-frequency energy."""
+    from PIL import ImageFilter
+
+    torch.manual_seed(0)
+    student = Student(StudentConfig(backbone="tiny", pooling="multiscale", image_size=64, resize_shorter=64))
+    student.eval()
+    clean = _photo()
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(clean).filter(ImageFilter.GaussianBlur(2)))
+    with torch.no_grad():
+        f = student.backbone(student.to_tensor(np.stack([clean, noisy, blurred]))).numpy()
+    std1 = f[:, 8:16]  # segments: stage1.mean (8), stage1.std (8), ...
+    # ReLU means move the same way, but less (about 1.2x and 0.85x here): these margins need the std.
+    assert [n for n, _ in student.backbone.segments][:2] == ["stage1.mean", "stage1.std"]
+    assert std1[1].mean() > 1.3 * std1[0].mean() and (std1[1] >= std1[0]).mean() >= 0.75
+    assert std1[2].mean() < 0.75 * std1[0].mean() and (std1[2] <= std1[0]).mean() >= 0.75
+
+
+def test_multiscale_student_saves_and_reloads_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    student = Student(_tiny(pooling="multiscale", test_grid=2))
+    _perturb_batchnorm_free(student)
+    images = _images(3)
+    before = student.predict(images)
+    save_student(student, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "student.json").read_text())["student"]["pooling"] == "multiscale"
+    loaded = load_student(tmp_path / "run")
+    assert loaded.config.pooling == "multiscale" and loaded.head.in_features == 64
+    after = loaded.predict(images)
+    assert np.array_equal(before["score"], after["score"])
+    assert np.array_equal(before["probs"], after["probs"])
+
+
+def test_a_student_json_from_before_pooling_loads_as_last(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    student = Student(_tiny())
+    save_student(student, tmp_path / "run")
+    file = tmp_path / "run" / "student.json"
+    data = json.loads(file.read_text())
+    del data["student"]["pooling"]  # what every student.json written before the field looks like
+    file.write_text(json.dumps(data))
+    loaded = load_student(tmp_path / "run")
+    assert loaded.config.pooling == "last" and loaded.head.in_features == 16
+    images = _images(2)
+    assert np.array_equal(loaded.predict(images)["score"], student.predict(images)["score"])
+
+
+def test_cli_pooling_choices_are_the_students() -> None:
+    from iqalens.commands import POOLING_CHOICES
+
+    assert POOLING_CHOICES == POOLINGS
+
+
+def test_efficientnet_lite0_multiscale_taps_the_resolution_stages_and_keeps_the_last_feature() -> None:
+    """The real network: the final block equals ``extract_features`` exactly (eval mode, and in train
+    mode with the same drop-connect draws), and early-stage std tracks noise and blur on a photo."""
+    from PIL import ImageFilter
+
+    student = Student(StudentConfig(pooling="multiscale")).eval()
+    backbone = student.backbone
+    assert backbone.stage_ends == [0, 2, 4, 10]
+    assert [w for _, w in backbone.segments] == [16, 16, 24, 24, 40, 40, 112, 112, 1280]
+    assert backbone.out_features == 1664 == student.head.in_features
+    clean = _photo(224)
+    x = student.to_tensor(clean[None])
+    with torch.no_grad():
+        feats = backbone(x)
+        want = backbone.net.extract_features(x).mean(dim=(2, 3))
+        last = Student(StudentConfig(pooling="last")).eval().backbone(x)  # same shipped weights
+    assert feats.shape == (1, 1664)
+    assert torch.equal(feats[:, -1280:], want) and torch.equal(last, want)
+
+    backbone.train()  # drop-connect acts now: the same random draws must give the same map
+    x2 = torch.cat([x, x.flip(-1)])
+    with torch.no_grad():
+        torch.manual_seed(5)
+        final = backbone.stage_outputs(x2)[1]
+        torch.manual_seed(5)
+        reference = backbone.net.extract_features(x2)
+    assert torch.equal(final, reference)
+    backbone.eval()
+
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    blurred = np.asarray(Image.fromarray(clean).filter(ImageFilter.GaussianBlur(2)))
+    with torch.no_grad():
+        f = backbone(student.to_tensor(np.stack([clean, noisy, blurred]))).numpy()
+    std1 = f[:, 16:32]  # stage 1 (112 px): mean 0..15, std 16..31
+    assert std1[1].mean() > 1.2 * std1[0].mean()
+    assert std1[2].mean() < 0.75 * std1[0].mean()

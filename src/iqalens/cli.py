@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iqalens import __version__
+from iqalens.commands import add_pooling_argument
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -259,9 +260,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise CliError(f"choose one teacher with --teacher-id/--prompt-version; the store holds: {listed}")
     teacher_id, prompt_version = chosen[0]
     if args.backbone.startswith("hf:"):
-        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:])
+        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:], pooling=args.pooling)
     else:
-        student = StudentConfig(backbone=args.backbone)
+        student = StudentConfig(backbone=args.backbone, pooling=args.pooling)
     config = DistillConfig(
         student=student,
         seed=args.seed,
@@ -617,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--freeze-backbone", action="store_true", help="train the head only (fast on a CPU; weaker student)"
     )
+    add_pooling_argument(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")

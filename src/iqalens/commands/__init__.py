@@ -27,3 +27,20 @@ def register_all(sub: argparse._SubParsersAction) -> dict[str, str]:
         module.register(sub)
         notes |= dict(getattr(module, "INTERRUPTED", {}))
     return notes
+
+
+#: ``StudentConfig.pooling`` values, spelt out here so that building the parser does not import torch
+#: (a test checks they equal :data:`iqalens.leaf.student.POOLINGS`).
+POOLING_CHOICES: tuple[str, ...] = ("last", "multiscale")
+
+
+def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pooling {last,multiscale}``, shared by every command that builds a student backbone."""
+    parser.add_argument(
+        "--pooling",
+        choices=POOLING_CHOICES,
+        default=None,
+        help="backbone feature: 'last' = mean of the last feature map; 'multiscale' = also mean and std "
+        "of earlier stages, which keep the blur and noise a global mean hides (efficientnet-lite0 and "
+        "tiny backbones). Default: multiscale for efficientnet-lite0, last otherwise",
+    )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from iqalens.commands import add_pooling_argument
+
 if TYPE_CHECKING:
     from iqalens.leaf.protocol import HeadConfig
 
@@ -39,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "labels, LEAF (b) fine-tunes the distilled head on them with the distillation loss as a "
         "regulariser, and labels-only trains the same head on the labels alone; all are scored on the "
         "content-disjoint test split. Heads train on cached frozen EfficientNet-Lite0 features (a CPU "
-        "protocol). Writes the table (summary.csv, rows.csv, table.md) and the SRCC curve (PNG, SVG).",
+        "protocol; --pooling multiscale adds earlier stages' mean and std). "
+        "Writes the table (summary.csv, rows.csv, table.md) and the SRCC curve (PNG, SVG).",
     )
     p.add_argument("--store", required=True, help="judgments store written by 'iqalens teach'")
     p.add_argument("--manifest", required=True, help="manifest with MOS and train/test splits")
@@ -66,7 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="head weight penalty: a number, or 'auto' (default: chosen per seed without labels, by how "
         "well distilled heads rank held-out train photos as the teacher does)",
     )
-    p.add_argument("--features", help="feature cache folder (default RUN/features; share it between runs)")
+    add_pooling_argument(p)
+    p.add_argument(
+        "--features",
+        help="feature cache folder (default RUN/features; share it between runs of the same --pooling: "
+        "a folder of another setting is refused)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_budget)
 
@@ -91,6 +99,7 @@ def head_config(l2: str) -> HeadConfig:
 def _cmd_budget(args: argparse.Namespace) -> int:
     from iqalens.leaf.calibration import parse_budget
     from iqalens.leaf.protocol import BudgetConfig, choose_teacher, run_label_budget, table_markdown
+    from iqalens.leaf.student import StudentConfig
 
     budgets = tuple(_budget(b) for b in _items(args.budgets))
     for b in budgets:  # reject malformed budgets before any work (the pool size is not known yet)
@@ -115,6 +124,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
         prompt_version,
         args.output,
         config,
+        student_config=StudentConfig(pooling=args.pooling),
         progress=not args.quiet,
         feature_dir=args.features,
         command="budget",

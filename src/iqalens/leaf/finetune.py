@@ -118,6 +118,12 @@ def split_backbone(student: Student) -> tuple[nn.Module, nn.Module]:
     parameters are the student's own (shared, not copied)."""
     backbone = student.backbone
     kind = student.config.backbone
+    if student.config.pooling != "last":
+        # The multiscale feature also pools earlier stages, which a tail above the trunk never sees.
+        raise ValueError(
+            f"--last-block needs a student with pooling 'last', not {student.config.pooling!r}; "
+            "fine-tune the head only"
+        )
     if kind == "efficientnet-lite0":
         net = backbone.net  # type: ignore[union-attr]
 

@@ -47,10 +47,12 @@ standard deviation (ddof = 1) over seeds.
 **Cached features - a CPU-budget protocol.** Both arms share the *frozen* backbone of the default
 student (EfficientNet-Lite0, ImageNet weights, centre crop of the student's preprocessing) and train
 only the head (dropout + ``Linear(d, 6)``, the :class:`~iqalens.leaf.student.Student` head layout:
-output 0 the score, 1..5 the level logits) on its pooled features, computed once per image and stored
-as ``<content hash>.npy`` (:func:`cache_features`). This makes dozens of trainings fit on two CPU cores;
-it is *not* the paper's protocol, which fine-tunes the whole student. Features are standardised with
-the mean and standard deviation of the train pool (no labels involved), the same for every arm.
+output 0 the score, 1..5 the level logits) on its pooled features (``student_config.pooling``: the last
+map's mean, or with ``"multiscale"`` also mean and std of earlier stages), computed once per image and
+stored as ``<content hash>.npy`` (:func:`cache_features`; one folder per backbone setting). This makes
+dozens of trainings fit on two CPU cores; it is *not* the paper's protocol, which fine-tunes the whole
+student. Features are standardised with the mean and standard deviation of the train pool (no labels
+involved), the same for every arm.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from iqalens.leaf.calibration import MIN_POINTS, Calibrator, draw_budget, fit, l
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
 from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
 from iqalens.leaf.store import JudgmentStore
-from iqalens.leaf.student import Student, StudentConfig
+from iqalens.leaf.student import Student, StudentConfig, default_normalisation
 from iqalens.runs import start_run, write_json
 
 #: Arms of the protocol, in report order.
@@ -244,6 +246,31 @@ def backbone_features(
         student.train(was_training)
 
 
+def feature_setting(config: StudentConfig) -> dict[str, Any]:
+    """What ``features.json`` records: every student setting that changes a cached feature (all but
+    the head's dropout), default normalisation filled in, as JSON values (tuples become lists, so a
+    setting compares equal to the file it was written to)."""
+    student = config.to_dict()
+    student.pop("dropout", None)
+    if student["mean"] is None or student["std"] is None:
+        student["mean"], student["std"] = default_normalisation(config)
+    return json.loads(json.dumps({"student": student, "crop": "test crops, mean"}))
+
+
+def same_feature_setting(recorded: dict[str, Any], config: StudentConfig) -> bool:
+    """Whether a folder's ``features.json`` describes the features ``config`` would compute.
+
+    Checked on every call, also when every feature is already cached: reusing a folder of another
+    setting (e.g. ``pooling``) would otherwise silently return features of the wrong kind and size.
+    Files written before ``pooling`` existed hold pooling ``"last"``. An HF config dict is filled in
+    from the model folder when a model is built, so a request that leaves it unset does not compare it.
+    """
+    now = feature_setting(config)
+    was = {"pooling": "last", **recorded.get("student", {})}
+    keys = [k for k, v in now["student"].items() if not (k == "hf_config" and v is None)]
+    return recorded.get("crop") == now["crop"] and all(was.get(k) == now["student"][k] for k in keys)
+
+
 def cache_features(
     paths: Sequence[str | os.PathLike[str]],
     folder: str | os.PathLike[str],
@@ -256,7 +283,8 @@ def cache_features(
 
     Each image's feature is stored once as ``folder/<content hash>.npy`` (atomically), so a re-run or an
     interrupted run recomputes only what is missing; ``folder/features.json`` records the backbone
-    settings and a folder written with other settings is refused.
+    settings (:func:`feature_setting`, ``pooling`` included) and a folder written with other settings is
+    refused (:func:`same_feature_setting`), whether or not anything is left to compute.
     """
     cfg = student_config or StudentConfig()
     out = Path(folder)
@@ -264,20 +292,16 @@ def cache_features(
     keys = list(hashes) if hashes is not None else [content_hash(p) for p in paths]
     if len(keys) != len(paths):
         raise ValueError("need one hash per path")
+    meta_file = out / FEATURES_META
+    if meta_file.is_file() and not same_feature_setting(json.loads(meta_file.read_text()), cfg):
+        raise ValueError(f"{out} holds features of another backbone setting; use a new folder")
     todo = [i for i, h in enumerate(keys) if not (out / f"{h}.npy").is_file()]
     student: Student | None = None
     if todo:
         torch.manual_seed(0)  # the (unused) head's initialisation; the backbone is pretrained
         student = Student(copy.deepcopy(cfg)).eval()
-    meta_file = out / FEATURES_META
-    meta = {"student": (student.config if student else cfg).to_dict(), "crop": "test crops, mean"}
-    meta["student"].pop("dropout", None)
-    if meta_file.is_file():
-        earlier = json.loads(meta_file.read_text())
-        if student is not None and earlier != meta:
-            raise ValueError(f"{out} holds features of another backbone setting; use a new folder")
-    else:
-        write_json(meta_file, meta)
+    if not meta_file.is_file():
+        write_json(meta_file, feature_setting(student.config if student else cfg))
     bar = tqdm(total=len(todo), desc="features", unit="img", disable=not progress or not todo, leave=False)
     if student is not None:
         for chunk, feats in backbone_features(student, [paths[i] for i in todo], batch_size):
@@ -838,10 +862,16 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
 
 
 def describe(data: BudgetData) -> dict[str, Any]:
-    """Sizes of the pool and test split (images, content groups, judgments) for the report."""
+    """Sizes of the pool and test split (images, content groups, judgments) and the teacher's SRCC
+    against the MOS on the test split (its judged images; None below 3) for the report."""
     pool, test = data.indices("train"), data.indices("test")
     teacher = TeacherTargets.of(data, pool)
+    judged = test[np.isfinite(data.teacher_expected[test])]
+    # the teacher's own ranking of the test split: the reference every arm is compared with
+    teacher_srcc = srcc(data.teacher_expected[judged], data.mos[judged]) if judged.size >= 3 else None
     return {
+        "teacher_srcc_test": teacher_srcc,
+        "teacher_judged_test": int(judged.size),
         "train_images": int(pool.size),
         "train_groups": int(np.unique(data.groups[pool]).size),
         "test_images": int(test.size),

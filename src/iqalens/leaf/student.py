@@ -16,6 +16,19 @@ capacity. Backbones (``StudentConfig.backbone``):
   ``hf_config`` builds a randomly initialised model from a config dict instead (tests, no download).
 - ``"tiny"``: a three-layer conv net (about 3k parameters) for fast tests and smoke runs only.
 
+**Pooling** (``StudentConfig.pooling``): ``"last"`` is the global average of the last feature
+map, as above. ``"multiscale"`` concatenates, for the end of every intermediate resolution stage, the
+spatial *mean and standard deviation* of its feature map, and then the mean of the last map (so the
+``"last"`` feature is the final block of the ``"multiscale"`` one). Why: quality is mostly about blur and
+noise, and both live in the early, high-resolution layers; after downscaling to 224 and global average
+pooling of the last map they are largely invisible (the label-budget protocol's diagnosis,
+``docs/label_budget.md``). The standard deviation keeps the high-frequency *energy* that a mean averages
+away: noise raises it, blur lowers it. EfficientNet-Lite0 taps the ends of its 112, 56, 28 and 14 pixel
+stages (blocks 0, 2, 4 and 10: 16, 24, 40 and 112 channels), giving 2 x 192 + 1280 = 1664 features;
+the tiny backbone taps its first two convolutions. ``"hf"`` supports ``"last"`` only. Default: multiscale
+for EfficientNet-Lite0 (it raised SRCC by about 0.15 in every arm of the label-budget protocol at no
+extra forward cost), "last" for the other backbones.
+
 **Preprocessing** (PIL/numpy only, see :func:`resize_shorter` and :func:`crop_boxes`): the image is
 converted to RGB, its *shorter side* resized to ``resize_shorter`` (bicubic, Pillow's antialiasing
 filter, aspect ratio kept), then a ``image_size`` square is cut: the centre at evaluation, a random
@@ -65,6 +78,11 @@ LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 
 BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "hf", "tiny")
+#: Values of ``StudentConfig.pooling`` (see the module docstring).
+POOLINGS: tuple[str, ...] = ("last", "multiscale")
+#: Added to the variance before the square root of std pooling: a constant map (a dead ReLU channel)
+#: would otherwise give an infinite gradient of sqrt at 0, hence NaN gradients when the backbone trains.
+STD_EPS = 1e-8
 
 
 @dataclass
@@ -82,10 +100,24 @@ class StudentConfig:
     std: tuple[float, float, float] | None = None
     dropout: float = 0.2
     tiny_width: int = 8  # channels of the "tiny" backbone
+    # "last": mean of the last feature map; "multiscale": + mean and std of earlier stages. None picks
+    # the backbone's default: "multiscale" for efficientnet-lite0 (measured better in every arm of the
+    # label-budget protocol, docs/label_budget.md), "last" for the others. A student.json written
+    # before the field existed has no key and loads as "last" (see from_dict).
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.pooling is None:
+            self.pooling = "multiscale" if self.backbone == "efficientnet-lite0" else "last"
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.backbone == "hf" and self.pooling != "last":
+            raise ValueError(
+                "pooling 'multiscale' is implemented for the efficientnet-lite0 and tiny backbones; "
+                "an 'hf' backbone supports pooling 'last' only"
+            )
         if self.backbone == "hf" and self.hf_path is None and self.hf_config is None:
             raise ValueError("backbone 'hf' needs hf_path (a local model folder) or hf_config")
         if self.image_size < 8 or self.resize_shorter < self.image_size:
@@ -105,7 +137,8 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
-        return dataclass_from_dict(cls, data, "student")
+        """Inverse of :meth:`to_dict`; a description without ``pooling`` predates the field: "last"."""
+        return dataclass_from_dict(cls, {"pooling": "last", **data}, "student")
 
 
 # -- preprocessing --------------------------------------------------------------------------------
@@ -150,10 +183,51 @@ def normalise(crops: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 # -- backbones ------------------------------------------------------------------------------------
 
 
-class TinyBackbone(nn.Module):
-    """Three strided convolutions and global average pooling: a stand-in backbone for tests."""
+def mean_std_pool(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spatial mean and standard deviation [B, C] each of a feature map [B, C, H, W].
 
-    def __init__(self, width: int = 8) -> None:
+    The population standard deviation (divisor H*W, so a 1x1 map gives 0, not NaN), written with
+    elementary operations so that the ONNX export needs no ``std`` operator; :data:`STD_EPS` keeps its
+    gradient finite on constant maps.
+    """
+    mean = x.mean(dim=(2, 3))
+    var = (x - mean[:, :, None, None]).pow(2).mean(dim=(2, 3))
+    return mean, torch.sqrt(var + STD_EPS)
+
+
+def multiscale_pool(stages: Sequence[torch.Tensor], final: torch.Tensor) -> torch.Tensor:
+    """``[mean_1, std_1, ..., mean_k, std_k, mean(final)]`` of intermediate maps and the last map.
+
+    The final map's mean comes last so that the ``"last"`` pooling's feature is the trailing block of
+    this one (same weights): a head trained on multiscale features can be compared part by part.
+    """
+    parts: list[torch.Tensor] = []
+    for stage in stages:
+        parts.extend(mean_std_pool(stage))
+    parts.append(final.mean(dim=(2, 3)))
+    return torch.cat(parts, dim=1)
+
+
+def feature_segments(
+    stage_channels: Sequence[int], final_channels: int, pooling: str
+) -> list[tuple[str, int]]:
+    """``(name, width)`` of each block of a pooled feature vector, in order (for tests and reports)."""
+    if pooling == "last":
+        return [("final.mean", final_channels)]
+    segments: list[tuple[str, int]] = []
+    for i, c in enumerate(stage_channels, start=1):
+        segments += [(f"stage{i}.mean", c), (f"stage{i}.std", c)]
+    return [*segments, ("final.mean", final_channels)]
+
+
+class TinyBackbone(nn.Module):
+    """Three strided convolutions and global average pooling: a stand-in backbone for tests.
+
+    With ``pooling="multiscale"`` the first two convolutions (after their ReLU) are the intermediate
+    stages: mean and std of each, then the mean of the third, the same rule as EfficientNet-Lite0.
+    """
+
+    def __init__(self, width: int = 8, pooling: str = "last") -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, width, 3, stride=2, padding=1),
@@ -165,10 +239,20 @@ class TinyBackbone(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.out_features = 2 * width
+        self.pooling = pooling
+        stages = [width, 2 * width] if pooling == "multiscale" else []
+        self.segments = feature_segments(stages, 2 * width, pooling)
+        self.out_features = sum(w for _, w in self.segments)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.pooling == "last":
+            return self.net(x)
+        taps = []
+        for index, layer in enumerate(self.net[:6]):  # conv, relu x 3; the pooling layers are not used
+            x = layer(x)
+            if index in (1, 3):
+                taps.append(x)
+        return multiscale_pool(taps, x)
 
 
 def efficientnet_lite0_weights_path() -> Path:
@@ -183,12 +267,25 @@ def efficientnet_lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def _block_stride(block: nn.Module) -> int:
+    stride = block._block_args.stride  # type: ignore[union-attr]
+    return int(max(stride)) if isinstance(stride, list | tuple) else int(stride)
+
+
+def resolution_stage_ends(blocks: Sequence[nn.Module]) -> list[int]:
+    """Indices of the MBConv blocks that end a resolution stage: the next block downsamples.
+
+    For EfficientNet-Lite0 at 224: blocks 0, 2, 4 and 10 (maps of 112, 56, 28 and 14 pixels). The last
+    stage (7 pixels) is not listed: it feeds the 1280-channel head, whose mean is taken anyway.
+    """
+    return [i for i in range(len(blocks) - 1) if _block_stride(blocks[i + 1]) > 1]
+
+
 class EfficientNetLite0Backbone(nn.Module):
-    """EfficientNet-Lite0 up to its 1280-channel head, globally average pooled."""
+    """EfficientNet-Lite0 up to its 1280-channel head, globally average pooled; with
+    ``pooling="multiscale"`` also mean and std of the end of each earlier resolution stage."""
 
-    out_features = 1280
-
-    def __init__(self, pretrained: bool = True) -> None:
+    def __init__(self, pretrained: bool = True, pooling: str = "last") -> None:
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -205,9 +302,37 @@ class EfficientNetLite0Backbone(nn.Module):
         # The ImageNet classifier is not used: drop it so the saved student carries no dead weights.
         net._fc = nn.Identity()
         self.net = net
+        self.pooling = pooling
+        self.stage_ends = resolution_stage_ends(net._blocks) if pooling == "multiscale" else []
+        channels = [int(net._blocks[i]._block_args.output_filters) for i in self.stage_ends]
+        self.segments = feature_segments(channels, int(net._conv_head.out_channels), pooling)
+        self.out_features = sum(w for _, w in self.segments)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        if self.pooling == "last":
+            return self.net.extract_features(x).mean(dim=(2, 3))
+        taps, final = self.stage_outputs(x)
+        return multiscale_pool(taps, final)
+
+    def stage_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(maps at the ends of ``self.stage_ends``, the final 1280-channel map).
+
+        The same computation as ``EfficientNet.extract_features``, block by block, including its
+        drop-connect rate that grows with the block index (it only acts in training mode), so the final
+        map is exactly the package's own; re-implementing the blocks would risk a silent difference.
+        """
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        taps = []
+        ends = set(self.stage_ends)
+        for idx, block in enumerate(net._blocks):
+            rate = net._global_params.drop_connect_rate
+            if rate:  # the same float operations as extract_features: bit-identical rates
+                rate *= float(idx) / len(net._blocks)
+            x = block(x, drop_connect_rate=rate)
+            if idx in ends:
+                taps.append(x)
+        return taps, net._swish(net._bn1(net._conv_head(x)))
 
 
 class HFBackbone(nn.Module):
@@ -260,6 +385,19 @@ def _hf_preprocessor_stats(path: str | None) -> tuple[tuple[float, ...], tuple[f
     return None
 
 
+def default_normalisation(config: StudentConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) the backbone was trained with, used where the config leaves them None.
+
+    A function of the config alone (no model is built), so that a feature cache can check what a
+    setting *will* use without loading weights.
+    """
+    if config.backbone == "efficientnet-lite0":
+        return LITE_MEAN, LITE_STD
+    if config.backbone == "hf":
+        return _hf_preprocessor_stats(config.hf_path) or (IMAGENET_MEAN, IMAGENET_STD)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 # -- the student ----------------------------------------------------------------------------------
 
 
@@ -271,16 +409,13 @@ class Student(nn.Module):
         self.config = config
         load = config.pretrained if load_pretrained is None else load_pretrained
         if config.backbone == "efficientnet-lite0":
-            self.backbone: nn.Module = EfficientNetLite0Backbone(pretrained=load)
-            default = (LITE_MEAN, LITE_STD)
+            self.backbone: nn.Module = EfficientNetLite0Backbone(pretrained=load, pooling=config.pooling)
         elif config.backbone == "hf":
             self.backbone = HFBackbone(_hf_model(config, load), config.image_size)
-            default = _hf_preprocessor_stats(config.hf_path) or (IMAGENET_MEAN, IMAGENET_STD)
         else:
-            self.backbone = TinyBackbone(config.tiny_width)
-            default = (IMAGENET_MEAN, IMAGENET_STD)
+            self.backbone = TinyBackbone(config.tiny_width, config.pooling)
         if config.mean is None or config.std is None:
-            config.mean, config.std = default  # type: ignore[assignment]
+            config.mean, config.std = default_normalisation(config)  # type: ignore[assignment]
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(int(self.backbone.out_features), 6)
 
