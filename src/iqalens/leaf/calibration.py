@@ -14,12 +14,14 @@ Mappings (``fit(x, y, method)``; fewest labelled points in :data:`MIN_POINTS`):
 - ``isotonic``: pool-adjacent-violators on the points sorted by score (equal scores pooled first),
   increasing or decreasing by the sign of the rank correlation; between the fitted points the map
   interpolates linearly, outside them it clamps to the end values (no extrapolation).
-- ``auto``: the one of ``linear``, ``logistic4`` and ``isotonic`` with the lowest cross-validated
-  RMSE on the labelled points (leave-one-out up to :data:`AUTO_LOO_MAX` points, else
-  :data:`AUTO_FOLDS` seeded folds), ties to the simpler map. Why: with a few dozen labels of a
-  weakly correlated score, the least-squares 4PL may be a near-step that maps almost every image to
-  one asymptote; cross-validation sees that such a map does not generalise. The stored calibrator
-  has the chosen kind; its ``extra["auto"]`` keeps every candidate's CV RMSE.
+- ``auto``: the one of ``linear`` and ``logistic4`` with the lowest cross-validated RMSE on the
+  labelled points (leave-one-out up to :data:`AUTO_LOO_MAX` points, else :data:`AUTO_FOLDS` seeded
+  folds), ties to the simpler map. Why: with a few dozen labels of a weakly correlated score, the
+  least-squares 4PL may be a near-step that maps almost every image to one asymptote;
+  cross-validation sees that such a map does not generalise. Isotonic is not a candidate although it
+  often wins on CV RMSE: its plateaus give one score to images the student ranks apart (the demo's 8
+  photos came out as 3 distinct scores), and a calibration should not undo the student's ranking.
+  The stored calibrator has the chosen kind; its ``extra["auto"]`` keeps every candidate's CV RMSE.
 
 Label-free mode (:func:`label_free`): the teacher's expected score e in [0, 1] (1 = certainly
 excellent) is mapped onto the dataset's MOS range. Default ``linear``: ``low + e (high - low)``.
@@ -60,8 +62,9 @@ METHODS: tuple[str, ...] = tuple(MIN_POINTS)
 #: Every kind a stored calibrator may have (``quantile`` comes from :func:`label_free`; ``auto``
 #: stores the kind it chose).
 KINDS: tuple[str, ...] = ("linear", "isotonic", "logistic4", "logistic5", "quantile")
-#: Candidates of ``auto``, simplest first (ties go to the earlier one).
-AUTO_CANDIDATES: tuple[str, ...] = ("linear", "logistic4", "isotonic")
+#: Candidates of ``auto``, simplest first (ties go to the earlier one); strictly monotone maps only,
+#: so the calibrated scores keep the student's ranking.
+AUTO_CANDIDATES: tuple[str, ...] = ("linear", "logistic4")
 #: Up to this many points ``auto`` cross-validates leave-one-out, above it with :data:`AUTO_FOLDS` folds.
 AUTO_LOO_MAX = 60
 AUTO_FOLDS = 10
