@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,26 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return out
 
 
+def atomic_replace(path: str | os.PathLike[str], write: Callable[[Path], object], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``.
+
+    Why one helper: every file a reader may find half-written (checkpoints, caches, exports, plots)
+    is written this way, and the details matter each time: the temporary name carries the process
+    id, so processes of one distributed run that save at once never share it; it starts with a dot,
+    so globs over the folder skip it; ``suffix`` keeps an extension that writers such as ``np.save``
+    would otherwise append; and on any failure, Ctrl-C included, the temporary file is removed.
+    """
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def atomic_save_safetensors(
     state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str]
 ) -> Path:
@@ -59,12 +80,4 @@ def atomic_save_safetensors(
     truncated checkpoint where a loader would find it."""
     from safetensors.torch import save_file
 
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_replace(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from iqalens.files import atomic_replace
+
 
 def unit_hash(text: str) -> float:
     """A stable number in [0, 1) from a string (first 52 bits of its SHA-256)."""
@@ -88,10 +90,4 @@ def resolve_device(name: str) -> torch.device:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves a
     truncated checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_replace(path, lambda tmp: torch.save(obj, tmp))

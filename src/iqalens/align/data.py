@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from iqalens.align.base import AlignableModel
 from iqalens.datasets.manifest import read_manifest
+from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
 from iqalens.taxonomy import CLASSES
 from iqalens.training import unit_hash
@@ -160,13 +161,8 @@ class InputBank:
         if self.file is None or not self._dirty:
             return
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_name(f".{self.file.name}.tmp{os.getpid()}")
-        try:
-            torch.save({"version": BANK_VERSION, "kind": self.kind, "entries": self.entries}, tmp)
-            os.replace(tmp, self.file)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        payload = {"version": BANK_VERSION, "kind": self.kind, "entries": self.entries}
+        atomic_replace(self.file, lambda tmp: torch.save(payload, tmp))
         self._dirty = False
 
     def missing(self, rows: Rows, reference: bool) -> list[int]:

@@ -88,7 +88,7 @@ def save_budget_curve(
     formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
     """Write ``folder/<stem>.png`` and/or ``.svg`` (each atomically); returns the paths written."""
-    from iqalens.files import atomic_write_text
+    from iqalens.files import atomic_replace, atomic_write_text
 
     unknown = sorted(set(formats) - {"png", "svg"})
     if unknown:
@@ -99,13 +99,9 @@ def save_budget_curve(
     written = []
     if "png" in formats:
         png_path = out / f"{stem}.png"
-        tmp = out / f".{stem}.tmp{os.getpid()}.png"
-        try:
-            fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None})
-            os.replace(tmp, png_path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_replace(
+            png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None}), ".png"
+        )
         written.append(png_path)
     if "svg" in formats:
         svg = io.StringIO()

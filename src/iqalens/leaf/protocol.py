@@ -77,7 +77,7 @@ from tqdm.auto import tqdm
 
 from iqalens.datasets.manifest import MosScale, read_manifest
 from iqalens.evaluation.metrics import plcc, srcc
-from iqalens.files import atomic_write_text, content_hash
+from iqalens.files import atomic_replace, atomic_write_text, content_hash
 from iqalens.images import load_rgb
 from iqalens.leaf.calibration import MIN_POINTS, Calibrator, draw_budget, fit, label_free, parse_budget
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
@@ -196,13 +196,7 @@ def split_by_group(groups: Sequence[str], test_fraction: float = 0.25, seed: int
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_replace(path, lambda tmp: np.save(tmp, array), suffix=".npy")
 
 
 def backbone_features(
@@ -924,12 +918,13 @@ def table_markdown(summary: Sequence[dict[str, Any]], metrics: Sequence[str] = (
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_replace(path, write)
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:

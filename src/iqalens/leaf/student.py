@@ -62,6 +62,7 @@ from PIL import Image
 from torch import nn
 
 from iqalens.configs import dataclass_from_dict
+from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
 from iqalens.runs import write_json
 
@@ -533,13 +534,8 @@ def save_student(student: Student, folder: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     module = student.module if hasattr(student, "module") else student  # unwrap DDP
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
-    try:
-        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, out / WEIGHTS_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    metadata = {"format_version": str(FORMAT_VERSION)}
+    atomic_replace(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     write_json(out / CONFIG_FILE, {"format_version": FORMAT_VERSION, "student": module.config.to_dict()})
     return out
 
