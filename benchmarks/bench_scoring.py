@@ -179,7 +179,8 @@ def main() -> None:
         f"- Versions: python {platform.python_version()}, torch {torch.__version__}, "
         f"onnx {version('onnx')}, onnxruntime {version('onnxruntime')}, numpy {np.__version__}, "
         f"pillow {version('pillow')}.",
-        "- Model: the default student (frozen EfficientNet-Lite0 + linear head, proxy-MOS calibration), "
+        f"- Model: the default student (frozen EfficientNet-Lite0, {scorer.student.config.pooling} pooling, "
+        "linear head, proxy-MOS calibration), "
         f"default preprocessing: shorter side {scorer.student.config.resize_shorter} (bicubic), centre crop "
         f"{s}x{s}, one crop; batch size {bs}. ONNX: opset 17 export of the same student, intra-op threads "
         f"{CORES}; torch: as the row says. Decode threads: "

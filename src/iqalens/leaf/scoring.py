@@ -325,8 +325,8 @@ def score_paths(
     too) and never stops the others.
 
     ``network_threads`` caps torch's intra-op threads while scoring (default: unchanged). On an idle
-    2-core machine, with 2 decoding threads, the default student scored 30.9 images/s with torch's 2
-    threads against 20.9 capped to 1 (benchmarks/SCORING.md); on a machine loaded by other jobs it
+    2-core machine, with 2 decoding threads, the default student scored 33.9 images/s with torch's 2
+    threads against 24.4 capped to 1 (benchmarks/SCORING.md); on a machine loaded by other jobs it
     was the opposite (5.3 vs 18.7: PyTorch's threads wait for each other at every layer, so one
     preempted by another process stalls them all), so cap it to 1 on shared machines. ONNX Runtime
     scorers are not affected by this setting.
