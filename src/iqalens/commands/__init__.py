@@ -1,9 +1,11 @@
-"""Subcommands that live in modules of their own (one file per command group).
+"""The CLI's command groups, one module per group.
 
-``iqalens.cli`` keeps the original commands; newer groups register here so that the CLI does not
-grow into one long file. Each module listed in :data:`MODULES` defines ``register(subparsers)``,
-which adds its parsers with ``set_defaults(func=...)``, and may define ``INTERRUPTED``: a mapping
-from its command names to what an interrupted run leaves behind.
+Each module listed in :data:`MODULES` defines ``register(subparsers)``, which adds its parsers with
+``set_defaults(func=...)``, and may define ``INTERRUPTED``: a mapping from its command names to what an
+interrupted run leaves behind. :mod:`iqalens.cli` keeps ``demo`` and assembles the parser: it adds
+``distort`` and ``bench`` (:mod:`iqalens.commands.data`, listed around ``demo`` in ``--help``) itself,
+then every module of :data:`MODULES`. Command modules must not import :mod:`iqalens.cli`; what they
+share with it lives in :mod:`iqalens.commands._shared`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import argparse
 import importlib
 from types import ModuleType
 
-#: Command modules under ``iqalens.commands``, in the order their commands appear in ``--help``.
-MODULES: tuple[str, ...] = ("align", "budget", "report")
+#: Command modules under ``iqalens.commands``, in the order their commands appear in ``--help`` (after
+#: ``distort``, ``demo`` and ``bench``, which :mod:`iqalens.cli` adds first).
+MODULES: tuple[str, ...] = ("leaf", "perception", "align", "budget", "report")
 
 
 def command_modules() -> list[ModuleType]:

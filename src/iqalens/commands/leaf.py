@@ -1,0 +1,375 @@
+"""The LEAF commands: ``teach``, ``distill``, ``score``, ``export``, ``calibrate`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from iqalens.commands import add_pooling_argument
+from iqalens.commands._shared import CliError
+
+#: What an interrupted run leaves behind.
+INTERRUPTED = {
+    "teach": "committed judgments are kept; re-running the same command resumes",
+}
+
+
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from iqalens.leaf.store import JudgmentStore
+
+    if args.status:
+        with JudgmentStore(args.status, create=False) as store:
+            status = store.status()
+        print(
+            f"{args.status}: {status['points']} point judgments, {status['pairs_asked']} asked pairs, "
+            f"{status['pairs_derived']} derived pairs"
+        )
+        for group in status["teachers"]:
+            details = ", ".join(
+                f"{k} {v}" for k, v in group.items() if k not in ("teacher_id", "prompt_version")
+            )
+            print(f"  {group['teacher_id']} / {group['prompt_version']}: {details}")
+        return 0
+    if args.export:
+        if not args.output:
+            raise CliError("--export needs -o/--output FILE (.csv or .parquet)")
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            raise CliError(f"{out} already exists; pass --overwrite to replace it")
+        with JudgmentStore(args.export, create=False) as store:
+            n = store.export(out, args.table)
+        print(f"wrote {n} {args.table} to {out}")
+        return 0
+    if not (args.teacher and args.images and args.output):
+        raise CliError(
+            "teach needs --teacher SPEC --images DIR|MANIFEST -o STORE (or --status / --export STORE)"
+        )
+    from iqalens.leaf.teach import collect_images, make_teacher, run_teach
+
+    paths = collect_images(args.images)
+    teacher = make_teacher(
+        args.teacher,
+        workers=args.workers,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_concurrency=args.concurrency,
+    )
+
+    def warn(path: Path, reason: str) -> None:
+        print(f"iqalens teach: skipped unreadable {path}: {reason}", file=sys.stderr)
+
+    try:
+        with JudgmentStore(args.output) as store:
+            report = run_teach(
+                teacher,
+                paths,
+                store,
+                args.pairs_per_image,
+                args.strategy,
+                args.seed,
+                batch_size=args.batch_size or 16,
+                progress=not args.quiet,
+                on_unreadable=warn,
+            )
+    finally:
+        # Stop worker processes explicitly: a pool left to interpreter exit can fail noisily there.
+        close = getattr(teacher, "close", None)
+        if close is not None:
+            close()
+    rate = report.images_judged / report.seconds_images if report.seconds_images else 0.0
+    print(f"{teacher.teacher_id} / {teacher.prompt_version} -> {args.output}")
+    print(
+        f"images: {report.images} unique, {report.images_judged} judged now ({rate:.1f}/s), "
+        f"{report.images_existing} already in the store"
+    )
+    if args.pairs_per_image:
+        kind = "derived from point judgments" if report.pairs_derived else "asked in both orders"
+        pair_rate = report.pairs_judged / report.seconds_pairs if report.seconds_pairs else 0.0
+        print(
+            f"pairs: {report.pairs} sampled ({args.strategy}), {report.pairs_judged} judged now "
+            f"({pair_rate:.1f}/s, {kind}), {report.pairs_existing} already in the store"
+        )
+    if report.unreadable:
+        print(f"{len(report.unreadable)} unreadable file(s) skipped (listed above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from iqalens.leaf.distill import DistillConfig, distill
+    from iqalens.leaf.store import JudgmentStore
+    from iqalens.leaf.student import StudentConfig
+
+    with JudgmentStore(args.store, create=False) as store:
+        groups = [(g["teacher_id"], g["prompt_version"]) for g in store.status()["teachers"]]
+    chosen = [g for g in groups if args.teacher_id in (None, g[0]) and args.prompt_version in (None, g[1])]
+    if len(chosen) != 1:
+        listed = "; ".join(f"{t} / {p}" for t, p in groups) or "none"
+        raise CliError(f"choose one teacher with --teacher-id/--prompt-version; the store holds: {listed}")
+    teacher_id, prompt_version = chosen[0]
+    if args.backbone.startswith("hf:"):
+        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:], pooling=args.pooling)
+    else:
+        student = StudentConfig(backbone=args.backbone, pooling=args.pooling)
+    config = DistillConfig(
+        student=student,
+        seed=args.seed,
+        max_steps=args.steps,
+        freeze_backbone=args.freeze_backbone,
+        manifest=args.manifest,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    metrics = distill(args.store, teacher_id, prompt_version, args.output, config)
+    summary = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    print(f"student -> {args.output} ({teacher_id} / {prompt_version})")
+    print(
+        "  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
+    )
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from iqalens.leaf.scoring import run_score
+
+    return run_score(
+        args.paths, args.model, args.format, args.output, args.batch_size, progress=not args.quiet
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from iqalens.leaf.onnx_export import export_onnx
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} already exists; pass --overwrite to replace it")
+    path = export_onnx(args.model, out)
+    print(f"wrote {path} ({'default student' if args.model is None else args.model})")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.method == "head-finetune":
+        return _calibrate_finetune(args)
+    if args.store or args.last_block:
+        raise CliError("--store and --last-block belong to --method head-finetune")
+    from iqalens.leaf.workflows import calibrate_run
+
+    metrics = calibrate_run(
+        args.student,
+        args.labels,
+        args.budget,
+        args.output,
+        method=args.method,
+        split=args.split or None,
+        seed=args.seed,
+        stratify=args.stratify,
+        progress=not args.quiet,
+    )
+    cal = metrics["calibration"]
+    print(
+        f"calibrated -> {args.output}: {metrics['labels_used']} of {metrics['labels_available']} labels, "
+        f"{cal.get('kind')} mapping"
+    )
+    return 0
+
+
+def _calibrate_finetune(args: argparse.Namespace) -> int:
+    from iqalens.leaf.finetune import FinetuneSettings, finetune_run
+
+    if not args.store:
+        raise CliError("--method head-finetune needs --store (the teacher's judgments, the regulariser)")
+    settings = FinetuneSettings(
+        steps=args.steps, lr=args.lr, reg_weight=args.reg_weight, last_block=args.last_block
+    )
+    metrics = finetune_run(
+        args.student,
+        args.labels,
+        args.budget,
+        args.store,
+        args.output,
+        teacher_id=args.teacher_id,
+        prompt_version=args.prompt_version,
+        split=args.split or None,
+        seed=args.seed,
+        stratify=args.stratify,
+        settings=settings,
+        progress=not args.quiet,
+    )
+    before, after = metrics["pool_unlabelled_before"], metrics["pool_unlabelled_after"]
+    print(
+        f"fine-tuned {metrics['trained']} -> {args.output}: {metrics['labels_used']} of "
+        f"{metrics['labels_available']} labels, regulariser {metrics['teacher_points']} teacher points + "
+        f"{metrics['teacher_pairs']} pairs"
+    )
+    if "srcc" in before and "srcc" in after:
+        print(
+            f"  SRCC on the pool's unlabelled images (not a test split): {before['srcc']:.3f} -> "
+            f"{after['srcc']:.3f}"
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from iqalens.leaf.workflows import evaluate_run
+
+    metrics = evaluate_run(
+        args.model,
+        args.manifest,
+        args.output,
+        split=args.split or None,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    m, ci = metrics["metrics"], metrics.get("ci") or {}
+
+    def fmt(key: str) -> str:
+        lo_hi = ci.get(key)
+        band = f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else ""
+        value = m.get(key)
+        return f"{key} {value:.3f}{band}" if isinstance(value, float) else f"{key} n/a"
+
+    print(f"{metrics['images']} images -> {args.output}/metrics.json")
+    print("  " + ", ".join(fmt(k) for k in ("srcc", "plcc", "plcc_fitted", "krcc", "rmse")))
+    print(f"  MOS: {metrics['mos_note']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the LEAF commands, in the order ``--help`` lists them."""
+    p = sub.add_parser(
+        "teach",
+        help="LEAF teacher: judge images and pairs into a judgments store",
+        description="Run a teacher over images (folders, manifests or files) and store point-wise "
+        "judgments and pair-wise preferences in a SQLite store; re-running resumes. TEACHER: "
+        "'classical' (NIQE+BRISQUE, offline), 'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'.",
+    )
+    p.add_argument("--teacher", help="teacher spec (see above)")
+    p.add_argument("--images", nargs="+", help="image folders, manifests (.csv) or files")
+    p.add_argument("--output", "-o", help="judgments store (SQLite file); with --export, the output file")
+    p.add_argument("--pairs-per-image", type=int, default=0, help="pairs to judge per image (default 0)")
+    p.add_argument(
+        "--strategy",
+        choices=["stratified", "random"],
+        default="stratified",
+        help="pair sampling (stratified = pairs of close teacher scores)",
+    )
+    p.add_argument("--status", metavar="STORE", help="print what a store holds and exit")
+    p.add_argument("--export", metavar="STORE", help="export a store's table to -o FILE (.csv/.parquet)")
+    p.add_argument("--table", choices=["points", "pairs"], default="points", help="table to export")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16)")
+    p.add_argument("--workers", type=int, default=None, help="processes (classical teacher)")
+    p.add_argument("--device", default=None, help="torch device (hf teacher), e.g. cuda")
+    p.add_argument("--concurrency", type=int, default=None, help="concurrent requests (openai teacher)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_teach)
+
+    p = sub.add_parser(
+        "distill",
+        help="LEAF: train a lightweight student on a teacher's judgments",
+        description="Train the student (default EfficientNet-Lite0, ImageNet weights, offline) on the point "
+        "and pair judgments of one teacher in a judgments store. Resumes from RUN/checkpoint.pt.",
+    )
+    p.add_argument("--store", required=True, help="judgments store written by 'iqalens teach'")
+    p.add_argument("--teacher-id", help="teacher to learn from (needed if the store holds several)")
+    p.add_argument("--prompt-version", help="prompt version (needed if the store holds several)")
+    p.add_argument("--manifest", help="manifest giving content groups and splits of the images")
+    p.add_argument("--output", "-o", required=True, help="run folder")
+    p.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0 (default) or hf:PATH (local folder)",
+    )
+    p.add_argument("--steps", type=int, default=2000, help="maximum optimizer steps (early stopping on val)")
+    p.add_argument(
+        "--freeze-backbone", action="store_true", help="train the head only (fast on a CPU; weaker student)"
+    )
+    add_pooling_argument(p)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser(
+        "score",
+        help="score images with a student (default: the bundled student)",
+        description="Score image files, folders (recursive), glob patterns or manifests. Without --model the "
+        "bundled default student is used: EfficientNet-Lite0 with a head trained from the classical teacher "
+        "on the 8 bundled photos, calibrated to the KADID proxy-MOS scale (1-5); a demo-grade default. "
+        "Unreadable files are reported and skipped; the exit status is then 1.",
+    )
+    p.add_argument("paths", nargs="+", help="files, folders, globs or manifests (.csv)")
+    p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--output", "-o", help="output file (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("export", help="export a student as ONNX (scored with onnxruntime)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--model", help="student run folder (default: the bundled student)")
+    p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="LEAF: calibrate a student to a MOS scale with a few labels",
+        description="Score the labelled images of a manifest with a student, draw BUDGET labels "
+        "(a count or a percentage, seeded), fit a monotone mapping to their MOS, and write a new run folder. "
+        "Budget 0 maps the raw score linearly onto the manifest's MOS range (label-free). With --method "
+        "head-finetune the student's head (with --last-block also its last block) is fine-tuned on the "
+        "labels instead, with the distillation loss on the teacher's judgments (--store) as a regulariser.",
+    )
+    p.add_argument("--student", help="student run folder (default: the bundled student)")
+    p.add_argument("--labels", required=True, help="manifest with MOS")
+    p.add_argument("--budget", required=True, help="labels to use: N or P%% (e.g. 10%%), 0 = label-free")
+    p.add_argument(
+        "--method",
+        choices=["auto", "logistic4", "logistic5", "isotonic", "linear", "head-finetune"],
+        default="auto",
+        help="monotone map (mode a; default auto: linear, logistic4 or isotonic, whichever has the "
+        "lowest cross-validated RMSE on the labels) or head-finetune (mode b: fine-tune the head on "
+        "the labels, the teacher's judgments in --store as a regulariser)",
+    )
+    p.add_argument("--split", default="train", help="split to draw labels from (default train; '' = all)")
+    p.add_argument("--stratify", action="store_true", help="stratify the draw by student score")
+    p.add_argument("--output", "-o", required=True, help="run folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    finetune = p.add_argument_group("head-finetune (calibration mode b)")
+    finetune.add_argument("--store", help="judgments store of the teacher (the regulariser)")
+    finetune.add_argument("--teacher-id", help="teacher in the store (needed if it holds several)")
+    finetune.add_argument("--prompt-version", help="prompt version (needed if the store holds several)")
+    finetune.add_argument(
+        "--last-block", action="store_true", help="also fine-tune the backbone's last block"
+    )
+    finetune.add_argument("--steps", type=int, default=200, help="optimizer steps (default 200)")
+    finetune.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    finetune.add_argument(
+        "--reg-weight",
+        type=float,
+        default=1.0,
+        help="weight of the distillation regulariser (default 1; 0 = labels only)",
+    )
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model against the MOS of a manifest",
+        description="SRCC, PLCC (raw and after the VQEG 4-parameter logistic), KRCC, RMSE with bootstrap "
+        "95%% intervals (resampling references) and a per-source breakdown.",
+    )
+    p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")
+    p.add_argument("--manifest", required=True, help="manifest with MOS")
+    p.add_argument("--split", default="test", help="split to evaluate (default test; '' = all)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws (0 = no intervals)")
+    p.add_argument("--output", "-o", required=True, help="run folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
