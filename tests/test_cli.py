@@ -223,3 +223,30 @@ def test_bench_import_unified_needs_pairs(tmp_path: Path, capsys: pytest.Capture
     assert "NAME=ROOT" in capsys.readouterr().err
     assert main(["bench", "import", "nosuchdb", str(tmp_path), "-o", str(tmp_path / "u.csv")]) == 2
     assert "unknown database" in capsys.readouterr().err
+
+
+def test_building_the_parser_imports_no_heavy_library() -> None:
+    """``iqalens --help`` must stay instant: the parser may not import torch, scipy or matplotlib (the
+    command modules spell out their choices; the next test keeps those copies equal to the library's)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, iqalens.cli as c; c.build_parser(); "
+        "print(','.join(m for m in ('torch', 'scipy', 'matplotlib', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""
+
+
+def test_the_parsers_torch_free_choices_equal_the_librarys() -> None:
+    from iqalens.align.base import COMPONENTS
+    from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES
+    from iqalens.commands.report import DEFAULT_TITLE
+    from iqalens.leaf.calibration import METHODS
+    from iqalens.leaf.protocol import ARMS
+    from iqalens.report import DEFAULT_TITLE as REPORT_TITLE
+
+    assert set(CALIBRATION_CHOICES) == set(METHODS) and ARM_CHOICES == ARMS
+    assert DEFAULT_TITLE == REPORT_TITLE
+    assert COMPONENTS == ("vision_encoder", "projector", "language_model")

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqalens.align.config import COMPONENTS as COMPONENTS  # re-exported
+
 #: The three components a user can choose to train (``--train``), in model order.
-COMPONENTS: tuple[str, ...] = ("vision_encoder", "projector", "language_model")
 Component = Literal["vision_encoder", "projector", "language_model"]
 
 

@@ -12,8 +12,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from iqalens.align.base import COMPONENTS
 from iqalens.configs import dataclass_from_dict
+
+#: The trainable parts of an alignable model, in forward order (defined here, torch-free, so that
+#: building the command-line parser does not import torch; :mod:`iqalens.align.base` re-exports it).
+COMPONENTS: tuple[str, ...] = ("vision_encoder", "projector", "language_model")
 
 CONSTRAINTS = ("features", "weights")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -32,6 +32,11 @@ def register_all(sub: argparse._SubParsersAction) -> dict[str, str]:
     return notes
 
 
+#: ``iqalens.leaf.calibration.METHODS`` and ``iqalens.leaf.protocol.ARMS``, spelt out here for the same
+#: reason as the pooling choices below (tests check they are equal).
+CALIBRATION_CHOICES: tuple[str, ...] = ("linear", "isotonic", "logistic4", "logistic5", "auto")
+ARM_CHOICES: tuple[str, ...] = ("leaf", "leaf_ft", "labels_only")
+
 #: ``StudentConfig.pooling`` values, spelt out here so that building the parser does not import torch
 #: (a test checks they equal :data:`iqalens.leaf.student.POOLINGS`).
 POOLING_CHOICES: tuple[str, ...] = ("last", "multiscale")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from iqalens.commands import add_pooling_argument
+from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES, add_pooling_argument
 
 if TYPE_CHECKING:
     from iqalens.leaf.protocol import HeadConfig
@@ -30,8 +30,7 @@ def _items(values: list[str]) -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``iqalens budget``."""
-    from iqalens.leaf.calibration import METHODS
-    from iqalens.leaf.protocol import ARMS
+    ARMS, METHODS = ARM_CHOICES, CALIBRATION_CHOICES  # noqa: N806 (torch-free copies, see commands)
 
     p = sub.add_parser(
         "budget",

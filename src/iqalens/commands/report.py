@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+#: ``iqalens.report.DEFAULT_TITLE``, spelt out so that building the parser does not import the report
+#: package (matplotlib); a test checks they are equal.
+DEFAULT_TITLE = "iqalens report"
+
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Write the report and print its path; nothing reportable or an existing output: exit 2 (one line)."""
@@ -15,8 +19,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``iqalens report``."""
-    from iqalens.report.build import DEFAULT_TITLE
-
     p = sub.add_parser(
         "report",
         help="one self-contained HTML report of run folders, judgments stores and score files",
