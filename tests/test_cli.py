@@ -250,3 +250,11 @@ def test_the_parsers_torch_free_choices_equal_the_librarys() -> None:
     assert set(CALIBRATION_CHOICES) == set(METHODS) and ARM_CHOICES == ARMS
     assert DEFAULT_TITLE == REPORT_TITLE
     assert COMPONENTS == ("vision_encoder", "projector", "language_model")
+
+
+def test_demo_summary_survives_an_undefined_interval() -> None:
+    # every bootstrap SRCC NaN (e.g. constant predictions) is stored as [None, None]
+    from iqalens.demo import _ci
+
+    assert _ci([None, None], "groups (2)") == ""
+    assert _ci([0.1, 0.3], "groups (2)") == " (95% CI 0.10 .. 0.30, bootstrap resampling groups (2))"

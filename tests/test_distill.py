@@ -210,6 +210,27 @@ def test_resume_with_other_settings_is_refused(toy: tuple[Path, list[Path]], tmp
         distill(toy[0], T, V, tmp_path / "run", tiny_config(max_steps=10, lr=0.5))
 
 
+def test_a_checkpoint_from_before_pooling_resumes(toy: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    # What a checkpoint written before the pooling and cache_features fields holds in its config.
+    cfg = tiny_config(max_steps=20, checkpoint_every=10)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_12(step: int, terms: dict[str, float]) -> None:
+        if step == 12:
+            raise Crash
+
+    with pytest.raises(Crash):
+        distill(toy[0], T, V, tmp_path / "run", cfg, on_step=crash_at_12)
+    path = tmp_path / "run" / CHECKPOINT_FILE
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["config"]["student"].pop("pooling") == "last"  # the tiny backbone's default
+    ckpt["config"]["cache_features"] = True  # an old checkpoint may hold it or not: resume-free either way
+    torch.save(ckpt, path)
+    assert distill(toy[0], T, V, tmp_path / "run", cfg)["steps"] == 20
+
+
 def test_early_stopping_keeps_the_best_weights(toy: tuple[Path, list[Path]], tmp_path: Path) -> None:
     # Zero learning rate: the first evaluation is the best, the next one does not improve -> stop.
     cfg = tiny_config(max_steps=100, eval_every=5, patience=1, lr=0.0, backbone_lr=0.0)

@@ -242,6 +242,9 @@ def test_parser_rules() -> None:
         "neither blurry nor noisy": UNPARSED,  # says only what it is not
         "not only blur": "blur",
         "blur, not noise": "blur",
+        "It isn\u2019t blurry; it is noisy": "noise",  # typographic apostrophe
+        "There is no blur and no distortion": "clean",  # a self-negating alias is read whole
+        "no blur and not distorted": "clean",
         "noise is not visible, no blur": "noise",  # a negation after the mention is not seen (documented)
     }
     for text, expected in cases.items():

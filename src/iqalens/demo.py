@@ -19,6 +19,7 @@ re-run or inspected with the stage's own command.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -273,7 +274,11 @@ def _teacher_srcc(store: Path, manifest: Path) -> float | None:
     from iqalens.leaf.store import JudgmentStore
 
     bench, _ = read_manifest(manifest)
-    mos = {str(bench.resolve(r)): r.mos for r in bench.rows if r.split == "test" and r.mos is not None}
+    mos = {
+        str(bench.resolve(r)): r.mos
+        for r in bench.rows
+        if r.split == "test" and r.mos is not None and math.isfinite(r.mos)
+    }
     with JudgmentStore(store, create=False) as js:
         group = js.status()["teachers"][0]
         points = js.points(group["teacher_id"], group["prompt_version"])
@@ -289,7 +294,7 @@ def _teacher_srcc(store: Path, manifest: Path) -> float | None:
 
 
 def _ci(interval: list[float] | None, resampling: str | None) -> str:
-    if not interval:
+    if not interval or any(v is None for v in interval):  # undefined (e.g. constant predictions)
         return ""
     over = f", bootstrap resampling {resampling}" if resampling else ""
     return f" (95% CI {interval[0]:.2f} .. {interval[1]:.2f}{over})"

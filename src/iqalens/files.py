@@ -58,9 +58,11 @@ def atomic_replace(path: str | os.PathLike[str], write: Callable[[Path], object]
 
     Why one helper: every file a reader may find half-written (checkpoints, caches, exports, plots)
     is written this way, and the details matter each time: the temporary name carries the process
-    id, so processes of one distributed run that save at once never share it; it starts with a dot,
-    so globs over the folder skip it; ``suffix`` keeps an extension that writers such as ``np.save``
-    would otherwise append; and on any failure, Ctrl-C included, the temporary file is removed.
+    id, so processes of one distributed run that save at once never share it; it starts with a dot
+    (hidden; note that ``pathlib.Path.glob`` still lists it, so a reader that globs for the target's
+    extension must skip dot files: a temporary file survives a SIGKILL); ``suffix`` keeps an
+    extension that writers such as ``np.save`` would otherwise append; and on any failure, Ctrl-C
+    included, the temporary file is removed.
     """
     out = Path(path)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}{suffix}")

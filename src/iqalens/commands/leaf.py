@@ -333,7 +333,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=["auto", "logistic4", "logistic5", "isotonic", "linear", "head-finetune"],
         default="auto",
-        help="monotone map (mode a; default auto: linear, logistic4 or isotonic, whichever has the "
+        help="monotone map (mode a; default auto: linear or logistic4, whichever has the "
         "lowest cross-validated RMSE on the labels) or head-finetune (mode b: fine-tune the head on "
         "the labels, the teacher's judgments in --store as a regulariser)",
     )

@@ -74,7 +74,7 @@ from iqalens.training import (
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 # Fields that may differ between an interrupted run and its resumption.
-_RESUME_FREE = ("progress", "device", "cache_images")
+_RESUME_FREE = ("progress", "device", "cache_images", "cache_features")
 
 
 @dataclass
@@ -399,6 +399,15 @@ def _param_groups(student: Student, config: DistillConfig) -> list[dict[str, Any
     return out
 
 
+def _legacy_compatible(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's comparable config as written today: a checkpoint from before the ``pooling``
+    field used the last-map pooling, and resume-free keys it may hold are dropped."""
+    saved = {k: v for k, v in saved.items() if k not in _RESUME_FREE}
+    if isinstance(saved.get("student"), dict):
+        saved["student"] = {"pooling": "last", **saved["student"]}
+    return saved
+
+
 def _comparable(config: DistillConfig) -> dict[str, Any]:
     d = config.to_dict()
     for k in _RESUME_FREE:
@@ -488,7 +497,7 @@ def _distill(
     history: list[dict[str, float]] = []
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] != _comparable(cfg):
+        if _legacy_compatible(ckpt["config"]) != _comparable(cfg):
             raise ValueError(
                 f"{ckpt_path} was written with other settings; "
                 "use a new output folder or delete the checkpoint"

@@ -174,12 +174,14 @@ class HFVLMAdapter:
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
         #: What besides the weights changes the features (keys the feature cache): the prompt the
-        #: visual tokens are read under, the precision and the processor's image budget.
+        #: visual tokens are read under, the precision, the processor's image budget, model options.
         self.extraction_settings: dict[str, Any] = {
             "question": question,
             "answer_prefix": answer_prefix,
             "dtype": self.load_options["dtype"],
             "processor_kwargs": processor_kwargs or {},
+            # e.g. a quantization config changes the features too (as text: configs are objects)
+            "model_kwargs": {k: str(v) for k, v in (model_kwargs or {}).items()},
         }
         self.model, self.processor, self.device = load_vlm(
             name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs

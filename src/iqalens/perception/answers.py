@@ -135,10 +135,14 @@ class AnswerParser:
 
     def __call__(self, text: str) -> str:
         """The class the answer names first (negated mentions skipped), or :data:`UNPARSED`."""
-        lowered = text.lower()
+        lowered = text.lower().replace("\u2019", "'").replace("\u2018", "'")  # typographic apostrophes
         for match in self._regex.finditer(lowered):
-            if not _negated(lowered[: match.start()]):
-                return self._owner[" ".join(re.split(r"[\s_-]+", match.group(1)))]
+            alias = " ".join(re.split(r"[\s_-]+", match.group(1)))
+            # An alias that carries its own negation ("no distortion") is read as a whole, whatever
+            # negator an earlier mention left in the window ("no blur and no distortion" is clean).
+            self_negating = alias.split()[0] in NEGATORS
+            if self_negating or not _negated(lowered[: match.start()]):
+                return self._owner[alias]
         return UNPARSED
 
     def index(self, text: str) -> int:
