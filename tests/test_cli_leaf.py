@@ -82,8 +82,15 @@ def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "calibrated ->" in capsys.readouterr().out
     used = json.loads((run / "metrics.json").read_text())
     assert used["labels_used"] == 11 and used["labels_available"] == 21  # 50% of 21, rounded half up
-    # a fitted map is clipped to the manifest's MOS scale (1..5 for a built benchmark)
-    assert json.loads((run / "calibration.json").read_text())["clip"] == [1.0, 5.0]
+    # a fitted map is clipped to the manifest's MOS scale (1..5 for a built benchmark), and carries
+    # what that scale is (a built benchmark's MOS are proxy MOS), so score files can say so
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["clip"] == [1.0, 5.0]
+    assert calibration["extra"]["scale"]["name"].startswith("proxy MOS: ")
+    scores = tmp_path / "scores.json"
+    score_args = ["score", str(manifest), "--model", str(run), "--format", "json", "-o", str(scores)]
+    assert main([*score_args, "-q"]) == 0
+    assert json.loads(scores.read_text())["model"]["scale"]["low"] == 1.0
     assert main([*args, "-o", str(tmp_path / "auto")]) == 0  # default method: auto
     auto = json.loads((tmp_path / "auto" / "calibration.json").read_text())
     assert auto["note"].startswith("auto:") and auto["kind"] == auto["extra"]["auto"]["chosen"]

@@ -173,10 +173,13 @@ class OnnxScorer:
         return self.score_prepared([self.prepare(im) for im in images], batch_size)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "name": self.name,
             "runtime": "onnxruntime",
             "onnx": str(self.path),
             "student": self.config.to_dict(),
             "calibration": None if self.calibrator is None else self.calibrator.to_dict(),
         }
+        if self.calibrator is not None and "scale" in self.calibrator.extra:
+            described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
+        return described

@@ -124,13 +124,16 @@ class StudentScorer:
         return self.score_prepared([self.prepare(im) for im in images], batch_size)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "name": self.name,
             "runtime": "torch",
             "student": self.student.config.to_dict(),
             "calibration": None if self.calibrator is None else self.calibrator.to_dict(),
             **self.info,
         }
+        if "scale" not in described and self.calibrator is not None and "scale" in self.calibrator.extra:
+            described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
+        return described
 
 
 def load_scorer(model: str | os.PathLike[str] | None = None) -> ImageScorer:

@@ -11,6 +11,7 @@ import csv
 import math
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,17 @@ def calibrate_run(
         calibrator = fit(raw[idx], mos[idx], method=method)
         if scale is not None:  # a line fitted on a few labels must not predict off the MOS scale
             calibrator = replace(calibrator, clip=(scale.low, scale.high))
+    if scale is not None:
+        # What the calibrated scores mean, carried with the calibrator so that every output of the
+        # model (score files, reports) can say whether its scale is human MOS or a proxy.
+        proxy = manifest.provenance.get("proxy_mos")
+        name = f"proxy MOS: {proxy}" if proxy else f"MOS of {Path(labels).name}"
+        calibrator.extra["scale"] = {
+            "low": scale.low,
+            "high": scale.high,
+            "higher_is_better": scale.higher_is_better,
+            "name": name,
+        }
     folder = start_run(
         out_dir,
         "calibrate",
