@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,19 +178,24 @@ def test_distill_learns_the_teacher_and_writes_a_run_folder(
     assert clean > noisy
 
 
+class Crash(RuntimeError):
+    """An interruption in the middle of a run (after a checkpoint, before the next)."""
+
+
+def crash_at(step: int) -> Callable[[int, dict[str, float]], None]:
+    def on_step(done: int, terms: dict[str, float]) -> None:
+        if done == step:
+            raise Crash
+
+    return on_step
+
+
 def test_interrupted_run_resumes_to_the_same_weights(toy: tuple[Path, list[Path]], tmp_path: Path) -> None:
     cfg = tiny_config(max_steps=30, checkpoint_every=10, eval_every=10)
     distill(toy[0], T, V, tmp_path / "straight", cfg)
 
-    class Crash(RuntimeError):
-        pass
-
-    def crash_at_17(step: int, terms: dict[str, float]) -> None:
-        if step == 17:
-            raise Crash
-
     with pytest.raises(Crash):
-        distill(toy[0], T, V, tmp_path / "resumed", cfg, on_step=crash_at_17)
+        distill(toy[0], T, V, tmp_path / "resumed", cfg, on_step=crash_at(17))
     ckpt = torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=False)
     assert ckpt["step"] == 10 and not (tmp_path / "resumed" / "student.safetensors").exists()
     metrics = distill(toy[0], T, V, tmp_path / "resumed", cfg)
@@ -214,15 +220,8 @@ def test_a_checkpoint_from_before_pooling_resumes(toy: tuple[Path, list[Path]], 
     # What a checkpoint written before the pooling and cache_features fields holds in its config.
     cfg = tiny_config(max_steps=20, checkpoint_every=10)
 
-    class Crash(RuntimeError):
-        pass
-
-    def crash_at_12(step: int, terms: dict[str, float]) -> None:
-        if step == 12:
-            raise Crash
-
     with pytest.raises(Crash):
-        distill(toy[0], T, V, tmp_path / "run", cfg, on_step=crash_at_12)
+        distill(toy[0], T, V, tmp_path / "run", cfg, on_step=crash_at(12))
     path = tmp_path / "run" / CHECKPOINT_FILE
     ckpt = torch.load(path, weights_only=False)
     assert ckpt["config"]["student"].pop("pooling") == "last"  # the tiny backbone's default

@@ -268,9 +268,8 @@ def _evaluate(model: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[s
 def _teacher_srcc(store: Path, manifest: Path) -> float | None:
     """SRCC of the teacher's expected score against the MOS on the test split: the reference the
     student's number should be read against (a student distilled from it rarely ranks better)."""
-    from scipy.stats import spearmanr
-
     from iqalens.datasets.manifest import read_manifest
+    from iqalens.evaluation.metrics import srcc
     from iqalens.leaf.store import JudgmentStore
 
     bench, _ = read_manifest(manifest)
@@ -290,7 +289,7 @@ def _teacher_srcc(store: Path, manifest: Path) -> float | None:
     if len(pairs) < 3:
         return None
     x, y = zip(*pairs, strict=True)
-    return float(spearmanr(x, y).statistic)
+    return srcc(x, y)  # the same SRCC as the student's evaluation
 
 
 def _ci(interval: list[float] | None, resampling: str | None) -> str:
