@@ -1,3 +1,5 @@
 """iqalens: vision-language image quality assessment toolkit."""
 
-__version__ = "0.1.0"
+from iqalens.version import __version__
+
+__all__ = ["__version__"]

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from iqalens import __version__
+from iqalens.version import __version__
 from iqalens.commands import data as data_commands
 from iqalens.commands import register_all
 from iqalens.commands._shared import CliError, parse_level

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iqalens import __version__
+from iqalens.version import __version__
 from iqalens.files import atomic_write_text
 from iqalens.report import leaf_section as leaf
 from iqalens.report import perception_section as perception
