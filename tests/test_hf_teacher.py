@@ -23,9 +23,8 @@ from iqalens.images import ImageLoadError  # noqa: E402
 from iqalens.leaf import prompts  # noqa: E402
 from iqalens.leaf.judgments import LEVELS, PointJudgment  # noqa: E402
 from iqalens.leaf.teachers.base import Teacher  # noqa: E402
-from iqalens.leaf.teachers.hf import (  # noqa: E402
-    HFTeacher,
-    Request,
+from iqalens.leaf.teachers.hf import HFTeacher, Request  # noqa: E402
+from iqalens.models.hf_loading import (  # noqa: E402
     answer_token_ids,
     build_prompt_text,
     processor_class_without_video,

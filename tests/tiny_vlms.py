@@ -22,7 +22,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from iqalens.leaf.teachers.hf import processor_class_without_video
+from iqalens.models.hf_loading import processor_class_without_video
 
 #: ``internvl`` has a Qwen2 language model (InternVL3), ``internvl_qwen3`` a Qwen3 one (InternVL3.5).
 FAMILIES: tuple[str, ...] = (

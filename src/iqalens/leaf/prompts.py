@@ -16,17 +16,14 @@ Backends that cannot continue an assistant turn use the *no-prefill* variant: th
 asks for a one-word answer, and the level word is expected as the first generated token. That is a
 different prompt, so it has its own version string (see :func:`prompt_version`).
 
-A prompt is a sequence of :data:`Part` items for the user turn: ``("image", i)`` places the i-th
-image of the request and ``("text", s)`` a text segment, in order. Each backend turns the parts
-into its own message format (OpenAI ``image_url`` parts, an HF processor's ``{"type": "image"}``).
+The prompts are :class:`iqalens.models.prompts.Prompt` values (user-turn parts, answer prefix,
+answer words); each backend turns the parts into its own message format.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from iqalens.leaf.judgments import LEVELS
+from iqalens.models.prompts import Prompt
 
 #: Bump whenever a text, the parts' order or the choice words change.
 PROMPT_VERSION = "leaf-q1"
@@ -51,24 +48,6 @@ PAIR_QUESTION_NO_PREFILL = "Which image has better quality? Answer with exactly 
 
 #: The five level words (best first), re-exported so backends import all prompt vocabulary here.
 LEVEL_WORDS: tuple[str, ...] = LEVELS
-
-PartKind = Literal["image", "text"]
-#: ``("image", index)`` or ``("text", segment)``.
-Part = tuple[PartKind, int | str]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One question: user-turn parts, an optional assistant prefix, and the answer words to read."""
-
-    parts: tuple[Part, ...]
-    answer_prefix: str | None  # None: no pre-fill, the first generated token is read
-    choices: tuple[str, ...]  # words whose first-token probabilities form the answer
-    n_images: int
-
-    def text(self) -> str:
-        """The user turn's text segments joined by newlines (for logs and tests)."""
-        return "\n".join(str(v) for k, v in self.parts if k == "text")
 
 
 def point_prompt(prefill: bool = True) -> Prompt:

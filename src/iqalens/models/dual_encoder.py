@@ -18,7 +18,7 @@ and the text embedding of ``prompt.format(word)`` for each class word. That is t
 ``logits_per_image`` without its learned temperature (and, for SigLIP, without its bias), so ranking
 by it is exactly the model's zero-shot ranking.
 
-Loading goes through :func:`iqalens.leaf.teachers.hf.load_processor`, so the same local folders or
+Loading goes through :func:`iqalens.models.hf_loading.load_processor`, so the same local folders or
 hub ids (never downloaded here unless the user's cache or network allows) work as for the teachers.
 """
 
@@ -64,7 +64,7 @@ class DualEncoderAdapter:
     ) -> None:
         from transformers import AutoConfig, AutoModel
 
-        from iqalens.leaf.teachers.hf import load_processor
+        from iqalens.models.hf_loading import load_processor
 
         name = str(path_or_id)
         config = AutoConfig.from_pretrained(name, **hub_kwargs)

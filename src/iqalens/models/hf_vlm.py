@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqalens.leaf.prompts import Prompt
-from iqalens.leaf.teachers.hf import build_prompt_text, checkpoint_name, load_vlm
 from iqalens.models.base import ComponentFeatures, ModelKind
+from iqalens.models.hf_loading import build_prompt_text, checkpoint_name, load_vlm
+from iqalens.models.prompts import Prompt
 from iqalens.taxonomy import CLASSES
 
 __all__ = [
