@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from iqalens.images import load_rgb
-from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, normalise, resize_shorter
 from iqalens.models.base import ComponentModel
+from iqalens.models.efficientnet import LITE_MEAN, LITE_STD
 from iqalens.models.mini import (
     MiniConfig,
     MiniVLM,
@@ -19,6 +19,7 @@ from iqalens.models.mini import (
     load_default_mini,
     prealign,
 )
+from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
 

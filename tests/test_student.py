@@ -13,18 +13,15 @@ from PIL import Image
 
 from iqalens.leaf.student import (
     IMAGENET_MEAN,
-    LITE_MEAN,
     POOLINGS,
     Student,
     StudentConfig,
-    crop_boxes,
-    efficientnet_lite0_weights_path,
     expected_from_logits,
     load_student,
-    normalise,
-    resize_shorter,
     save_student,
 )
+from iqalens.models.efficientnet import LITE_MEAN, efficientnet_lite0_weights_path
+from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "iqalens" / "data" / "samples"
 

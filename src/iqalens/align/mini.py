@@ -28,9 +28,10 @@ from torch import nn
 
 from iqalens.align.base import COMPONENTS, AlignForward
 from iqalens.align.objectives import similarity_cross_entropy
-from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, normalise
-from iqalens.leaf.student import resize_shorter as _resize_shorter
+from iqalens.models.efficientnet import LITE_MEAN, LITE_STD
 from iqalens.models.mini import MiniVLM
+from iqalens.models.preprocess import crop_boxes, normalise
+from iqalens.models.preprocess import resize_shorter as _resize_shorter
 
 
 class MiniAlignable:

