@@ -167,9 +167,13 @@ def test_demo_runs_every_stage_into_one_folder_with_a_report(
     out = capsys.readouterr().out
     report = run / "report.html"
     assert f"Report: {report}" in out and "forced-choice accuracy" in out and "SRCC" in out
+    # a test split of one or two photos is too small for a bootstrap interval: said, not printed
+    assert "(95% CI unavailable: only " in out and "95% CI 0" not in out
     html = report.read_text()
     assert "Perception diagnostics" in html and "LEAF" in html and "proxy" in html.lower()
+    assert "bootstrap interval unavailable: only " in html
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["headline"]["leaf"]["ci_unavailable"].startswith("only ")
     stages = set(metrics["stage_seconds"]) - {"total"}
     assert stages == {"bench", "align", "teach", "distill", "calibrate", "evaluate", "score", "report"}
     headline = metrics["headline"]
@@ -256,5 +260,32 @@ def test_demo_summary_survives_an_undefined_interval() -> None:
     # every bootstrap SRCC NaN (e.g. constant predictions) is stored as [None, None]
     from iqalens.demo import _ci
 
-    assert _ci([None, None], "groups (2)") == ""
-    assert _ci([0.1, 0.3], "groups (2)") == " (95% CI 0.10 .. 0.30, bootstrap resampling groups (2))"
+    assert _ci([None, None], "groups (12)") == ""
+    assert _ci([0.1, 0.3], "groups (12)") == " (95% CI 0.10 .. 0.30, bootstrap resampling groups (12))"
+
+
+def test_demo_summary_says_why_there_is_no_interval(tmp_path: Path) -> None:
+    # the demo's test split has 2 photos: too few to resample, so no numbers are printed as a CI
+    from iqalens.demo import DemoResult, format_summary
+
+    reason = "only 2 reference images, a bootstrap over whole reference images needs at least 5"
+    headline = {
+        "benchmark_images": 600,
+        "perception": {"model": "mini", "trained": ["projector"], "before": {}, "after": {}, "drift": {}},
+        "leaf": {
+            "teacher": "classical:niqe+brisque",
+            "labels_used": 45,
+            "test_images": 150,
+            "srcc": 0.371,
+            "srcc_ci95": None,
+            "resampling": "groups (2)",
+            "ci_unavailable": reason,
+            "plcc": 0.4,
+            "teacher_srcc": 0.49,
+            "mos": "proxy MOS",
+        },
+        "scored_photos": {"a.png": 3.0},
+    }
+    text = format_summary(DemoResult(tmp_path, tmp_path / "report.html", {"total": 1.0}, headline))
+    assert f"SRCC 0.371 (95% CI unavailable: {reason}), PLCC 0.400" in text
+    assert "CI 0." not in text

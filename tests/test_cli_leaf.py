@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,11 @@ def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     printed = capsys.readouterr().out
     assert "21 images" in printed and "srcc" in printed and "proxy MOS" in printed
+    # 3 reference photos are too few for a bootstrap over references: said, not printed as numbers
+    assert "CI unavailable: only 3 reference images" in printed
+    assert re.search(r"srcc -?[0-9.]+, plcc", printed)  # no [low, high] after the value
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ci"] == {} and metrics["ci_unavailable"].startswith("only 3 reference images")
     assert -1.0 <= metrics["metrics"]["srcc"] <= 1.0
     assert (out / "predictions.csv").read_text().count("\n") == 22
     # label-free: budget 0 maps the raw score onto the manifest's scale

@@ -11,6 +11,8 @@ from scipy import stats
 
 from iqalens.evaluation.metrics import (
     METRIC_NAMES,
+    MIN_BOOTSTRAP_GROUPS,
+    ci_unavailable,
     evaluate,
     fit_logistic4,
     krcc,
@@ -210,6 +212,78 @@ def test_group_bootstrap_is_wider_for_clustered_data() -> None:
     for k, w in width.items():
         assert w > 1.5 * (by_image.ci[k][1] - by_image.ci[k][0])
     assert by_group.resampling == "groups (10)"
+
+
+def _grouped(n_groups: int, per_group: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    quality = rng.normal(size=n_groups)
+    pred = quality[groups] + rng.normal(0, 0.5, groups.size)
+    mos = quality[groups] + rng.normal(0, 0.2, groups.size)
+    return pred, mos, groups
+
+
+def test_group_bootstrap_needs_five_groups() -> None:
+    assert MIN_BOOTSTRAP_GROUPS == 5
+    # 4 groups: no interval, and the reason, in the object and in its JSON
+    pred, mos, groups = _grouped(4, 10, 0)
+    few = evaluate(pred, mos, n_boot=50, seed=0, groups=groups, group_name="reference images")
+    assert few.ci == {}
+    assert few.ci_unavailable == (
+        "only 4 reference images, a bootstrap over whole reference images needs at least 5"
+    )
+    assert few.metrics["srcc"] == pytest.approx(srcc(pred, mos))  # the point estimates stay
+    assert few.resampling == "groups (4)"
+    data = json.loads(json.dumps(few.to_dict(), allow_nan=False))
+    assert data["ci"] == {} and data["ci_unavailable"] == few.ci_unavailable
+    assert ci_unavailable(data) == few.ci_unavailable
+    # 5 groups: every metric has a computed interval
+    pred, mos, groups = _grouped(5, 10, 0)
+    enough = evaluate(pred, mos, n_boot=50, seed=0, groups=groups)
+    assert enough.ci_unavailable is None and set(enough.ci) == set(METRIC_NAMES)
+    for lo, hi in enough.ci.values():
+        assert math.isfinite(lo) and math.isfinite(hi) and lo <= hi
+    assert enough.ci["srcc"][1] - enough.ci["srcc"][0] > 0.0
+    assert ci_unavailable(enough.to_dict()) is None
+
+
+def test_image_bootstrap_has_no_group_floor() -> None:
+    # resampling images is unchanged: 4 images (of one reference each) still get intervals
+    x, y = _noisy(4, 5)
+    res = evaluate(x, y, n_boot=50, seed=0)
+    assert res.ci_unavailable is None and set(res.ci) == set(METRIC_NAMES)
+    assert res.resampling == "images"
+    assert res.ci == evaluate(x, y, n_boot=50, seed=0).ci
+
+
+def test_no_draws_is_said() -> None:
+    x, y = _noisy(20, 6)
+    res = evaluate(x, y, n_boot=0)
+    assert res.ci == {} and "n_boot=0" in (res.ci_unavailable or "")
+
+
+def test_ci_unavailable_reads_old_files() -> None:
+    # evaluation JSON written before the rule: no ci_unavailable key
+    old = {"ci": {"srcc": [0.31, 0.37]}, "n_boot": 200, "resampling": "groups (2)"}
+    assert ci_unavailable(old) == "only 2 groups, a bootstrap over whole groups needs at least 5"
+    assert ci_unavailable({**old, "resampling": "groups (12)"}) is None
+    assert ci_unavailable({**old, "resampling": "images"}) is None
+    assert ci_unavailable({"ci": {}, "n_boot": 0, "resampling": "images"}) is not None
+    assert ci_unavailable({"ci": {}, "resampling": "groups (x)"}) is None  # malformed: nothing inferred
+
+
+def test_an_estimate_outside_its_interval_is_kept_with_a_note() -> None:
+    # 5 small clustered groups: refits on duplicated groups overfit, so the bootstrap RMSEs fall
+    # below the full-data RMSE; the interval is reported as computed, with a note saying so
+    rng = np.random.default_rng(13)
+    groups = np.repeat(np.arange(5), 3)
+    quality = rng.normal(size=5)
+    pred = quality[groups] + rng.normal(0, 1.0, 15)
+    mos = quality[groups] + rng.normal(0, 0.2, 15)
+    res = evaluate(pred, mos, n_boot=100, seed=0, groups=groups)
+    lo, hi = res.ci["rmse"]
+    assert not lo <= res.metrics["rmse"] <= hi
+    assert any("rmse lies outside its percentile interval" in n for n in res.notes)
 
 
 def test_per_source_breakdown() -> None:

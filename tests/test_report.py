@@ -196,6 +196,41 @@ def test_text_from_runs_is_escaped(runs: Path, tmp_path: Path) -> None:
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
 
 
+def _evaluation_text(page: str) -> str:
+    start = page.index("<h3>Evaluation:")
+    return page[start : page.index("</article>", start)]
+
+
+def test_an_unavailable_interval_is_said_not_printed(page: str, runs: Path, tmp_path: Path) -> None:
+    # the fixture's test split has 4 references: too few for a bootstrap over references
+    metrics = json.loads((runs / "leaf" / "evaluate" / "metrics.json").read_text())
+    assert metrics["ci"] == {} and metrics["ci_unavailable"].startswith("only 4 reference images")
+    reason = html.escape(metrics["ci_unavailable"])
+    block = _evaluation_text(page)
+    assert f"95% bootstrap interval unavailable: {reason}" in block and "bootstrap interval</th>" not in block
+    assert f"95% bootstrap intervals unavailable: {reason}" in block  # the provenance's protocol
+    summary = page[page.index('id="summary"') : page.index('id="perception"')]
+    assert f"(CI unavailable: {reason})" in summary
+
+    # the same run with a real interval (enough references) shows it
+    real = tmp_path / "real"
+    shutil.copytree(runs / "leaf" / "evaluate", real)
+    intervals = {k: [0.1, 0.2] for k in metrics["metrics"]}
+    changed = {**metrics, "ci": intervals, "ci_unavailable": None, "resampling": "groups (12)"}
+    (real / "metrics.json").write_text(json.dumps(changed))
+    block = _evaluation_text(build_report(collect([real])))
+    assert "[0.100, 0.200]" in block and "intervals resample groups (12)" in block
+    assert "interval unavailable" not in block and "intervals unavailable" not in block
+
+    # a file written before the rule (no ci_unavailable key) with 2-group "intervals": not shown
+    del changed["ci_unavailable"]
+    changed["resampling"] = "groups (2)"
+    (real / "metrics.json").write_text(json.dumps(changed))
+    block = _evaluation_text(build_report(collect([real])))
+    assert "[0.100, 0.200]" not in block
+    assert "unavailable: only 2 groups, a bootstrap over whole groups needs at least 5" in block
+
+
 def test_interrupted_runs_are_listed_not_fatal(runs: Path, tmp_path: Path) -> None:
     shutil.copytree(runs / "perception" / "perceive", tmp_path / "done")
     (tmp_path / "half").mkdir()

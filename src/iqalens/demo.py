@@ -149,6 +149,8 @@ def run_demo(
             "srcc": evaluation["metrics"].get("srcc"),
             "srcc_ci95": evaluation.get("ci", {}).get("srcc"),
             "resampling": evaluation.get("resampling"),
+            # why there is no interval (2 test photos are too few to resample), or None
+            "ci_unavailable": evaluation.get("ci_unavailable"),
             "plcc": evaluation["metrics"].get("plcc"),
             "teacher_srcc": _teacher_srcc(store, manifest),
             "mos": "proxy MOS of the KADID-10k (type, level) table, not human ratings",
@@ -292,7 +294,9 @@ def _teacher_srcc(store: Path, manifest: Path) -> float | None:
     return srcc(x, y)  # the same SRCC as the student's evaluation
 
 
-def _ci(interval: list[float] | None, resampling: str | None) -> str:
+def _ci(interval: list[float] | None, resampling: str | None, unavailable: str | None = None) -> str:
+    if unavailable:  # too few test photos to resample: say so rather than print numbers
+        return f" (95% CI unavailable: {unavailable})"
     if not interval or any(v is None for v in interval):  # undefined (e.g. constant predictions)
         return ""
     over = f", bootstrap resampling {resampling}" if resampling else ""
@@ -360,7 +364,8 @@ def format_summary(result: DemoResult) -> str:
     lines += [
         f"LEAF ({leaf['teacher']} teacher -> EfficientNet-Lite0 student, {leaf['labels_used']} labels), "
         f"{leaf['test_images']} test images:",
-        f"  SRCC {_num(leaf['srcc'])}{_ci(leaf.get('srcc_ci95'), leaf.get('resampling'))}, "
+        f"  SRCC {_num(leaf['srcc'])}"
+        f"{_ci(leaf.get('srcc_ci95'), leaf.get('resampling'), leaf.get('ci_unavailable'))}, "
         f"PLCC {_num(leaf['plcc'])} against {leaf['mos']}; the teacher itself on the same images: "
         f"SRCC {_num(leaf.get('teacher_srcc'))}",
         "Scores of the bundled photos (proxy-MOS scale 1-5): "

@@ -212,6 +212,7 @@ def _calibrate_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from iqalens.evaluation.metrics import ci_unavailable
     from iqalens.leaf.workflows import evaluate_run
 
     metrics = evaluate_run(
@@ -223,7 +224,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    m, ci = metrics["metrics"], metrics.get("ci") or {}
+    m, unavailable = metrics["metrics"], ci_unavailable(metrics)
+    ci = {} if unavailable else metrics.get("ci") or {}
 
     def fmt(key: str) -> str:
         lo_hi = ci.get(key)
@@ -233,6 +235,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     print(f"{metrics['images']} images -> {args.output}/metrics.json")
     print("  " + ", ".join(fmt(k) for k in ("srcc", "plcc", "plcc_fitted", "krcc", "rmse")))
+    if unavailable:
+        print(f"  CI unavailable: {unavailable}")
+    else:
+        level = metrics.get("ci_level", 0.95)
+        print(f"  [low, high]: {level:.0%} bootstrap intervals resampling {metrics.get('resampling', '?')}")
     print(f"  MOS: {metrics['mos_note']}")
     return 0
 

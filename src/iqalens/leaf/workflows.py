@@ -127,6 +127,8 @@ def evaluate_run(
 
     Writes ``metrics.json`` (SRCC, PLCC raw and after the 4-parameter logistic, KRCC, RMSE, 95%
     bootstrap intervals resampling whole references, per-source breakdown) and ``predictions.csv``.
+    With fewer than :data:`iqalens.evaluation.metrics.MIN_BOOTSTRAP_GROUPS` reference images there are
+    no intervals: ``ci_unavailable`` says so instead.
     """
     scorer = load_scorer(model)
     manifest, _ = read_manifest(manifest_path)
@@ -143,6 +145,7 @@ def evaluate_run(
         n_boot=n_boot,
         seed=seed,
         groups=[r.reference for r, _ in pairs],
+        group_name="reference images",
     )
     folder = start_run(
         out_dir,

@@ -502,13 +502,21 @@ def load_evaluation(folder: Path, name: str) -> EvaluationRun:
     pred = np.array([_float(r.get("prediction")) for r in rows])
     cfg = config.get("config", {})
     ci = metrics.get("ci_level", 0.95)
+    from iqalens.evaluation.metrics import ci_unavailable
+
+    unavailable = ci_unavailable(metrics)
+    intervals = (
+        f"{ci:.0%} bootstrap intervals unavailable: {unavailable}"
+        if unavailable
+        else f"{ci:.0%} bootstrap intervals ({metrics.get('n_boot', '?')} resamples of "
+        f"{metrics.get('resampling', '?')})"
+    )
     prov = Provenance(
         command="evaluate",
         model=str(cfg.get("model", "?")),
         data=f"{cfg.get('manifest', '?')} (split {cfg.get('split') or 'all'}), "
         f"{metrics.get('images', '?')} images",
-        protocol=f"SRCC, KRCC, PLCC (raw and after the 4-parameter logistic), RMSE; {ci:.0%} bootstrap "
-        f"intervals ({metrics.get('n_boot', '?')} resamples of {metrics.get('resampling', '?')})",
+        protocol=f"SRCC, KRCC, PLCC (raw and after the 4-parameter logistic), RMSE; {intervals}",
         seed=_seed(config),
         started=config.get("started"),
         versions=_versions(config),

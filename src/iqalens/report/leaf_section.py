@@ -337,7 +337,15 @@ def budget_article(run: BudgetRun, anchor: str) -> str:
 # -- evaluation -------------------------------------------------------------------------------------
 
 
+def _ci_unavailable(metrics: dict[str, Any]) -> str | None:
+    from iqalens.evaluation.metrics import ci_unavailable
+
+    return ci_unavailable(metrics)
+
+
 def _interval(metrics: dict[str, Any], key: str) -> str:
+    if _ci_unavailable(metrics):
+        return ""
     ci = (metrics.get("ci") or {}).get(key)
     if not ci or len(ci) != 2 or None in ci:
         return ""
@@ -347,7 +355,9 @@ def _interval(metrics: dict[str, Any], key: str) -> str:
 def evaluation_headline(run: EvaluationRun) -> list[str]:
     m = run.metrics.get("metrics", {})
     label = mos_label(run.provenance.mos)
-    srcc = f"SRCC {num(m.get('srcc'))} {_interval(run.metrics, 'srcc')}".strip()
+    unavailable = _ci_unavailable(run.metrics)
+    band = f"(CI unavailable: {unavailable})" if unavailable else _interval(run.metrics, "srcc")
+    srcc = f"SRCC {num(m.get('srcc'))} {band}".strip()
     return [
         f"{srcc} vs {label}",
         f"PLCC {num(m.get('plcc'))}",
@@ -391,14 +401,23 @@ def evaluation_article(run: EvaluationRun, anchor: str) -> str:
         "plcc_fitted": "PLCC after logistic",
         "rmse": "RMSE",
     }
-    rows = [
-        [names.get(k, k), numeric(num(v)), numeric(_interval(metrics, k) or "–")] for k, v in values.items()
-    ]
-    body = figures([fig]) + table(
-        ["metric", Cell("value", "num"), Cell(f"{level:.0%} bootstrap interval", "num")],
-        rows,
-        f"against {label}; intervals resample {metrics.get('resampling', '?')}",
-    )
+    unavailable = _ci_unavailable(metrics)
+    if unavailable:
+        body = figures([fig]) + table(
+            ["metric", Cell("value", "num")],
+            [[names.get(k, k), numeric(num(v))] for k, v in values.items()],
+            f"against {label}; {level:.0%} bootstrap interval unavailable: {unavailable}",
+        )
+    else:
+        rows = [
+            [names.get(k, k), numeric(num(v)), numeric(_interval(metrics, k) or "–")]
+            for k, v in values.items()
+        ]
+        body = figures([fig]) + table(
+            ["metric", Cell("value", "num"), Cell(f"{level:.0%} bootstrap interval", "num")],
+            rows,
+            f"against {label}; intervals resample {metrics.get('resampling', '?')}",
+        )
     per_source = metrics.get("per_source") or {}
     if len(per_source) > 1:
         body += "<h4>Per source</h4>" + table(
