@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,53 @@ def content_hash(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+class FileNameError(ValueError):
+    """A file name iqalens refuses up front (see :func:`check_file_name`); the message names the file."""
+
+
+def file_name_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why iqalens cannot carry ``path`` through its manifests, stores and reports, or None if it can.
+
+    File names are data: spaces, quotes, ``<>``, commas, backslashes (a plain character on POSIX),
+    leading dashes and any letters round-trip unchanged. Two kinds are refused: names that are not
+    valid Unicode (bytes that are not UTF-8 on POSIX, which Python carries as lone surrogates and no
+    UTF-8 manifest, store or report can hold), and names with control characters (newline, tab,
+    carriage return, ...), which CSV could quote but logs, terminals and the shell tools people run
+    on manifests would split or hide.
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (undecodable bytes in the name)"
+    controls = sorted({c for c in text if unicodedata.category(c) == "Cc"})
+    if controls:
+        shown = ", ".join(repr(c)[1:-1] for c in controls)
+        return f"holds control character(s) {shown}"
+    return None
+
+
+def check_file_name(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`FileNameError` naming ``path`` (escaped, so it prints on one line) if
+    :func:`file_name_problem` refuses it."""
+    problem = file_name_problem(path)
+    if problem is not None:
+        raise FileNameError(
+            f"file name {os.fspath(path)!r} {problem}; iqalens refuses such names (see "
+            "'File names' in docs/datasets.md): rename the file"
+        )
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary sibling and a rename: readers never see half a file."""
+    """Write ``text`` (as UTF-8, whatever the locale) to ``path`` via a temporary sibling and a rename:
+    readers never see half a file."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = sibling_tempfile(out)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:  # what every reader expects
             fh.write(text)
         os.replace(tmp, out)
     except BaseException:

@@ -27,7 +27,7 @@ from iqalens.datasets.proxy_mos import PROXY_NOTE, PROXY_SCALE, proxy_mos
 from iqalens.datasets.splits import assign_splits, check_fractions
 from iqalens.distortions import distort, get_type
 from iqalens.distortions._registry import check_level
-from iqalens.files import content_hash
+from iqalens.files import check_file_name, content_hash
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb, save_rgb
 from iqalens.runs import write_json
 from iqalens.samples import sample_paths
@@ -136,14 +136,32 @@ def _render(job: _Job) -> tuple[str, int, int, list[tuple[int, int]]]:
     return job.ref_id, written, reused, identity
 
 
+#: Longest file name (bytes) most file systems allow; the derived image names must fit.
+NAME_MAX = 255
+
+
 def reference_ids(paths: Sequence[Path]) -> list[str]:
-    """Content ids from file stems; two references whose stems differ only in case are an error
-    (their images would collide on case-insensitive file systems)."""
+    """Content ids from file stems, used verbatim in the image names (``a\\b.png`` -> ``a\\b_01_1.png``
+    on POSIX, where a backslash is part of a name).
+
+    Refused up front, naming the files: two stems that differ only in case (their images would
+    collide on case-insensitive file systems) or in spaces at either end (manifest readers strip
+    those from the reference column, so two photos would become one content id); a stem whose image
+    names would be longer than file systems allow.
+    """
     ids = [p.stem for p in paths]
-    folded = [i.casefold() for i in ids]
-    dupes = sorted({i for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
+    folded = [i.strip().casefold() for i in ids]
+    dupes = sorted({repr(i) for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
     if dupes:
         raise ValueError(f"reference photos must have unique file names; duplicated: {', '.join(dupes)}")
+    for path, ref_id in zip(paths, ids, strict=True):
+        longest = image_name(ref_id, 25, 5)
+        if len(os.fsencode(longest)) > NAME_MAX:
+            raise ValueError(
+                f"reference photo {str(path)!r}: its file name is too long for the benchmark's image names "
+                f"({longest!r} would be {len(os.fsencode(longest))} bytes, file systems allow {NAME_MAX}); "
+                "rename it"
+            )
     return ids
 
 
@@ -153,7 +171,8 @@ def collect_references(
     """Image files from the given files/folders (recursive); the bundled photos when ``refs`` is empty.
 
     Files under ``exclude`` (the benchmark's own output folder, if it sits inside a reference
-    folder) are skipped, so a re-run does not take its own outputs as new references.
+    folder) are skipped, so a re-run does not take its own outputs as new references. A file name
+    iqalens refuses (:func:`iqalens.files.check_file_name`) raises before anything is rendered.
     """
     if not refs:
         return sample_paths()
@@ -169,7 +188,9 @@ def collect_references(
         elif p.is_file():
             paths.append(p)
         else:
-            raise ValueError(f"reference {p} does not exist")
+            raise ValueError(f"reference {str(p)!r} does not exist")
+    for path in paths:
+        check_file_name(path)
     return paths
 
 

@@ -4,6 +4,10 @@ Both halves of iqalens read data only through manifests, so validation lives her
 manifest that loads is one whose files exist, whose paths are unique, whose classes are known,
 whose scores are numbers inside their declared scale, and whose scale says higher = better.
 Every problem is reported with the manifest file and row; nothing is dropped silently.
+
+Paths are stored relative to the manifest's folder with ``/`` as the separator and are otherwise
+taken verbatim (see :func:`manifest_path`): file names are data, and any name iqalens does not
+refuse up front (:func:`iqalens.files.check_file_name`) comes back unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iqalens.files import atomic_write_text
+from iqalens.files import FileNameError, atomic_write_text, check_file_name
 from iqalens.runs import package_versions, write_json
 from iqalens.taxonomy import CLASSES, EXCLUDED
 
@@ -139,6 +143,11 @@ def write_manifest(manifest: Manifest, csv_path: str | os.PathLike[str]) -> Path
     out = Path(csv_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     rebased = [_rebase(r, manifest.root, out.parent.resolve()) for r in manifest.rows]
+    for number, row in enumerate(rebased, start=2):
+        try:
+            check_file_name(row.path)
+        except FileNameError as exc:
+            raise ManifestError(f"{out} row {number}: {exc}") from None
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -152,6 +161,30 @@ def write_manifest(manifest: Manifest, csv_path: str | os.PathLike[str]) -> Path
 def _rebase(row: ManifestRow, old_root: Path, new_root: Path) -> ManifestRow:
     absolute = (old_root / row.path).resolve()
     return replace(row, path=Path(os.path.relpath(absolute, new_root)).as_posix())
+
+
+def manifest_path(text: str) -> str:
+    """A path cell as iqalens keeps it: ``/``-separated and normalised (``./a.png`` == ``a.png``).
+
+    A backslash is a separator only where the operating system uses it as one (Windows); on POSIX it
+    is an ordinary character of a file name (``a\\b.png`` is one file), so it is kept. Nothing else
+    is changed: spaces (leading and trailing too), quotes, commas and any letters are part of the name.
+    """
+    if os.sep == "\\":
+        text = text.replace("\\", "/")
+    return posixpath.normpath(text)
+
+
+def _missing_hint(root: Path, path: str) -> str:
+    """Why a listed file may be missing when a near-identical path exists (a Windows-written manifest)."""
+    if "\\" in path and os.sep == "/" and (root / path.replace("\\", "/")).is_file():
+        return (
+            "; the path holds a backslash, which on this system is part of a file name, not a folder "
+            "separator: write manifest paths with '/'"
+        )
+    if path != path.strip() and (root / path.strip()).is_file():
+        return "; the path has leading or trailing spaces, which are part of a file name"
+    return ""
 
 
 def read_manifest(
@@ -180,7 +213,7 @@ def read_manifest(
     seen: dict[str, int] = {}
     for number, raw in enumerate(raw_rows, start=2):
         row = _parse_row(raw, path, number)
-        row = replace(row, path=posixpath.normpath(row.path.replace("\\", "/")))  # ./a.png == a.png
+        row = replace(row, path=manifest_path(row.path))
         if row.path in seen:
             raise ManifestError(
                 f"{path} row {number}: duplicate path {row.path!r} (first at row {seen[row.path]})"
@@ -191,8 +224,8 @@ def read_manifest(
                 dropped.append(row.path)
                 continue
             raise ManifestError(
-                f"{path} row {number}: image file {root / row.path} does not exist "
-                "(use --skip-missing to drop such rows)"
+                f"{path} row {number}: image file {str(root / row.path)!r} does not exist "
+                f"(use --skip-missing to drop such rows){_missing_hint(root, row.path)}"
             )
         rows.append(row)
     provenance: dict[str, Any] = {}
@@ -210,8 +243,13 @@ def _parse_row(raw: dict[str, str | None], path: Path, number: int) -> ManifestR
         return (raw.get(name) or "").strip()
 
     where = f"{path} row {number}"
-    if not cell("path"):
+    image = raw.get("path") or ""  # verbatim: spaces at either end are part of a file name
+    if not image.strip():
         raise ManifestError(f"{where}: empty path")
+    try:
+        check_file_name(image)
+    except FileNameError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
     if not cell("reference"):
         raise ManifestError(f"{where}: empty reference (content id, needed for content-disjoint splits)")
     cls = cell("perception_class")
@@ -252,7 +290,7 @@ def _parse_row(raw: dict[str, str | None], path: Path, number: int) -> ManifestR
         if not scale.low <= mos <= scale.high:
             raise ManifestError(f"{where}: mos {mos:g} outside its scale [{scale.low:g}, {scale.high:g}]")
     return ManifestRow(
-        path=cell("path"),
+        path=image,
         reference=cell("reference"),
         source=cell("source"),
         dist_type=cell("dist_type"),

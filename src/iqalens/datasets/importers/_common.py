@@ -157,8 +157,13 @@ class FileIndex:
                 self._by_name.setdefault(name.lower(), []).append(rel)
 
     def find(self, candidates: Sequence[str]) -> str | None:
-        """The on-disk relative path of the first candidate found, or None."""
-        cleaned = [_clean(c) for c in candidates]
+        """The on-disk relative path of the first candidate found, or None.
+
+        A label file written on Windows may separate folders with backslashes, while on POSIX a
+        backslash can be part of a file name; each candidate is tried verbatim first, then with its
+        backslashes read as separators.
+        """
+        cleaned = list(dict.fromkeys(v for c in candidates for v in (_strip_dot(c), _clean(c))))
         for cand in cleaned:
             if cand in self._exact:
                 return cand
@@ -173,9 +178,12 @@ class FileIndex:
         return None
 
 
+def _strip_dot(relative: str) -> str:
+    return relative[2:] if relative.startswith("./") else relative
+
+
 def _clean(relative: str) -> str:
-    text = relative.replace("\\", "/")
-    return text[2:] if text.startswith("./") else text
+    return _strip_dot(relative.replace("\\", "/"))
 
 
 def locate_labels(
