@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from iqalens.align.base import COMPONENTS, AlignableModel
-from iqalens.align.hf import CONFIG_FILE, WEIGHTS_FILE, HFAlignable, is_hf_aligned, load_hf_aligned
+from iqalens.align.hf import HFAlignable
 from iqalens.models.base import ComponentModel
+from iqalens.models.hf_checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_hf_aligned, load_hf_aligned
 from iqalens.models.hf_vlm import DEFAULT_ANSWER_PREFIX, DEFAULT_QUESTION, HFVLMAdapter
 from iqalens.taxonomy import CLASSES
 from tiny_vlms import build_tiny_vlm

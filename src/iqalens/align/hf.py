@@ -36,8 +36,9 @@ does) and adds the trainable view:
 parameters of the trained components under their names in the full model (LoRA adapters, if peft
 wrapped any layer, merged into the weights they adapt, so loading needs no peft), and
 ``hf_aligned.json`` names the base checkpoint, the adapter's prompt and dtype, the components
-stored and the caller's ``info``. :func:`load_hf_aligned` rebuilds the adapter from the base
-checkpoint and overlays the saved weights.
+stored and the caller's ``info``. Reading it back is model-level code:
+:func:`iqalens.models.hf_checkpoint.load_hf_aligned` rebuilds the adapter from the base checkpoint
+and overlays the saved weights.
 
 **LoRA**: :meth:`HFAlignable.lora_targets` lists the ``nn.Linear`` layers of a component by their
 names relative to the component module (the LM head excluded), for peft's ``target_modules`` when
@@ -46,7 +47,6 @@ peft is applied to that module.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -61,22 +61,18 @@ from torch import nn
 from iqalens.align.base import COMPONENTS, AlignForward
 from iqalens.files import atomic_save_safetensors
 from iqalens.models.base import ComponentFeatures, ModelKind
+from iqalens.models.hf_checkpoint import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    is_hf_aligned,
+    load_hf_aligned,
+)
 from iqalens.models.hf_vlm import HFVLMAdapter
 from iqalens.runs import write_json
 
-__all__ = [
-    "CONFIG_FILE",
-    "WEIGHTS_FILE",
-    "ComponentGroup",
-    "HFAlignable",
-    "as_alignable",
-    "is_hf_aligned",
-    "load_hf_aligned",
-]
+__all__ = ["ComponentGroup", "HFAlignable", "as_alignable"]
 
-WEIGHTS_FILE = "hf_aligned.safetensors"
-CONFIG_FILE = "hf_aligned.json"
-FORMAT_VERSION = 1
 _LORA_PARAM = re.compile(r"\.lora_[A-Za-z_]+\.")
 
 
@@ -491,47 +487,3 @@ def as_alignable(model: Any) -> HFAlignable:
     if isinstance(model, HFVLMAdapter):
         return HFAlignable(model)
     raise ValueError(f"{getattr(model, 'model_id', model)}: not a Hugging Face multimodal LLM adapter")
-
-
-def is_hf_aligned(folder: str | os.PathLike[str]) -> bool:
-    """Whether ``folder`` is a checkpoint written by :meth:`HFAlignable.save_checkpoint`."""
-    return (Path(folder) / CONFIG_FILE).is_file()
-
-
-def load_hf_aligned(
-    folder: str | os.PathLike[str], device: str | torch.device = "cpu", **adapter_kwargs: Any
-) -> HFVLMAdapter:
-    """The adapter of an aligned checkpoint: its base model with the saved weights overlaid.
-
-    ``adapter_kwargs`` override the saved adapter options (e.g. ``batch_size``, ``dtype``).
-    """
-    from safetensors.torch import load_file
-
-    src = Path(folder)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (src / name).is_file():
-            raise FileNotFoundError(f"{src} is not an aligned HF checkpoint: {name} is missing")
-    config = json.loads((src / CONFIG_FILE).read_text())
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{src / CONFIG_FILE}: unsupported format {config.get('format_version')!r}")
-    options = dict(config.get("adapter") or {})
-    kwargs: dict[str, Any] = {
-        "dtype": options.get("dtype", "float32"),
-        "question": options.get("question"),
-        "answer_prefix": options.get("answer_prefix"),
-        "local_files_only": bool(options.get("local_files_only", False)),
-        "trust_remote_code": bool(options.get("trust_remote_code", False)),
-        "processor_kwargs": options.get("processor_kwargs") or None,
-        "model_id": config.get("model_id"),
-    }
-    kwargs = {k: v for k, v in kwargs.items() if v is not None} | adapter_kwargs
-    adapter = HFVLMAdapter(config["base_model"], device=device, **kwargs)
-    state = load_file(str(src / WEIGHTS_FILE))
-    known = adapter.model.state_dict()
-    unknown = sorted(set(state) - set(known))
-    if unknown:
-        raise ValueError(
-            f"{src}: {len(unknown)} saved tensors do not exist in the base model, e.g. {unknown[:3]}"
-        )
-    adapter.model.load_state_dict(state, strict=False)
-    return adapter

@@ -57,7 +57,7 @@ def _load_folder(folder: Path, device: str) -> tuple[ComponentModel, str]:
     """A checkpoint folder given as a bare path: a mini checkpoint (``mini.json``), an aligned HF
     checkpoint (``hf_aligned.json``, trained weights over a named base) or a plain HF one."""
     if (folder / "hf_aligned.json").is_file():
-        from iqalens.align.hf import load_hf_aligned
+        from iqalens.models.hf_checkpoint import load_hf_aligned
 
         return load_hf_aligned(folder, device=device), _folder_id(folder)
     if (folder / "mini.json").is_file():
