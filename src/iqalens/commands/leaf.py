@@ -307,7 +307,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score image files, folders (recursive), glob patterns or manifests. Without --model the "
         "bundled default student is used: EfficientNet-Lite0 with a head trained from the classical teacher "
         "on the 8 bundled photos, calibrated to the KADID proxy-MOS scale (1-5); a demo-grade default. "
-        "Unreadable files are reported and skipped; the exit status is then 1.",
+        "Unreadable files are reported and skipped; the exit status is then 1. A file whose name starts "
+        "with '-' goes after '--' (iqalens score -- -x.png) or as ./-x.png.",
     )
     p.add_argument("paths", nargs="+", help="files, folders, globs or manifests (.csv)")
     p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")

@@ -168,10 +168,14 @@ def collect_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand files, folders (recursive), globs and ``.csv`` manifests into image paths, in order.
 
     A plain path that does not exist is kept, so that scoring reports it ("file not found") next to
-    the other results; a folder without images, a glob without matches or a malformed manifest raise
-    :class:`InputError` before any work is done. Duplicates (same resolved path) are dropped.
+    the other results; a folder without images, a glob without matches, a malformed manifest or a file
+    name iqalens refuses (:func:`iqalens.files.check_file_name`: control characters, undecodable
+    bytes) raise :class:`InputError` before any work is done. Duplicates (same resolved path) are
+    dropped. Other names come back verbatim in the results; a name that starts with ``-`` must be
+    given on the command line after ``--`` or as ``./-x.png``.
     """
     from iqalens.datasets.manifest import ManifestError, read_manifest
+    from iqalens.files import FileNameError, check_file_name
 
     out: list[Path] = []
     seen: set[Path] = set()
@@ -212,6 +216,11 @@ def collect_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 add(f)
         else:
             add(p)  # a file (any extension: the loader decides), or a missing path reported later
+    for p in out:
+        try:
+            check_file_name(p)
+        except FileNameError as exc:
+            raise InputError(str(exc)) from None
     return out
 
 

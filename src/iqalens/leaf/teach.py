@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.files import check_file_name
 from iqalens.images import IMAGE_EXTENSIONS, ImageLoadError, iter_image_files
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.pairs import sample_pairs
@@ -44,7 +45,11 @@ class TeachReport:
 
 
 def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Image files from folders (recursive), manifests (``.csv``) and single files, in order."""
+    """Image files from folders (recursive), manifests (``.csv``) and single files, in order.
+
+    A file name iqalens refuses (:func:`iqalens.files.check_file_name`) raises ``FileNameError``
+    (a ``ValueError``) naming it, before anything is judged.
+    """
     paths: list[Path] = []
     for item in sources:
         p = Path(item)
@@ -62,6 +67,8 @@ def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
             raise ValueError(f"{p} is neither a folder, a manifest (.csv) nor an image file")
         else:
             raise ValueError(f"{p} does not exist")
+    for path in paths:
+        check_file_name(path)  # refused names fail here, before any judging
     return paths
 
 
