@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from iqalens.version import __version__
 from iqalens.commands import data as data_commands
 from iqalens.commands import register_all
 from iqalens.commands._shared import CliError, parse_level
+from iqalens.version import __version__
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "CliError", "build_parser", "main"]
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iqalens.version import __version__
 from iqalens.files import atomic_write_text
 from iqalens.report import leaf_section as leaf
 from iqalens.report import perception_section as perception
@@ -33,6 +32,7 @@ from iqalens.report.collect import (
     collect,
 )
 from iqalens.report.html import Cell, esc, figure, figures, page, provenance, slug, table
+from iqalens.version import __version__
 
 DEFAULT_TITLE = "iqalens report"
 
