@@ -188,3 +188,31 @@ def test_repeated_types_and_bad_splits_fail_before_rendering(refs: Path, tmp_pat
     with pytest.raises(ValueError, match="sum"):
         build_benchmark(tmp_path / "c", refs=[refs], spec=bad, progress=False)
     assert not (tmp_path / "c" / "images").exists() or not any((tmp_path / "c" / "images").iterdir())
+
+
+def test_a_registered_26th_type_is_built_by_default_without_a_proxy_mos(refs: Path, tmp_path: Path) -> None:
+    """A new distortion type is one register call: the default spec builds it, and since KADID-10k has
+    no human ratings for it, its images carry no MOS instead of an invented one."""
+    from iqalens.distortions import DistortionType, get_type, register, unregister
+
+    def darken(x: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
+        return np.sqrt(x) * (1.0 - param) + param * x  # not undone by the min-max mapping
+
+    register(
+        DistortionType(
+            26, "test_darken", "brightness_change", "test", (0.1, 0.2, 0.3, 0.4, 0.5), False, darken, "test"
+        )
+    )
+    try:
+        spec = BenchmarkSpec(levels=(5,), size=(48, 32), split_fractions=(0.5, 0.25, 0.25))
+        assert spec.types[-1] == 26 and len(spec.types) == 26
+        m, _ = read_manifest(build_benchmark(tmp_path / "b", refs=[refs], spec=spec, progress=False))
+    finally:
+        unregister(26)
+    new = [r for r in m.rows if r.dist_type == "26"]
+    assert len(new) == 4 and all(r.perception_class == "brightness" for r in new)
+    assert all(np.isnan(r.mos) and r.mos_scale is None for r in new)
+    kadid = [r for r in m.rows if r.dist_type == "10"]
+    assert all(r.mos == pytest.approx(proxy_mos(10, 5)) for r in kadid)
+    with pytest.raises(KeyError):
+        get_type(26)

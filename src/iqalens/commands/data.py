@@ -75,9 +75,9 @@ def _cmd_bench_build(args: argparse.Namespace) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise CliError(f"--size must look like 512x384, got {args.size!r}") from None
-    types = tuple(get_type(t).id for t in args.types) if args.types else tuple(range(1, 26))
+    types = {"types": tuple(get_type(t).id for t in args.types)} if args.types else {}
     spec = BenchmarkSpec(
-        types=types,
+        **types,
         levels=tuple(args.levels),
         size=(width, height),
         split_fractions=tuple(args.split),

@@ -11,11 +11,12 @@ atomically only at the end, so an interrupted build leaves no manifest that look
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from iqalens.datasets.manifest import Manifest, ManifestRow, make_provenance, write_manifest
 from iqalens.datasets.proxy_mos import PROXY_NOTE, PROXY_SCALE, proxy_mos
 from iqalens.datasets.splits import assign_splits, check_fractions
-from iqalens.distortions import distort, get_type
+from iqalens.distortions import all_types, distort, get_type
 from iqalens.distortions._registry import check_level
 from iqalens.files import check_file_name, content_hash
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb, save_rgb
@@ -40,7 +41,7 @@ DEFAULT_SIZE = (512, 384)  # width, height
 class BenchmarkSpec:
     """What to build; every field is recorded in the manifest's provenance."""
 
-    types: tuple[int, ...] = tuple(range(1, 26))
+    types: tuple[int, ...] = field(default_factory=lambda: tuple(t.id for t in all_types()))
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     size: tuple[int, int] = DEFAULT_SIZE
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -356,6 +357,7 @@ def _rows(
                     continue
             else:
                 cls = kadid_class(type_id, level, spec.identity_as)
+            mos = proxy_mos(None, None) if clean else proxy_mos(type_id, level)
             rows.append(
                 ManifestRow(
                     path=f"images/{image_name(job.ref_id, type_id, level)}",
@@ -364,8 +366,8 @@ def _rows(
                     dist_type="" if clean else str(type_id),
                     dist_level=None if clean else level,
                     perception_class=cls,
-                    mos=proxy_mos(None, None) if clean else proxy_mos(type_id, level),
-                    mos_scale=PROXY_SCALE,
+                    mos=mos,
+                    mos_scale=PROXY_SCALE if math.isfinite(mos) else None,
                 )
             )
     return rows

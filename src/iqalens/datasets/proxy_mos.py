@@ -8,6 +8,7 @@ not a score of the image itself. Reports must call it a proxy.
 from __future__ import annotations
 
 import csv
+import math
 from functools import cache
 from importlib import resources
 
@@ -34,10 +35,14 @@ def proxy_table() -> dict[tuple[int, int], float]:
 
 
 def proxy_mos(type_id: int | None, level: int | None) -> float:
-    """Proxy MOS of a KADID cell; ``None`` type means a clean image."""
+    """Proxy MOS of a KADID cell; ``None`` type means a clean image.
+
+    A type outside KADID-10k (a registered extension) has no human ratings to borrow: NaN, so its
+    images carry no MOS rather than an invented one.
+    """
     table = proxy_table()
     if type_id is None:
         return table[CLEAN_CELL]
     if level is None:
         raise ValueError("a distorted image needs its level for a proxy MOS")
-    return table[(int(type_id), int(level))]
+    return table.get((int(type_id), int(level)), math.nan)

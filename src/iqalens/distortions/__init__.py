@@ -33,6 +33,8 @@ from iqalens.distortions._registry import (
     check_level,
     get_type,
     mapmm,
+    register,
+    unregister,
 )
 
 __all__ = [
@@ -42,7 +44,9 @@ __all__ = [
     "distort",
     "get_type",
     "mapmm",
+    "register",
     "seed_for",
+    "unregister",
 ]
 
 

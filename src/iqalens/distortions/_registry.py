@@ -92,6 +92,13 @@ def register(dist: DistortionType) -> DistortionType:
     return dist
 
 
+def unregister(key: int | str) -> DistortionType:
+    """Remove a registered type (by id or name) and return it; for plug-ins and tests of the table."""
+    dist = get_type(key)
+    del _TYPES[dist.id]
+    return dist
+
+
 def all_types() -> tuple[DistortionType, ...]:
     """All registered types ordered by id."""
     return tuple(_TYPES[k] for k in sorted(_TYPES))
