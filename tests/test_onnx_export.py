@@ -10,7 +10,7 @@ import torch
 
 from iqalens.images import load_rgb
 from iqalens.leaf.calibration import Calibrator
-from iqalens.leaf.scoring import StudentScorer, load_scorer, score_paths
+from iqalens.leaf.scoring import RAW_SCALE, StudentScorer, load_scorer, score_paths
 from iqalens.leaf.student import StudentConfig, build_student, save_student
 from iqalens.samples import sample_paths
 
@@ -30,6 +30,8 @@ def test_tiny_multicrop_parity_and_dynamic_batch(tmp_path: Path) -> None:
     path = export_onnx(scorer, tmp_path / "m.onnx")
     onnx_scorer = OnnxScorer(path, threads=1)
     assert onnx_scorer.config.test_grid == 2 and onnx_scorer.calibrator == cal
+    raw_only = OnnxScorer(export_onnx(StudentScorer(student), tmp_path / "raw.onnx"), threads=1)
+    assert raw_only.calibrator is None and raw_only.describe()["scale"] == RAW_SCALE  # uncalibrated
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(30, 40), (24, 24), (50, 31)]]
     for batch in (1, 3, 7):  # dynamic batch: crops are batched across images
@@ -69,6 +71,8 @@ def test_default_model_onnx_parity_on_photos(tmp_path: Path) -> None:
     assert path.stat().st_size > 1_000_000  # the backbone weights are in the graph
     onnx_scorer = load_scorer(path)  # --model FILE.onnx
     assert isinstance(onnx_scorer, OnnxScorer) and onnx_scorer.describe()["runtime"] == "onnxruntime"
+    # the file keeps what its scores mean (the default's proxy-MOS scale), for score files to say
+    assert onnx_scorer.describe()["scale"] == torch_scorer.describe()["scale"]
     photos = sample_paths()[:4]
     want = [r.score for r in score_paths(torch_scorer, photos, batch_size=4)]
     got = [r.score for r in score_paths(onnx_scorer, photos, batch_size=3)]

@@ -115,8 +115,28 @@ def test_proxy_labels_are_named_as_proxies(runs: Path, tmp_path: Path) -> None:
     evaluation = kinds[EvaluationRun][0].provenance.mos
     assert evaluation is not None and evaluation.proxy is True
     assert kinds[PerceptionRun][0].provenance.mos is None  # no MOS involved
+    # a score CSV names its scale in its own columns (here the proxy-MOS scale of the model)
     csv_scores = next(r for r in kinds[ScoreRun] if r.path.suffix == ".csv")
-    assert csv_scores.provenance.mos is not None and csv_scores.provenance.mos.proxy is None
+    assert csv_scores.provenance.mos is not None and csv_scores.provenance.mos.proxy is True
+    assert csv_scores.provenance.mos.note == "KADID-10k proxy MOS"
+    # one written before the scale columns existed is still a score file, its scale unknown
+    old_csv = tmp_path / "old_scores.csv"
+    with open(csv_scores.path, newline="") as fh:
+        old_rows = [row[:4] for row in csv.reader(fh)]
+    with open(old_csv, "w", newline="") as fh:
+        csv.writer(fh).writerows(old_rows)
+    (old,) = collect([old_csv]).runs
+    assert isinstance(old, ScoreRun) and old.scores.tolist() == csv_scores.scores.tolist()
+    assert old.provenance.mos is not None and old.provenance.mos.proxy is None
+    # an uncalibrated model's raw scores are neither MOS nor proxy MOS
+    from iqalens.leaf.scoring import ScoreResult, write_results
+
+    raw_csv = tmp_path / "raw_scores.csv"
+    with open(raw_csv, "w", newline="") as fh:
+        write_results([ScoreResult("a.png", 0.4, 0.4)], fh, "csv", {"name": "s", "calibration": None})
+    (raw,) = collect([raw_csv]).runs
+    assert raw.provenance.mos is not None and raw.provenance.mos.proxy is None
+    assert raw.provenance.mos.note.startswith("raw student score")
 
     # a manifest of human MOS, and one whose provenance file is gone
     human = tmp_path / "human.csv"

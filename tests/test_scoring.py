@@ -16,6 +16,8 @@ from PIL import Image
 from iqalens.datasets.manifest import Manifest, ManifestRow, write_manifest
 from iqalens.leaf.calibration import Calibrator, save_calibrator
 from iqalens.leaf.scoring import (
+    CSV_COLUMNS,
+    RAW_SCALE,
     InputError,
     ScoreResult,
     StudentScorer,
@@ -24,6 +26,7 @@ from iqalens.leaf.scoring import (
     results_json,
     run_score,
     score_paths,
+    score_scale,
     write_csv,
 )
 from iqalens.leaf.student import StudentConfig, build_student, save_student
@@ -169,10 +172,10 @@ def test_outputs_csv_and_json():
     buf = io.StringIO()
     write_csv(results, buf)
     rows = list(csv.reader(io.StringIO(buf.getvalue())))
-    assert rows == [
-        ["path", "score", "raw", "error"],
-        ["a.png", "3.250000", "0.500000", ""],
-        ["b,c.png", "", "", "file not found"],
+    assert rows == [  # no model given: the scale cells stay empty
+        ["path", "score", "raw", "error", "scale", "scale_low", "scale_high", "higher_is_better"],
+        ["a.png", "3.250000", "0.500000", "", "", "", "", ""],
+        ["b,c.png", "", "", "file not found", "", "", "", ""],
     ]
     doc = results_json(results, {"name": "m"})
     assert doc["n_failed"] == 1 and doc["results"][1] == {
@@ -182,6 +185,78 @@ def test_outputs_csv_and_json():
         "error": "file not found",
     }
     json.dumps(doc)  # plain JSON
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        assert reader.fieldnames[:4] == ["path", "score", "raw", "error"]  # old readers keep working
+        return list(reader)
+
+
+def _scale_cells(scale: dict) -> dict[str, str]:
+    """The CSV cells a scale dict should become."""
+    hib = scale["higher_is_better"]
+    return {
+        "scale": scale["name"] or "",
+        "scale_low": "" if scale["low"] is None else str(float(scale["low"])),
+        "scale_high": "" if scale["high"] is None else str(float(scale["high"])),
+        "higher_is_better": "" if hib is None else ("true" if hib else "false"),
+    }
+
+
+def test_csv_says_on_which_scale_its_scores_are(tiny_scorer, images, tmp_path):
+    run = tmp_path / "run"
+    save_student(tiny_scorer.student, run)
+    err = io.StringIO()
+    paths = [str(images[0]), str(images[1])]
+
+    # uncalibrated: the raw student scale, as the model's describe() says
+    described = load_scorer(run).describe()
+    assert described["scale"] == RAW_SCALE
+    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "raw.csv", progress=False, err=err) == 0
+    rows = _csv_rows(tmp_path / "raw.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert {k: row[k] for k in CSV_COLUMNS[4:]} == {
+            "scale": RAW_SCALE["name"],
+            "scale_low": "0.0",
+            "scale_high": "1.0",
+            "higher_is_better": "true",
+        }
+        assert row["score"] == row["raw"]
+
+    # calibrated by calibrate_run on a manifest with a MOS scale: the calibration's scale
+    scale = {"low": 1.0, "high": 5.0, "higher_is_better": True, "name": "proxy MOS: a test proxy"}
+    calibrator = Calibrator(
+        "linear", {"slope": 2.0, "intercept": 3.0}, clip=(1.0, 5.0), extra={"scale": scale}
+    )
+    save_calibrator(calibrator, run / "calibration.json")
+    described = load_scorer(run).describe()
+    assert described["scale"] == scale and score_scale(described) == scale
+    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "cal.csv", progress=False, err=err) == 0
+    for row in _csv_rows(tmp_path / "cal.csv"):
+        assert {k: row[k] for k in CSV_COLUMNS[4:]} == _scale_cells(scale)
+        assert row["scale_low"] == "1.0" and row["higher_is_better"] == "true"
+    # a lower-is-better scale (a DMOS manifest) says so
+    dmos = {**scale, "higher_is_better": False, "name": "MOS of dmos.csv"}
+    save_calibrator(
+        Calibrator("linear", {"slope": -2.0, "intercept": 4.0}, extra={"scale": dmos}),
+        run / "calibration.json",
+    )
+    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "dmos.csv", progress=False, err=err) == 0
+    assert {r["higher_is_better"] for r in _csv_rows(tmp_path / "dmos.csv")} == {"false"}
+
+    # an older calibration that recorded no scale: its clip range, and a name that says so
+    save_calibrator(
+        Calibrator("linear", {"slope": 2.0, "intercept": 3.0}, clip=(1.0, 5.0)), run / "calibration.json"
+    )
+    old = score_scale(load_scorer(run).describe())
+    assert "not recorded" in old["name"] and (old["low"], old["high"]) == (1.0, 5.0)
+    assert old["higher_is_better"] is None
+    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "old.csv", progress=False, err=err) == 0
+    assert _csv_rows(tmp_path / "old.csv")[0]["higher_is_better"] == ""
 
 
 def test_run_folder_and_run_score(tiny_scorer, images, tmp_path):
@@ -235,3 +310,9 @@ def test_default_model_scores_bundled_photos(tmp_path):
     # partition a batch of 2 and a batch of 4 differently: last-bit differences, measured ~1e-7)
     assert results[9].score == pytest.approx(results[0].score, abs=1e-5)
     assert scorer.describe()["name"] == "iqalens-default-student"
+    # its CSV names the proxy-MOS scale 1-5, higher is better
+    buf = io.StringIO()
+    write_csv(results[:1], buf, scorer.describe())
+    (row,) = csv.DictReader(io.StringIO(buf.getvalue()))
+    assert (row["scale_low"], row["scale_high"], row["higher_is_better"]) == ("1.0", "5.0", "true")
+    assert "proxy MOS" in row["scale"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.leaf.scoring import StudentScorer, load_scorer
+from iqalens.leaf.scoring import RAW_SCALE, StudentScorer, load_scorer
 
 #: Opset of exported graphs.
 OPSET = 17
@@ -78,9 +78,14 @@ def export_onnx(model_or_run: Any, path: str | os.PathLike[str], opset: int = OP
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
+        calibration = None if scorer.calibrator is None else scorer.calibrator.to_dict()
+        scale = scorer.describe().get("scale")
+        if calibration is not None and isinstance(scale, dict) and "scale" not in calibration["extra"]:
+            # a scale the scorer knows from elsewhere (the default model's info) travels with the file
+            calibration["extra"] = {**calibration["extra"], "scale": scale}
         meta = {
             META_STUDENT: json.dumps(cfg.to_dict()),
-            META_CALIBRATION: "" if scorer.calibrator is None else json.dumps(scorer.calibrator.to_dict()),
+            META_CALIBRATION: "" if calibration is None else json.dumps(calibration),
             META_NAME: scorer.name,
         }
         onnx.helper.set_model_props(proto, meta)
@@ -182,4 +187,6 @@ class OnnxScorer:
         }
         if self.calibrator is not None and "scale" in self.calibrator.extra:
             described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
+        elif self.calibrator is None:
+            described["scale"] = dict(RAW_SCALE)
         return described

@@ -8,7 +8,7 @@
                                           (iqalens.leaf.calibration.save_calibrator)
 
 Without ``calibration.json`` the reported score is the raw student score (the teacher's expected-score
-scale, [0, 1], higher = better). ``--model`` may also name an exported ``.onnx`` file
+scale, [0, 1], higher = better; :data:`RAW_SCALE`). ``--model`` may also name an exported ``.onnx`` file
 (:mod:`iqalens.leaf.onnx_export`), which carries its own preprocessing and calibration. With no model
 the default student shipped with the package is used (:mod:`iqalens.leaf.default_model`).
 
@@ -49,6 +49,27 @@ from iqalens.images import ImageLoadError, iter_image_files, load_rgb
 CALIBRATION_FILE = "calibration.json"
 #: Output formats of :func:`write_results` / :func:`run_score`.
 FORMATS: tuple[str, ...] = ("csv", "json")
+#: What an uncalibrated student's score is: the ``scale`` of its :meth:`StudentScorer.describe`. The head
+#: is linear and trained towards the teacher's expected score, so its output is nominally in [0, 1]
+#: but not clipped to it.
+RAW_SCALE: dict[str, Any] = {
+    "low": 0.0,
+    "high": 1.0,
+    "higher_is_better": True,
+    "name": "raw student score (the teacher's expected-score scale; nominally 0-1; not clipped)",
+}
+#: Columns of the CSV output: one row per image, the scale columns repeat what its score means (the
+#: ``scale`` of the model's describe(), see :func:`score_scale`) so that the CSV alone is readable.
+CSV_COLUMNS: tuple[str, ...] = (
+    "path",
+    "score",
+    "raw",
+    "error",
+    "scale",
+    "scale_low",
+    "scale_high",
+    "higher_is_better",
+)
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -133,7 +154,33 @@ class StudentScorer:
         }
         if "scale" not in described and self.calibrator is not None and "scale" in self.calibrator.extra:
             described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
+        if "scale" not in described and self.calibrator is None:
+            described["scale"] = dict(RAW_SCALE)
         return described
+
+
+def score_scale(model: dict[str, Any] | None) -> dict[str, Any]:
+    """What the ``score`` of a model's output means, from its describe(): ``name``, ``low``, ``high``,
+    ``higher_is_better`` (None where unknown).
+
+    The model's ``scale`` when it has one (the default model, and any run calibrated on a manifest that
+    names its MOS scale); the raw scale for an uncalibrated model; for a calibration that recorded no
+    scale (older runs, or a manifest without ``mos_scale``), the calibration's clip range if it has one
+    and a name saying that the scale was not recorded.
+    """
+    unknown: dict[str, Any] = {"name": None, "low": None, "high": None, "higher_is_better": None}
+    if not model:
+        return unknown
+    scale = model.get("scale")
+    if isinstance(scale, dict):
+        return {**unknown, **{k: scale.get(k) for k in unknown}}
+    calibration = model.get("calibration")
+    if calibration is None:
+        return dict(RAW_SCALE)
+    clip = calibration.get("clip") if isinstance(calibration, dict) else None
+    low, high = clip if isinstance(clip, list | tuple) and len(clip) == 2 else (None, None)
+    name = "calibrated score; its scale was not recorded (see the model's calibration.json)"
+    return {**unknown, "name": name, "low": low, "high": high}
 
 
 def load_scorer(model: str | os.PathLike[str] | None = None) -> ImageScorer:
@@ -407,10 +454,25 @@ def _num(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def write_csv(results: Sequence[ScoreResult], out: TextIO) -> None:
-    """CSV with columns ``path,score,raw,error`` (empty cells for a failed image's numbers)."""
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(float(value))
+    return str(value)
+
+
+def write_csv(results: Sequence[ScoreResult], out: TextIO, model: dict[str, Any] | None = None) -> None:
+    """CSV with the :data:`CSV_COLUMNS`: ``path,score,raw,error`` first (empty cells for a failed
+    image's numbers), then what ``score`` means, the same on every row: ``scale`` (its name),
+    ``scale_low``, ``scale_high``, ``higher_is_better`` (``true``/``false``) from :func:`score_scale`
+    of ``model`` (a scorer's describe()); empty where unknown. ``raw`` is always the raw student score."""
+    scale = score_scale(model)
+    tail = [_cell(scale[k]) for k in ("name", "low", "high", "higher_is_better")]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", "score", "raw", "error"])
+    writer.writerow(CSV_COLUMNS)
     for r in results:
         writer.writerow(
             [
@@ -418,6 +480,7 @@ def write_csv(results: Sequence[ScoreResult], out: TextIO) -> None:
                 "" if r.score is None else f"{r.score:.6f}",
                 "" if r.raw is None else f"{r.raw:.6f}",
                 r.error or "",
+                *tail,
             ]
         )
 
@@ -443,9 +506,9 @@ def write_json(results: Sequence[ScoreResult], out: TextIO, model: dict[str, Any
 def write_results(
     results: Sequence[ScoreResult], out: TextIO, fmt: str = "csv", model: dict[str, Any] | None = None
 ) -> None:
-    """Write ``results`` as ``csv`` or ``json``."""
+    """Write ``results`` as ``csv`` or ``json``; both say what the scores mean (from ``model``)."""
     if fmt == "csv":
-        write_csv(results, out)
+        write_csv(results, out, model)
     elif fmt == "json":
         write_json(results, out, model)
     else:

@@ -34,7 +34,8 @@ from iqalens.leaf.store import APPLICATION_ID, JudgmentStore, StoreError
 DEFAULT_DEPTH = 3
 #: Judgments store file suffixes considered while searching folders.
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-#: Header of a CSV written by ``iqalens score``.
+#: Header of a CSV written by ``iqalens score``: these first columns (older files have only these; newer
+#: ones add the score's scale, see :data:`iqalens.leaf.scoring.CSV_COLUMNS`).
 SCORE_CSV_HEADER = ["path", "score", "raw", "error"]
 #: Folders never searched: caches and bulky outputs that cannot hold runs.
 _SKIP_DIRS = frozenset({"features", "state", "distortions", "cache", "__pycache__"})
@@ -337,7 +338,8 @@ def _is_score_file(path: Path) -> bool:
     try:
         if suffix == ".csv":
             with open(path, newline="", encoding="utf-8") as fh:
-                return next(csv.reader(fh), None) == SCORE_CSV_HEADER
+                header = next(csv.reader(fh), None)
+                return header is not None and header[: len(SCORE_CSV_HEADER)] == SCORE_CSV_HEADER
         if suffix == ".json" and path.stat().st_size <= _MAX_JSON_BYTES:
             data = _read_json(path)
             return isinstance(data, dict) and {"results", "n_images", "n_failed"} <= set(data)
@@ -622,15 +624,25 @@ def load_store(path: Path, name: str) -> JudgmentsRun:
     return JudgmentsRun(path, name, prov, teachers=teachers)
 
 
+def _proxy(scale_text: str) -> bool | None:
+    """Whether a score scale's description names proxy MOS; None for an unknown or raw (not MOS) scale."""
+    if not scale_text or scale_text.startswith("raw student score"):
+        return None
+    return "proxy" in scale_text.lower()
+
+
 def load_scores(path: Path, name: str) -> ScoreRun:
     """The CSV or JSON file written by ``iqalens score``."""
     model: dict[str, Any] | None = None
+    csv_scale: str | None = None  # the scale column of a CSV that has one
     if path.suffix.lower() == ".json":
         data = _read_json(path)
         results = data.get("results", [])
         model = data.get("model") if isinstance(data.get("model"), dict) else None
     else:
         results = _read_csv(path)
+        if results and results[0].get("scale") is not None:
+            csv_scale = results[0]["scale"]
     scores = np.array([_float(r.get("score")) for r in results if r.get("score") not in (None, "")])
     failed = sum(1 for r in results if r.get("error"))
     scale = (model or {}).get("scale") or {}
@@ -638,16 +650,17 @@ def load_scores(path: Path, name: str) -> ScoreRun:
     note = (model or {}).get("note")
     if model is None:
         model_text = "not recorded (the CSV output carries no model description; use --format json)"
-        mos = MosSource("score scale unknown: not recorded in the CSV output", None)
+        if csv_scale:
+            mos = MosSource(csv_scale, _proxy(csv_scale))
+        else:
+            mos = MosSource("score scale unknown: not recorded in the CSV output", None)
     else:
         cal = model.get("calibration") or {}
         model_text = (
             f"{model.get('name', '?')} ({model.get('runtime', '?')}), calibration {cal.get('kind', 'none')}"
         )
         text = " ".join(str(x) for x in (scale_name, note) if x)
-        mos = MosSource(
-            text or "raw student score (teacher scale, 0-1)", "proxy" in text.lower() if text else None
-        )
+        mos = MosSource(text or "raw student score (teacher scale, 0-1)", _proxy(text))
     prov = Provenance(
         command="score",
         model=model_text,
