@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from iqalens.commands._shared import CliError
+from iqalens.models.loading import specs_help
 
 
 def _cmd_prealign(args: argparse.Namespace) -> int:
@@ -101,8 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="perception diagnostics: forced choice, per-component probes, semantic distance, consistency",
         description=(
             "Run the perception diagnostics of a model on a benchmark (a folder from 'bench build' "
-            "or a manifest). MODEL: 'mini' (default), 'mini:DIR', 'hf:PATH_OR_ID', "
-            "'dual:PATH_OR_ID' (CLIP/SigLIP). Features (and generated answers) are cached per model "
+            f"or a manifest). MODEL: {specs_help()}. Features (and generated answers) are cached per model "
             "checkpoint and benchmark. Writes metrics.json, CSV tables and PNG plots; see docs/perception.md."
         ),
     )

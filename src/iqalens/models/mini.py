@@ -79,6 +79,7 @@ __all__ = [
     "default_cache_dir",
     "imagenet_class_names",
     "load_default_mini",
+    "load_mini_spec",
     "minilm_path",
     "prealign",
 ]
@@ -562,3 +563,15 @@ def load_default_mini(cache_dir: str | os.PathLike[str] | None = None, **prealig
     prealign(model, **prealign_kwargs)
     model.save(folder)
     return model
+
+
+def load_mini_spec(arg: str = "", device: str = "cpu") -> tuple[MiniVLM, str]:
+    """The ``mini`` family of ``--model`` (:data:`iqalens.models.loading.MODEL_FAMILIES`): ``mini`` is
+    the default model, ``mini:DIR`` a saved checkpoint (or an ``iqalens align`` run folder); with its
+    checkpoint id. The model runs on the CPU (``device`` is accepted for the common signature)."""
+    from iqalens.models.loading import checkpoint_folder, folder_id
+
+    if not arg:
+        return load_default_mini(), folder_id(default_cache_dir())
+    folder = checkpoint_folder(arg)
+    return MiniVLM.load(folder), folder_id(folder)
