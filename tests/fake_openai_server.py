@@ -17,17 +17,31 @@ request (``server.always``): ``"slow"`` (sleeps ``slow_s`` before answering), ``
 recorded (brightness of its images, its order, its body) and the number of requests in flight is
 tracked, so tests can see concurrency. Requests past
 ``max_requests`` get HTTP 400, which the client does not retry, so a runaway client stops.
+
+Random faults, like a flaky server under load (``fault_rates``, e.g. ``{"429": 0.08, "html500": 0.08,
+"malformed": 0.06, "slow": 0.04, "drop": 0.04}``): the fault of a request is drawn from
+``fault_seed``, the request body and how many times that same body was asked before, so it does not
+depend on the order in which concurrent requests arrive: a seed gives the same faults every run.
+``"html500"`` is an HTML error page with HTTP 500 that echoes the request's headers, as a debug
+page might (the Authorization header included: the client must not pass it on); ``"stall"``
+sleeps ``stall_s`` and then answers (slow but within a client's timeout). ``poison``, a function of
+the brightness values of a request's images returning a fault or None, gives the requests of
+chosen items a fault every time: items that can never be answered.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import html
 import io
 import json
 import math
+import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,7 +90,12 @@ class ServerState:
     always: str | None = None
     delay_s: float = 0.0  # added to every answer, so concurrent requests overlap
     slow_s: float = 2.0
+    stall_s: float = 0.05
     retry_after: str = "0"
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    fault_seed: int = 0
+    poison: Callable[[tuple[float, ...]], str | None] | None = None
+    asked: dict[str, int] = field(default_factory=dict)  # request body digest -> times asked
     max_requests: int = 2000
     level_tokens: tuple[str, ...] = LEVEL_TOKENS
     seen: list[Seen] = field(default_factory=list)
@@ -164,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         brightness = tuple(_image_brightness(url) for msg in body["messages"] for url in _image_urls(msg))
         with st.lock:
+            if fault is None and st.poison is not None:
+                fault = st.poison(brightness)
+            if fault is None and st.fault_rates:
+                fault = self._draw_fault(raw)
             st.seen.append(Seen(brightness, body, fault, self.headers.get("Authorization")))
         if body.get("model") != st.model:
             self._send(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
@@ -172,6 +195,14 @@ class _Handler(BaseHTTPRequestHandler):
             st.stop.wait(st.delay_s)
         if fault == "slow":
             st.stop.wait(st.slow_s)
+        elif fault == "stall":
+            st.stop.wait(st.stall_s)
+        elif fault == "html500":
+            echoed = sorted(self.headers.items(), key=lambda kv: kv[0].lower() != "authorization")
+            headers = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in echoed)
+            page = f"<html><body><h1>500 Internal Server Error</h1><ul>{headers}</ul></body></html>"
+            self._send_raw(500, page.encode(), "text/html")
+            return
         elif fault == "429":
             self._send(429, {"error": {"message": "injected rate limit"}}, {"Retry-After": st.retry_after})
             return
@@ -213,6 +244,19 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
         }
         self._send(200, reply)
+
+    def _draw_fault(self, raw: bytes) -> str | None:
+        """The random fault of this request (call with the lock held); see the module docstring."""
+        st = self.shared
+        digest = hashlib.sha256(raw).hexdigest()
+        n = st.asked.get(digest, 0)
+        st.asked[digest] = n + 1
+        u = random.Random(f"{st.fault_seed}:{digest}:{n}").random()
+        for fault, rate in st.fault_rates.items():
+            if u < rate:
+                return fault
+            u -= rate
+        return None
 
     def _top_tokens(self, body: dict[str, Any], brightness: tuple[float, ...]) -> list[tuple[str, float]]:
         """(token, logprob) pairs, most likely first, as a model would return them."""
