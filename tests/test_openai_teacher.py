@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import math
+import re
+import socket
+import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +23,16 @@ from fake_openai_server import FakeOpenAIServer, level_probs, pair_first_prob
 from iqalens.images import ImageLoadError, load_rgb
 from iqalens.leaf.judgments import LEVELS
 from iqalens.leaf.prompts import ANSWER_PREFIX, PAIR_ANSWER_PREFIX, PROMPT_VERSION
+from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.teachers.base import Teacher
 from iqalens.leaf.teachers.openai_compat import (
     MalformedResponseError,
     NoLogprobsError,
     OpenAITeacher,
     RequestFailedError,
+    Unanswered,
+)
+from iqalens.leaf.teachers.openai_protocol import (
     choice_logprobs,
     encode_data_url,
     first_token_logprobs,
@@ -381,3 +391,311 @@ def test_sync_api_works_inside_a_running_event_loop(server: FakeOpenAIServer, tm
         return len(_teacher(server).judge_images(paths))  # e.g. from a notebook cell
 
     assert asyncio.run(inside()) == 1
+
+
+# ------------------------------------------------------------------------------------ long runs
+#
+# A long run against a flaky server goes on past failed items, asks them again in deferred rounds
+# and reports what stayed unanswered (exit status 1); configuration errors and a server that fails
+# everything stop it at once (exit status 2). These run `iqalens teach` itself, with test-sized
+# timeouts and backoffs, against the fault-injecting server on 127.0.0.1.
+
+SECRET = "sk-test-0123456789abcdef"
+#: ~30% faults, the mix measured on a real run's fault-injecting proxy (stalls split in two kinds).
+FLAKY = {"429": 0.08, "html500": 0.08, "malformed": 0.06, "slow": 0.02, "stall": 0.02, "drop": 0.04}
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[OpenAITeacher]:
+    """Make `iqalens teach` build its server teacher with test-sized timeouts and backoffs (one
+    in-place retry, no malformed retry, so items do fail and the deferred rounds are exercised);
+    the teachers it built are listed. The API key comes from the environment, as in real use."""
+    import iqalens.leaf.teach as teach_module
+
+    real = teach_module.make_teacher
+    teachers: list[OpenAITeacher] = []
+    settings = dict(
+        timeout_s=0.3,
+        backoff_base_s=0.005,
+        backoff_max_s=0.02,
+        deferred_backoff_s=0.02,
+        max_retries=1,
+        max_malformed_retries=0,
+        max_concurrency=8,
+        trust_env=False,
+    )
+
+    def make(spec: str, **options: object) -> OpenAITeacher:
+        teacher = real(spec, **options)
+        for key, value in settings.items():
+            setattr(teacher, key, value)
+        teachers.append(teacher)  # type: ignore[arg-type]
+        return teacher  # type: ignore[return-value]
+
+    monkeypatch.setattr(teach_module, "make_teacher", make)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    return teachers
+
+
+def _teach(folder: Path, store: Path, server: FakeOpenAIServer | str, *extra: str) -> int:
+    from iqalens.cli import main
+
+    url = server if isinstance(server, str) else server.base_url
+    return main(
+        [
+            "teach",
+            "--teacher",
+            f"openai:fake-vlm@{url}",
+            "--images",
+            str(folder),
+            "-o",
+            str(store),
+            "-q",
+            *extra,
+        ]
+    )
+
+
+def _assert_key_nowhere(store: Path, *texts: str) -> None:
+    files = list(store.parent.glob(store.name + "*"))  # the store, and its -wal/-shm if left
+    assert files
+    for f in files:
+        assert SECRET.encode() not in f.read_bytes(), f
+    for text in texts:
+        assert SECRET not in text
+
+
+def _image_folder(tmp_path: Path, n: int) -> tuple[Path, list[Path]]:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    return folder, _write_images(folder, list(np.linspace(0.05, 0.95, n)))
+
+
+def _key(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(v, 6) for v in values)
+
+
+def test_a_long_run_survives_a_flaky_server_in_one_go(
+    tmp_path: Path,
+    made: list[OpenAITeacher],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    folder, paths = _image_folder(tmp_path, 40)
+    store = tmp_path / "s.db"
+    start = time.perf_counter()
+    with FakeOpenAIServer(fault_rates=FLAKY, fault_seed=3, slow_s=0.5, stall_s=0.1, retry_after="1") as srv:
+        code = _teach(folder, store, srv, "--pairs-per-image", "2", "--retry-rounds", "6")
+        seen = list(srv.state.seen)
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    print(f"\n{len(seen)} requests, {elapsed:.2f} s:\n{out}")
+    assert code == 0, err
+    assert "40 judged now" in out and "unanswered" not in out + err
+    match = re.search(r"pairs: (\d+) sampled \(stratified\), (\d+) judged now", out)
+    assert match and int(match[1]) == int(match[2]) >= 60
+    faults = Counter(s.fault for s in seen)
+    assert set(FLAKY) <= set(faults) and sum(faults[f] for f in FLAKY) >= 0.25 * len(seen)
+    # Items did fail after their in-place retry and were answered in a deferred round.
+    later = re.search(
+        r"retried later: (\d+) item\(s\) failed the first pass .*; (\d+) of them were answered", out
+    )
+    assert later and int(later[1]) == int(later[2]) > 0
+    assert max(t.last_stats.deferred_rounds for t in made) >= 1
+    assert {s.authorization for s in seen} == {f"Bearer {SECRET}"}
+    # What is stored is exactly what a healthy server answers: nothing malformed, nothing twice.
+    bright = {p.name: _brightness(p) for p in paths}
+    with JudgmentStore(store, create=False) as s:
+        points = s.points("openai:fake-vlm", PROMPT_VERSION)
+        pairs = s.pairs("openai:fake-vlm", PROMPT_VERSION)
+    assert sorted(Path(r.path).name for r in points) == sorted(bright)
+    for r in points:
+        np.testing.assert_allclose(r.judgment.probs, level_probs(bright[Path(r.path).name]), atol=1e-9)
+    assert len(pairs) == int(match[1]) == len({(r.hash_a, r.hash_b) for r in pairs})
+    for r in pairs:
+        b_a, b_b = bright[Path(r.path_a).name], bright[Path(r.path_b).name]
+        assert r.judgment.p_ab == pytest.approx(pair_first_prob(b_a, b_b), abs=1e-9)
+        assert r.judgment.p_ba == pytest.approx(pair_first_prob(b_b, b_a), abs=1e-9)
+    _assert_key_nowhere(store, out, err, caplog.text)
+    assert elapsed < 20.0
+
+
+def test_never_answered_images_are_counted_not_stored_and_asked_by_a_rerun(
+    tmp_path: Path,
+    made: list[OpenAITeacher],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    folder, paths = _image_folder(tmp_path, 40)
+    store = tmp_path / "s.db"
+    doomed = paths[::13]  # 4 images: two always get a malformed body, two an HTML error page
+    fault_of = {_key([_brightness(p)]): f for p, f in zip(doomed, ["malformed", "html500"] * 2, strict=True)}
+
+    def poison(brightness: tuple[float, ...]) -> str | None:
+        return fault_of.get(_key(brightness))
+
+    with FakeOpenAIServer(poison=poison, fault_rates={"429": 0.1}, fault_seed=1) as srv:
+        code = _teach(folder, store, srv, "--retry-rounds", "2")
+        seen = list(srv.state.seen)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "4 image(s) and 0 pair(s) unanswered after 2 deferred retry round(s)" in err
+    assert "re-run the same command" in err
+    for p in doomed:
+        assert f"unanswered {p}: " in err
+    assert "malformed reply" in err and "HTTP 500" in err
+    assert "[api key]" in err  # the HTML page echoed the Authorization header; it was masked
+    assert "36 judged now" in out and "4 unanswered" in out
+    # Each doomed image was asked in the first pass and in both deferred rounds (an HTML 500 also
+    # once more in place each time), never more.
+    per_fault = Counter(s.fault for s in seen if _key(s.brightness) in fault_of)
+    assert per_fault == {"malformed": 2 * 3, "html500": 2 * 3 * 2}
+    with JudgmentStore(store, create=False) as s:
+        stored = {Path(r.path).name for r in s.points("openai:fake-vlm", PROMPT_VERSION)}
+    assert len(stored) == 36 and not stored & {p.name for p in doomed}
+    _assert_key_nowhere(store, out, err, caplog.text)
+
+    with FakeOpenAIServer() as healthy:
+        assert _teach(folder, store, healthy) == 0
+        asked = {_key(s.brightness) for s in healthy.state.seen}
+        assert healthy.state.n_requests == 4 and asked == set(fault_of)  # only the missing ones
+    out, err = capsys.readouterr()
+    assert "4 judged now" in out and "36 already in the store" in out and "unanswered" not in out + err
+    with JudgmentStore(store, create=False) as s:
+        assert len(s.points("openai:fake-vlm", PROMPT_VERSION)) == 40
+
+
+def test_never_answered_pairs_are_counted_and_a_rerun_asks_only_them(
+    tmp_path: Path, made: list[OpenAITeacher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, paths = _image_folder(tmp_path, 12)
+    store = tmp_path / "s.db"
+    target = round(_brightness(paths[5]), 6)
+
+    def poison(brightness: tuple[float, ...]) -> str | None:  # a 400 for every pair with image 5
+        return "400" if len(brightness) == 2 and target in _key(brightness) else None
+
+    with FakeOpenAIServer(poison=poison) as srv:
+        code = _teach(folder, store, srv, "--pairs-per-image", "2", "--retry-rounds", "1")
+    out, err = capsys.readouterr()
+    assert code == 1
+    match = re.search(r"0 image\(s\) and (\d+) pair\(s\) unanswered after 1 deferred", err)
+    assert match, err
+    missing = int(match[1])
+    assert missing >= 2 and err.count("unanswered ") == missing + 1 and "HTTP 400" in err
+    sampled = int(re.search(r"pairs: (\d+) sampled", out)[1])  # type: ignore[index]
+    with JudgmentStore(store, create=False) as s:
+        assert len(s.pairs("openai:fake-vlm", PROMPT_VERSION)) == sampled - missing
+
+    with FakeOpenAIServer() as healthy:
+        assert _teach(folder, store, healthy, "--pairs-per-image", "2") == 0
+        assert healthy.state.n_requests == 2 * missing  # both orders of each missing pair, nothing else
+        assert all(target in _key(s.brightness) for s in healthy.state.seen)
+    out, _ = capsys.readouterr()
+    assert f"{missing} judged now" in out and f"{sampled - missing} already in the store" in out
+    with JudgmentStore(store, create=False) as s:
+        pairs = s.pairs("openai:fake-vlm", PROMPT_VERSION)
+    keys = [(r.hash_a, r.hash_b) for r in pairs]
+    assert len(keys) == sampled == len(set(keys)) and not {(b, a) for a, b in keys} & set(keys)
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_credentials_refused_stop_the_run_at_once(
+    status: str, tmp_path: Path, made: list[OpenAITeacher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = _image_folder(tmp_path, 40)
+    with FakeOpenAIServer(always=status) as srv:
+        code = _teach(folder, tmp_path / "s.db", srv)
+        assert srv.state.n_requests <= 8  # only those already in flight; no retry, no later item
+    err = capsys.readouterr().err
+    assert code == 2 and f"HTTP {status}" in err and "fake-vlm" in err
+    assert err.count("error:") == 1 and "Traceback" not in err and SECRET not in err
+
+
+def test_a_server_failing_every_item_stops_after_k_in_a_row(
+    tmp_path: Path, made: list[OpenAITeacher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = _image_folder(tmp_path, 40)
+    with FakeOpenAIServer(always="400") as srv:  # e.g. a request option the server rejects
+        code = _teach(folder, tmp_path / "s.db", srv)
+        limit = made[0].consecutive_failure_limit
+        assert limit == 16 and limit <= srv.state.n_requests < limit + 8  # not all 40
+    err = capsys.readouterr().err
+    assert code == 2 and "16 items in a row, none answered in between, failed" in err and "HTTP 400" in err
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_a_server_that_breaks_mid_run_stops_it_keeping_what_was_answered(
+    tmp_path: Path, made: list[OpenAITeacher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = _image_folder(tmp_path, 40)
+    store = tmp_path / "s.db"
+    with FakeOpenAIServer(max_requests=10) as srv:  # answers 10 requests, then HTTP 400 for all
+        code = _teach(folder, store, srv)
+    err = capsys.readouterr().err
+    assert code == 2 and "16 items in a row" in err and "request budget" in err
+    with JudgmentStore(store, create=False) as s:
+        assert len(s.points("openai:fake-vlm", PROMPT_VERSION)) == 10
+    with FakeOpenAIServer() as healthy:  # and the re-run resumes
+        assert _teach(folder, store, healthy) == 0
+        assert healthy.state.n_requests == 30
+    assert "30 judged now" in capsys.readouterr().out
+
+
+def test_a_server_that_is_down_stops_the_run(
+    tmp_path: Path, made: list[OpenAITeacher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = _image_folder(tmp_path, 40)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.perf_counter()
+    code = _teach(folder, tmp_path / "s.db", f"http://127.0.0.1:{port}/v1")
+    err = capsys.readouterr().err
+    assert code == 2 and "connection error" in err and "items in a row" in err
+    assert time.perf_counter() - start < 10.0
+
+
+def test_a_deferred_pair_asks_only_the_order_that_failed(tmp_path: Path) -> None:
+    paths = _write_images(tmp_path, [0.2, 0.4, 0.6])
+    pairs = [(paths[0], paths[1]), (paths[1], paths[2])]
+    with FakeOpenAIServer() as clean:
+        expected = _teacher(clean).judge_pairs(pairs)
+    with FakeOpenAIServer() as srv:
+        srv.state.faults.append("400")  # the first request fails; it is not retried in place
+        teacher = _teacher(srv, max_concurrency=1, deferred_backoff_s=0.01)
+        judgments = teacher.judge_pairs(pairs)
+        assert srv.state.n_requests == 2 * len(pairs) + 1
+    assert judgments == expected
+    stats = teacher.last_stats
+    assert (stats.item_failures, stats.deferred_rounds, stats.unanswered) == (1, 1, 0)
+
+
+def test_streaming_reports_unanswered_items_and_the_list_api_raises(tmp_path: Path) -> None:
+    paths = _write_images(tmp_path, [0.2, 0.4, 0.6, 0.8])
+    doomed = _key([_brightness(paths[2])])
+    with FakeOpenAIServer(poison=lambda b: "malformed" if _key(b) == doomed else None) as srv:
+        teacher = _teacher(srv, max_malformed_retries=1, max_deferred_rounds=2, deferred_backoff_s=0.01)
+        results = dict(teacher.iter_judge_images(paths))
+        assert sorted(results) == [0, 1, 2, 3]
+        (left,) = [i for i, r in results.items() if isinstance(r, Unanswered)]
+        assert (
+            left == 2 and results[2].reason == "malformed" and "malformed reply 2 times" in results[2].problem
+        )
+        assert teacher.last_stats.unanswered == 1 and teacher.last_stats.deferred_rounds == 2
+        with pytest.raises(MalformedResponseError, match=r"1 of 4 image\(s\) unanswered after 2 deferred"):
+            teacher.judge_images(paths)
+
+
+def test_closing_the_stream_early_cancels_the_requests(tmp_path: Path) -> None:
+    paths = _write_images(tmp_path, list(np.linspace(0.1, 0.9, 30)))
+    with FakeOpenAIServer(delay_s=0.1) as srv:
+        stream = _teacher(srv, max_concurrency=2).iter_judge_images(paths)
+        first = [next(stream) for _ in range(3)]
+        stream.close()
+        assert not [t for t in threading.enumerate() if t.name == "iqalens-teacher-requests"]
+        time.sleep(0.3)
+        assert srv.state.n_requests <= 3 + 2 + 2  # nothing was asked after the close
+    assert len(first) == 3

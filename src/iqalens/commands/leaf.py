@@ -54,10 +54,14 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         max_concurrency=args.concurrency,
+        max_deferred_rounds=args.retry_rounds,
     )
 
     def warn(path: Path, reason: str) -> None:
         print(f"iqalens teach: skipped unreadable {path}: {reason}", file=sys.stderr)
+
+    def warn_unanswered(item: str, problem: str) -> None:
+        print(f"iqalens teach: unanswered {item}: {problem}", file=sys.stderr)
 
     try:
         with JudgmentStore(args.output) as store:
@@ -71,6 +75,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size or 16,
                 progress=not args.quiet,
                 on_unreadable=warn,
+                on_unanswered=warn_unanswered,
             )
     finally:
         # Stop worker processes explicitly: a pool left to interpreter exit can fail noisily there.
@@ -79,21 +84,35 @@ def _cmd_teach(args: argparse.Namespace) -> int:
             close()
     rate = report.images_judged / report.seconds_images if report.seconds_images else 0.0
     print(f"{teacher.teacher_id} / {teacher.prompt_version} -> {args.output}")
+    unanswered = f", {report.images_unanswered} unanswered" if report.images_unanswered else ""
     print(
         f"images: {report.images} unique, {report.images_judged} judged now ({rate:.1f}/s), "
-        f"{report.images_existing} already in the store"
+        f"{report.images_existing} already in the store{unanswered}"
     )
     if args.pairs_per_image:
         kind = "derived from point judgments" if report.pairs_derived else "asked in both orders"
         pair_rate = report.pairs_judged / report.seconds_pairs if report.seconds_pairs else 0.0
+        unanswered = f", {report.pairs_unanswered} unanswered" if report.pairs_unanswered else ""
         print(
             f"pairs: {report.pairs} sampled ({args.strategy}), {report.pairs_judged} judged now "
-            f"({pair_rate:.1f}/s, {kind}), {report.pairs_existing} already in the store"
+            f"({pair_rate:.1f}/s, {kind}), {report.pairs_existing} already in the store{unanswered}"
+        )
+    if report.deferred_items:
+        later = report.deferred_items - len(report.unanswered)
+        print(
+            f"retried later: {report.deferred_items} item(s) failed the first pass and went to "
+            f"{report.deferred_rounds} deferred round(s); {later} of them were answered there"
         )
     if report.unreadable:
         print(f"{len(report.unreadable)} unreadable file(s) skipped (listed above)", file=sys.stderr)
-        return 1
-    return 0
+    if report.unanswered:
+        print(
+            f"{report.images_unanswered} image(s) and {report.pairs_unanswered} pair(s) unanswered after "
+            f"{report.deferred_rounds} deferred retry round(s) (listed above; not stored); re-run the same "
+            "command to ask them again",
+            file=sys.stderr,
+        )
+    return 1 if report.unreadable or report.unanswered else 0
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
@@ -270,6 +289,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (classical teacher)")
     p.add_argument("--device", default=None, help="torch device (hf teacher), e.g. cuda")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent requests (openai teacher)")
+    p.add_argument(
+        "--retry-rounds",
+        type=int,
+        default=None,
+        help="deferred rounds re-asking failed items at the end of a run (openai teacher, default 3)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")

@@ -5,99 +5,102 @@ itself, so the client's job is to keep it busy (many concurrent requests, bounde
 faults of a long run (rate limits, restarts, slow replies) and to fail loudly on configuration
 mistakes (a server that returns no log-probabilities can never produce a judgment).
 
-Protocol subset used (``POST {base_url}/chat/completions``):
+The request and reply formats (what is sent, how the answer is read from the top log-probabilities,
+why images go as PNG) are in :mod:`iqalens.leaf.teachers.openai_protocol`.
 
-- ``messages``: one user turn with the image(s) as ``image_url`` parts holding base64 *data URLs*
-  and the question text (see :mod:`iqalens.leaf.prompts`); with pre-fill, a final assistant turn
-  holding the answer prefix ("The quality of the image is").
-- ``temperature=0``, ``max_tokens=1``, ``logprobs=true``, ``top_logprobs=k`` (default 20, the
-  OpenAI and vLLM default maximum): one generated token, and the k most likely first tokens.
-- Pre-fill modes (``prefill=``):
-  ``"continue_final_message"`` (default) also sends vLLM's extra parameters
-  ``continue_final_message=true, add_generation_prompt=false``, which format the chat so the model
-  continues the assistant prefix instead of opening a new turn; ``"trailing_assistant"`` only sends
-  the trailing assistant turn, for servers that continue a final assistant message on their own
-  (llama.cpp server does by default); ``"none"`` sends no prefix and a question that asks for a
-  one-word answer (its own prompt version).
-- Reply: ``choices[0].logprobs.content[0].top_logprobs`` (a list of ``{token, logprob}``), plus the
-  sampled token itself.
+Faults, per request: HTTP 408, 429 and 5xx (but 501), timeouts (a whole-request deadline, not
+httpx's per-read one) and connection errors are retried in place with exponential backoff and
+jitter, honouring ``Retry-After``, up to ``max_retries`` times; a 200 body that is not a chat
+completion is retried up to ``max_malformed_retries`` times. Every error names the server and the
+model, and never holds the API key (it is masked in any text a server echoes back).
 
-Reading the answer: each returned token is normalised (leading space, the tokenizers' ``Ġ``/``▁``
-word markers and case removed) and matched to an answer word: exactly, as the word followed by
-punctuation ("good."), or as a word piece that is a prefix of exactly one answer word ("excell").
-Log-probabilities of tokens matching the same word are summed (log-sum-exp). A word absent from
-the top k gets a floor log-probability, ``min(log(floor_prob), smallest returned log-prob)``: its true
-probability is below every returned one, and the floor keeps it from being overstated. The five
-level log-probabilities then go through :meth:`PointJudgment.from_logits` (a softmax over the
-levels, i.e. renormalised to the answer words). A reply with no answer word at all gives a uniform
-judgment (reliability 0), is counted in :attr:`OpenAITeacher.last_stats`, and triggers a warning.
+Faults, per item (an image, or a pair asked in both orders): an item whose request still fails
+after those retries, or gets another 4xx (400, 413, 422: e.g. one image too large for the model's
+context), does not stop the run. The run goes on with the other items and asks the failed ones
+again in up to ``max_deferred_rounds`` deferred rounds at its end, the first after
+``deferred_backoff_s`` seconds, each later one after twice the wait of the one before (at most
+5 minutes). Of a pair, an order already answered is kept and only the other is asked again.
+What is still unanswered after the last round is reported as :class:`Unanswered` (streaming API)
+or raised (list API); it is never guessed.
 
-Images are sent as **PNG** (lossless) re-encodings of :func:`iqalens.images.load_rgb`'s output:
-the teacher is judging quality, and a JPEG re-encode would add compression artefacts of its own
-(and blur away mild ones already there), changing the very thing being measured. ``load_rgb`` also
-normalises every input (orientation, CMYK, 16-bit, alpha) so the server sees exactly the pixels the
-rest of iqalens sees. The price is size and client CPU: on the CBSD68 photos (481x321) the PNG
-data URL averages 360 kB against 75 kB for a JPEG q90 copy sent as it is, and the re-encode costs
-17-22 ms per image on one core (zlib level 1; PNG's filtering dominates).
-``image_encoding="source"`` avoids that where it is safe: a JPEG, PNG or WebP file already holding
-8-bit RGB with no EXIF rotation decodes to exactly ``load_rgb``'s pixels, so its original bytes are
-sent as they are; every other file is re-encoded as PNG.
-
-Faults: HTTP 429 and 5xx, timeouts (a whole-request deadline, not httpx's per-read one) and
-connection errors are retried with exponential backoff and jitter, honouring ``Retry-After``; other
-4xx fail at once with the server's message. A body that is not JSON or lacks ``choices`` is retried
-at most ``max_malformed_retries`` times. A reply without log-probabilities raises
-:class:`NoLogprobsError` at once. Every error names the server and the model.
+Faults that stop the run (fail fast, one message): a configuration error that no item can
+survive stops it at once: HTTP 401, 403, 407 (credentials), 404, 405, 501 (wrong model, base URL
+or route), and a 200 reply without log-probabilities (:class:`NoLogprobsError`, a server option).
+In the first pass, ``max_consecutive_failures`` items in a row failing with none answered in
+between (default ``max(16, 2 * max_concurrency)``; for a shorter run, all of its items) stop it
+too: a server that is down, or fails every request the same way, is not ground through item by
+item. Deferred rounds have no such limit; they are bounded by their number.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime
-import io
 import math
 import os
 import random
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
-from PIL import Image
 
-from iqalens.images import load_rgb
+from iqalens.images import ImageLoadError
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.prompts import Prompt, pair_prompt, point_prompt, prompt_version
 from iqalens.leaf.teachers.base import TeacherError
+from iqalens.leaf.teachers.openai_protocol import (
+    ImageEncoding,
+    build_messages,
+    choice_logprobs,
+    encode_data_url,
+    first_token_logprobs,
+    retry_after_seconds,
+)
+from iqalens.leaf.teachers.rounds import (
+    Emit,
+    RoundStats,
+    Unanswered,
+    gather_settled,
+    iterate_in_thread,
+    run_items,
+    run_sync,
+)
 
 PrefillMode = Literal["continue_final_message", "trailing_assistant", "none"]
 T = TypeVar("T")
 
-#: Characters tokenizers put in front of a word: space, GPT-2 byte-level "Ġ", SentencePiece "▁".
-_WORD_MARKERS = " \t\n\u0120\u2581"
-#: Log-probs at or below this stand for -inf (vLLM reports masked tokens as -9999.0).
-_NEG_INF_SENTINEL = -1000.0
-#: Shortest word piece accepted as a prefix match ("ex" -> excellent); single letters are too vague.
-MIN_PIECE_CHARS = 2
+#: HTTP statuses no item can get past (credentials; model, base URL or route wrong): stop at once.
+FATAL_STATUSES = frozenset({401, 403, 404, 405, 407, 501})
+#: Longest wait before a deferred round, in seconds.
+MAX_DEFERRED_WAIT_S = 300.0
 
 
 class TeacherServerError(TeacherError):
-    """A request to the inference server failed; the message names the server and the model."""
+    """A request to the inference server failed; the message names the server and the model.
 
-    def __init__(self, server: str, model: str, problem: str) -> None:
+    ``reason`` is the short kind of the failure ("malformed", "timeout", "connection", "429",
+    "HTTP 400", ...); ``fatal`` says it stops the whole run (no item can get past it).
+    """
+
+    always_fatal = False
+
+    def __init__(
+        self, server: str, model: str, problem: str, *, reason: str = "", fatal: bool = False
+    ) -> None:
         self.server = server
         self.model = model
         self.problem = problem
+        self.reason = reason
+        self.fatal = fatal or self.always_fatal
         super().__init__(f"{server} (model {model!r}): {problem}")
 
 
 class NoLogprobsError(TeacherServerError):
     """The server answered without log-probabilities, so no judgment can be read from it."""
+
+    always_fatal = True
 
 
 class MalformedResponseError(TeacherServerError):
@@ -109,8 +112,9 @@ class RequestFailedError(TeacherServerError):
 
 
 @dataclass
-class RunStats:
-    """Counters of one ``judge_*`` call (for progress reports and tests)."""
+class RunStats(RoundStats):
+    """Counters of one ``judge_*`` call (for progress reports and tests); see also
+    :class:`~iqalens.leaf.teachers.rounds.RoundStats` (item failures, deferred rounds, unanswered)."""
 
     requests: int = 0  # HTTP attempts, retries included
     retries: int = 0
@@ -123,173 +127,6 @@ class RunStats:
         self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading answers from top log-probabilities
-
-
-def normalise_token(token: str) -> str:
-    """Lower-case ``token`` without leading word markers or surrounding whitespace."""
-    return token.lstrip(_WORD_MARKERS).strip().lower()
-
-
-def match_choice(token: str, choices: Sequence[str]) -> int | None:
-    """Index of the answer word ``token`` stands for, or None (see module docstring for the rules)."""
-    t = normalise_token(token)
-    if not t:
-        return None
-    for i, word in enumerate(choices):
-        if t == word or (t.startswith(word) and not t[len(word)].isalnum()):
-            return i
-    if len(t) >= MIN_PIECE_CHARS:
-        hits = [i for i, word in enumerate(choices) if word.startswith(t)]
-        if len(hits) == 1:
-            return hits[0]
-    return None
-
-
-def choice_logprobs(
-    top: Mapping[str, float], choices: Sequence[str], floor_prob: float = 1e-6
-) -> tuple[list[float], bool]:
-    """Log-probability of each answer word from a token -> log-prob map; also whether any matched.
-
-    Tokens matching the same word are combined by log-sum-exp; absent words get
-    ``min(log(floor_prob), min(top.values()))``.
-    """
-    per_word: list[list[float]] = [[] for _ in choices]
-    for token, lp in top.items():
-        i = match_choice(token, choices)
-        if i is not None and lp > _NEG_INF_SENTINEL:
-            per_word[i].append(lp)
-    finite = [v for v in top.values() if v > _NEG_INF_SENTINEL]
-    floor = min([math.log(floor_prob), *finite])
-    out = [_logsumexp(v) if v else floor for v in per_word]
-    return out, any(per_word)
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    m = max(values)
-    return m + math.log(sum(math.exp(v - m) for v in values))
-
-
-def first_token_logprobs(data: Any) -> dict[str, float]:
-    """token -> log-prob of the first generated position of a chat-completion body.
-
-    Raises ``ValueError`` for a body that is not a chat completion (retried as malformed) and
-    ``LookupError`` for a completion without log-probabilities (a configuration problem).
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise ValueError("body has no 'choices' list")
-    choice = data["choices"][0]
-    if not isinstance(choice, dict):
-        raise ValueError("choices[0] is not an object")
-    logprobs = choice.get("logprobs")
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not content:
-        raise LookupError("the reply has no logprobs (choices[0].logprobs.content is missing or empty)")
-    first = content[0]
-    if not isinstance(first, dict):
-        raise ValueError("logprobs.content[0] is not an object")
-    top = first.get("top_logprobs") or []
-    if isinstance(top, dict):  # the legacy completions form {token: logprob}
-        top = [{"token": k, "logprob": v} for k, v in top.items()]
-    entries = list(top)
-    if "token" in first and "logprob" in first:
-        entries.append(first)
-    out: dict[str, float] = {}
-    for e in entries:
-        try:
-            token, lp = str(e["token"]), float(e["logprob"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"malformed top_logprobs entry {e!r}") from None
-        out.setdefault(token, lp)
-    if not out:
-        raise LookupError("the reply's logprobs list no tokens")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Requests
-
-
-ImageEncoding = Literal["png", "source"]
-_PASSTHROUGH_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-_EXIF_ORIENTATION = 0x0112
-
-
-def encode_png_data_url(path: str | os.PathLike[str]) -> str:
-    """``data:image/png;base64,...`` of ``load_rgb(path)`` (lossless; see module docstring)."""
-    buf = io.BytesIO()
-    Image.fromarray(load_rgb(path)).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def encode_data_url(path: str | os.PathLike[str], encoding: ImageEncoding = "png") -> str:
-    """Data URL of an image: always a PNG of ``load_rgb``'s pixels, or (``"source"``) the file's own
-    bytes when they decode to exactly those pixels (8-bit RGB JPEG/PNG/WebP without EXIF rotation)."""
-    if encoding == "source":
-        mime = _passthrough_mime(path)
-        if mime is not None:
-            data = Path(path).read_bytes()
-            return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
-    return encode_png_data_url(path)
-
-
-def _passthrough_mime(path: str | os.PathLike[str]) -> str | None:
-    """MIME type if the file can be sent unchanged, else None (header only; no pixel decoding)."""
-    try:
-        with Image.open(path) as im:
-            mime = _PASSTHROUGH_FORMATS.get(im.format or "")
-            if mime is None or im.mode != "RGB" or getattr(im, "n_frames", 1) != 1:
-                return None
-            if "transparency" in im.info:  # a tRNS colour key: another decoder may honour it
-                return None
-            if im.format == "PNG" and _png_bit_depth(path) != 8:  # Pillow shows 16-bit RGB as "RGB"
-                return None
-            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-                return None
-            return mime
-    except Exception:  # unreadable: let load_rgb raise its ImageLoadError naming the file
-        return None
-
-
-def _png_bit_depth(path: str | os.PathLike[str]) -> int:
-    """Bit depth from a PNG's IHDR chunk (byte 24 of the file)."""
-    with open(path, "rb") as f:
-        head = f.read(25)
-    return head[24] if len(head) == 25 else -1
-
-
-def build_messages(prompt: Prompt, data_urls: Sequence[str]) -> list[dict[str, Any]]:
-    """OpenAI chat messages for ``prompt`` with its images given as data URLs."""
-    if len(data_urls) != prompt.n_images:
-        raise ValueError(f"prompt takes {prompt.n_images} images, got {len(data_urls)}")
-    content: list[dict[str, Any]] = []
-    for kind, value in prompt.parts:
-        if kind == "image":
-            content.append({"type": "image_url", "image_url": {"url": data_urls[int(value)]}})
-        else:
-            content.append({"type": "text", "text": str(value)})
-    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-    if prompt.answer_prefix is not None:
-        messages.append({"role": "assistant", "content": prompt.answer_prefix})
-    return messages
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), None if absent/invalid."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.datetime.now(when.tzinfo or datetime.UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
 class OpenAITeacher:
     """A :class:`~iqalens.leaf.teachers.base.Teacher` backed by an OpenAI-compatible server.
 
@@ -297,8 +134,11 @@ class OpenAITeacher:
     ``http://HOST:8000/v1``). Pair requests carry two images: vLLM needs
     ``--limit-mm-per-prompt '{"image": 2}'`` (or its older ``image=2`` form) for that.
     ``api_key`` defaults to the ``OPENAI_API_KEY`` environment variable (sent as a bearer token;
-    never printed). ``judge_images``/``judge_pairs`` are synchronous; ``ajudge_images`` and
-    ``ajudge_pairs`` are the same for callers already in an event loop.
+    never printed). ``judge_images``/``judge_pairs`` are synchronous and return one judgment per
+    item or raise; ``ajudge_images`` and ``ajudge_pairs`` are the same for callers already in an
+    event loop. For long runs, ``iter_judge_images``/``iter_judge_pairs`` yield each result as it
+    comes and report what stayed unanswered instead of raising (see the module docstring for the
+    retries, the deferred rounds and what stops a run).
     """
 
     supports_pairs = True
@@ -312,6 +152,9 @@ class OpenAITeacher:
         max_concurrency: int = 64,
         max_retries: int = 6,
         max_malformed_retries: int = 2,
+        max_deferred_rounds: int = 3,
+        deferred_backoff_s: float = 10.0,
+        max_consecutive_failures: int | None = None,
         timeout_s: float = 120.0,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -326,6 +169,10 @@ class OpenAITeacher:
     ) -> None:
         if max_concurrency < 1 or max_retries < 0 or max_malformed_retries < 0 or top_logprobs < 1:
             raise ValueError("max_concurrency and top_logprobs must be >= 1, retry counts >= 0")
+        if max_deferred_rounds < 0 or deferred_backoff_s < 0:
+            raise ValueError("max_deferred_rounds and deferred_backoff_s must be >= 0")
+        if max_consecutive_failures is not None and max_consecutive_failures < 1:
+            raise ValueError("max_consecutive_failures must be >= 1 (or None for the default)")
         if prefill not in ("continue_final_message", "trailing_assistant", "none"):
             raise ValueError(f"unknown prefill mode {prefill!r}")
         if image_encoding not in ("png", "source"):
@@ -337,6 +184,9 @@ class OpenAITeacher:
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.max_malformed_retries = max_malformed_retries
+        self.max_deferred_rounds = max_deferred_rounds
+        self.deferred_backoff_s = deferred_backoff_s
+        self.max_consecutive_failures = max_consecutive_failures
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -350,48 +200,59 @@ class OpenAITeacher:
         self.teacher_id = f"openai:{model}"
         self.prompt_version = prompt_version(prefill != "none")
         self.last_stats = RunStats()
-        #: Called with 1 after each finished image or pair (e.g. a tqdm bar's ``update``).
+        #: Called with 1 after each finished image or pair (answered, unreadable or unanswered).
         self.progress = progress
 
     def __repr__(self) -> str:
         return f"OpenAITeacher(model={self.model!r}, base_url={self.base_url!r}, prefill={self.prefill!r})"
 
+    @property
+    def consecutive_failure_limit(self) -> int:
+        """Items failing in a row (none answered between) that stop the first pass."""
+        if self.max_consecutive_failures is not None:
+            return self.max_consecutive_failures
+        return max(16, 2 * self.max_concurrency)
+
     # ---------------------------------------------------------------------------------- public API
 
     def judge_images(self, paths: Sequence[Path]) -> list[PointJudgment]:
-        """One point-wise judgment per image, in input order (runs its own event loop)."""
-        return _run_sync(lambda: self.ajudge_images(paths))
+        """One point-wise judgment per image, in input order (runs its own event loop).
+
+        Raises the first unreadable image's ``ImageLoadError`` and, if some images stay unanswered
+        after the deferred rounds, a :class:`TeacherServerError` counting them.
+        """
+        return run_sync(lambda: self.ajudge_images(paths))
 
     def judge_pairs(self, pairs: Sequence[tuple[Path, Path]]) -> list[PairJudgment]:
         """One judgment per ordered pair, each asked in both orders, in input order."""
-        return _run_sync(lambda: self.ajudge_pairs(pairs))
+        return run_sync(lambda: self.ajudge_pairs(pairs))
 
     async def ajudge_images(self, paths: Sequence[Path]) -> list[PointJudgment]:
         """Async :meth:`judge_images`."""
-        prompt = point_prompt(self.prefill != "none")
-
-        async def one(session: _Session, i: int) -> PointJudgment:
-            url = await asyncio.to_thread(encode_data_url, paths[i], self.image_encoding)
-            logits = await self._ask(session, prompt, [url])
-            return PointJudgment.from_logits(logits)
-
-        return await self._run(len(paths), one)
+        return await self._collect(len(paths), self._image_handler(paths), "image")
 
     async def ajudge_pairs(self, pairs: Sequence[tuple[Path, Path]]) -> list[PairJudgment]:
         """Async :meth:`judge_pairs`."""
-        prompt = pair_prompt(self.prefill != "none")
+        return await self._collect(len(pairs), self._pair_handler(pairs), "pair")
 
-        async def one(session: _Session, i: int) -> PairJudgment:
-            a, b = pairs[i]
-            url_a, url_b = await asyncio.to_thread(
-                lambda: (encode_data_url(a, self.image_encoding), encode_data_url(b, self.image_encoding))
-            )
-            l_ab, l_ba = await _gather_or_cancel(
-                self._ask(session, prompt, [url_a, url_b]), self._ask(session, prompt, [url_b, url_a])
-            )
-            return PairJudgment.from_orders(_first_prob(l_ab), _first_prob(l_ba))
+    def iter_judge_images(
+        self, paths: Sequence[Path]
+    ) -> Iterator[tuple[int, PointJudgment | Unanswered | ImageLoadError]]:
+        """Judge images for a long run: ``(index, result)`` for each image as it finishes.
 
-        return await self._run(len(pairs), one)
+        ``result`` is the judgment, the ``ImageLoadError`` of an unreadable file (yielded, not
+        raised) or, after the last deferred round, :class:`Unanswered`. Every index comes exactly
+        once, in completion order. Fatal errors (see the module docstring) are raised. The requests
+        run on an event loop in a worker thread, so the caller's thread (and e.g. its SQLite
+        connection) does the storing; closing the iterator early cancels the requests in flight.
+        """
+        return self._iterate(len(paths), self._image_handler(paths))
+
+    def iter_judge_pairs(
+        self, pairs: Sequence[tuple[Path, Path]]
+    ) -> Iterator[tuple[int, PairJudgment | Unanswered | ImageLoadError]]:
+        """:meth:`iter_judge_images` for ordered pairs, each asked in both orders."""
+        return self._iterate(len(pairs), self._pair_handler(pairs))
 
     def request_body(self, prompt: Prompt, data_urls: Sequence[str]) -> dict[str, Any]:
         """The JSON body sent for one question (public so users can inspect what is sent)."""
@@ -410,49 +271,136 @@ class OpenAITeacher:
         body.update(self.extra_body)
         return body
 
-    # ---------------------------------------------------------------------------------- internals
+    # ---------------------------------------------------------------------------------- handlers
 
-    def _error(self, cls: type[TeacherServerError], problem: str) -> TeacherServerError:
-        return cls(self.base_url, self.model, problem)
+    def _image_handler(self, paths: Sequence[Path]) -> _Handler[PointJudgment]:
+        prompt = point_prompt(self.prefill != "none")
 
-    async def _run(self, n: int, handler: Callable[[_Session, int], Awaitable[T]]) -> list[T]:
-        """Run ``handler(i)`` for i in range(n) on a pool of workers; results in input order.
+        async def one(session: _Session, i: int) -> PointJudgment:
+            url = await asyncio.to_thread(encode_data_url, paths[i], self.image_encoding)
+            logits = await self._ask(session, prompt, [url])
+            return PointJudgment.from_logits(logits)
 
-        A fixed pool (instead of one task per item) keeps memory bounded by the concurrency for
-        millions of items: at most ``max_concurrency`` images are encoded and held at once.
-        The first exception cancels the remaining work and is re-raised.
-        """
-        self.last_stats = RunStats()
+        return one
+
+    def _pair_handler(self, pairs: Sequence[tuple[Path, Path]]) -> _Handler[PairJudgment]:
+        prompt = pair_prompt(self.prefill != "none")
+        # P(first) of an order already answered while the other order failed: a deferred retry of
+        # the pair asks only the missing order.
+        answered: dict[tuple[int, int], float] = {}
+
+        async def one(session: _Session, i: int) -> PairJudgment:
+            a, b = pairs[i]
+            url_a, url_b = await asyncio.to_thread(
+                lambda: (encode_data_url(a, self.image_encoding), encode_data_url(b, self.image_encoding))
+            )
+
+            async def order(k: int, urls: list[str]) -> float:
+                if (i, k) not in answered:
+                    answered[(i, k)] = _first_prob(await self._ask(session, prompt, urls))
+                return answered[(i, k)]
+
+            p_ab, p_ba = await gather_settled(
+                [order(0, [url_a, url_b]), order(1, [url_b, url_a])], _is_item_failure
+            )
+            answered.pop((i, 0), None)
+            answered.pop((i, 1), None)
+            return PairJudgment.from_orders(p_ab, p_ba)
+
+        return one
+
+    # ---------------------------------------------------------------------------------- scheduling
+
+    def _error(
+        self, cls: type[TeacherServerError], problem: str, *, reason: str = "", fatal: bool = False
+    ) -> TeacherServerError:
+        return cls(self.base_url, self.model, self._redact(problem), reason=reason, fatal=fatal)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key (a server's error page may echo the Authorization header)."""
+        if self._api_key and len(self._api_key) >= 4:
+            return text.replace(self._api_key, "[api key]")
+        return text
+
+    async def _collect(self, n: int, handler: _Handler[T], what: str) -> list[T]:
+        """All results in input order, or raise (list API)."""
+        results: list[Any] = [None] * n
+        unanswered: dict[int, Unanswered] = {}
+
+        def emit(i: int, result: Any) -> None:
+            if isinstance(result, ImageLoadError):
+                raise result  # stops the call, as an unreadable input always has
+            if isinstance(result, Unanswered):
+                unanswered[i] = result
+            else:
+                results[i] = result
+
+        await self._stream(n, handler, emit)
+        self._warn_unmatched()
+        if unanswered:
+            last = unanswered[max(unanswered)].error
+            assert isinstance(last, TeacherServerError)
+            rounds = self.last_stats.deferred_rounds
+            raise self._error(
+                type(last),
+                f"{len(unanswered)} of {n} {what}(s) unanswered after {rounds} deferred round(s); "
+                f"last failure: {last.problem}",
+                reason=last.reason,
+            )
+        return results
+
+    def _iterate(self, n: int, handler: _Handler[Any]) -> Iterator[tuple[int, Any]]:
+        yield from iterate_in_thread(lambda emit: self._stream(n, handler, emit))
+        self._warn_unmatched()
+
+    async def _stream(self, n: int, handler: _Handler[Any], emit: Emit) -> None:
+        """Call ``emit(i, result)`` once per item as it finishes: the first pass, the deferred rounds,
+        then :class:`Unanswered` for what is left (see :func:`~iqalens.leaf.teachers.rounds.run_items`)."""
+        stats = self.last_stats = RunStats()
         if n == 0:
-            return []
-        results: list[T | None] = [None] * n
-        indices = iter(range(n))
+            return
         limits = httpx.Limits(
             max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
         )
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         timeout = httpx.Timeout(self.timeout_s, pool=None)
+
+        def done(i: int, result: Any) -> None:
+            emit(i, result)
+            if self.progress is not None:
+                self.progress(1)
+
         async with httpx.AsyncClient(
             limits=limits, headers=headers, timeout=timeout, trust_env=self.trust_env
         ) as client:
-            session = _Session(client, asyncio.Semaphore(self.max_concurrency), self.last_stats)
+            session = _Session(client, asyncio.Semaphore(self.max_concurrency), stats)
+            await run_items(
+                n,
+                lambda i: handler(session, i),
+                done,
+                concurrency=self.max_concurrency,
+                failure_limit=self.consecutive_failure_limit,
+                deferred_rounds=self.max_deferred_rounds,
+                deferred_wait=self._deferred_wait,
+                is_item_failure=_is_item_failure,
+                breaker=self._breaker_error,
+                stats=stats,
+            )
 
-            async def worker() -> None:
-                for i in indices:  # shared iterator: each index is taken by exactly one worker
-                    results[i] = await handler(session, i)
-                    if self.progress is not None:
-                        self.progress(1)
+    def _breaker_error(self, last: BaseException, what: str) -> TeacherServerError:
+        assert isinstance(last, TeacherServerError)
+        return self._error(
+            type(last),
+            f"{what} failed, so the run stops here (answered items are kept); last failure: {last.problem}",
+            reason=last.reason,
+            fatal=True,
+        )
 
-            tasks = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, n))]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for t in done:
-                    if t.exception() is not None:
-                        raise t.exception()  # type: ignore[misc]
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+    def _deferred_wait(self, round_number: int) -> float:
+        """Seconds before deferred round ``round_number`` (1, 2, ...): doubling, capped."""
+        return min(MAX_DEFERRED_WAIT_S, self.deferred_backoff_s * 2.0 ** (round_number - 1))
+
+    def _warn_unmatched(self) -> None:
         stats = self.last_stats
         if stats.unmatched:
             warnings.warn(
@@ -462,7 +410,8 @@ class OpenAITeacher:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return results  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------------------------- requests
 
     async def _ask(self, session: _Session, prompt: Prompt, data_urls: Sequence[str]) -> list[float]:
         """Send one question and return the answer words' log-probabilities."""
@@ -490,13 +439,16 @@ class OpenAITeacher:
                 if malformed > self.max_malformed_retries:
                     raise self._error(
                         MalformedResponseError,
-                        f"malformed reply {malformed} times in a row: {outcome.problem}",
+                        f"malformed reply {malformed} times: {outcome.problem}",
+                        reason=outcome.reason,
                     )
                 delay = self._backoff(malformed - 1)
             else:
                 if attempt >= self.max_retries:
                     raise self._error(
-                        RequestFailedError, f"gave up after {attempt + 1} attempts; last: {outcome.problem}"
+                        RequestFailedError,
+                        f"gave up after {attempt + 1} attempts; last: {outcome.problem}",
+                        reason=outcome.reason,
                     )
                 delay = self._backoff(attempt)
                 if outcome.retry_after is not None:
@@ -524,19 +476,30 @@ class OpenAITeacher:
                 raise self._error(
                     NoLogprobsError,
                     f"{exc}; the server must support 'logprobs'/'top_logprobs' on chat completions",
+                    reason="no logprobs",
                 ) from None
             except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-                return _Retry("malformed", f"{exc}; body starts {response.text[:200]!r}", malformed=True)
-        if status == 429 or (status >= 500 and status != 501):  # 501: the server lacks the route
-            retry_after = _retry_after_seconds(response.headers.get("retry-after"))
-            return _Retry(str(status), f"HTTP {status}: {response.text[:300]}", retry_after)
+                text = self._redact(response.text)  # before cutting, so no piece of the key is left
+                return _Retry("malformed", f"{exc}; body starts {text[:200]!r}", malformed=True)
+        text = self._redact(response.text)
+        if status in (408, 429) or (status >= 500 and status not in FATAL_STATUSES):
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            return _Retry(str(status), f"HTTP {status}: {text[:300]}", retry_after)
         hint = " (does base_url end with the API root, e.g. /v1?)" if status == 404 else ""
-        raise self._error(RequestFailedError, f"HTTP {status}{hint}: {response.text[:500]}")
+        raise self._error(
+            RequestFailedError,
+            f"HTTP {status}{hint}: {text[:500]}",
+            reason=f"HTTP {status}",
+            fatal=status in FATAL_STATUSES,
+        )
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out."""
         d = min(self.backoff_max_s, self.backoff_base_s * (2.0**attempt))
         return d / 2.0 + self._rng.uniform(0.0, d / 2.0)
+
+
+_Handler = Callable[["_Session", int], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -564,21 +527,6 @@ def _first_prob(logits: Sequence[float]) -> float:
     return 1.0 / (1.0 + math.exp(b - a))
 
 
-async def _gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
-    """Like ``asyncio.gather`` but cancels the siblings when one fails (no orphaned requests)."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
-def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from synchronous code, also inside a running loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]
+def _is_item_failure(exc: BaseException) -> bool:
+    """A failure of one item (asked again later), not of the whole run."""
+    return isinstance(exc, TeacherServerError) and not exc.fatal
