@@ -164,7 +164,6 @@ def test_module_size() -> None:
 KNOWN_CYCLES: set[frozenset[str]] = {
     frozenset({"iqalens.leaf.default_model", "iqalens.leaf.onnx_export", "iqalens.leaf.scoring"}),
     frozenset({"iqalens.report", "iqalens.report.build"}),
-    frozenset({"iqalens.leaf.budget_plot", "iqalens.leaf.protocol"}),
 }
 
 

@@ -244,14 +244,11 @@ def test_building_the_parser_imports_no_heavy_library() -> None:
 
 
 def test_the_parsers_torch_free_choices_equal_the_librarys() -> None:
+    # LEAF's methods, arms and poolings have one torch-free copy (iqalens.leaf.names); these remain.
     from iqalens.align.base import COMPONENTS
-    from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES
     from iqalens.commands.report import DEFAULT_TITLE
-    from iqalens.leaf.calibration import METHODS
-    from iqalens.leaf.protocol import ARMS
     from iqalens.report import DEFAULT_TITLE as REPORT_TITLE
 
-    assert set(CALIBRATION_CHOICES) == set(METHODS) and ARM_CHOICES == ARMS
     assert DEFAULT_TITLE == REPORT_TITLE
     assert COMPONENTS == ("vision_encoder", "projector", "language_model")
 

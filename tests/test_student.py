@@ -13,7 +13,6 @@ from PIL import Image
 
 from iqalens.leaf.student import (
     IMAGENET_MEAN,
-    POOLINGS,
     Student,
     StudentConfig,
     expected_from_logits,
@@ -317,12 +316,6 @@ def test_a_student_json_from_before_pooling_loads_as_last(tmp_path: Path) -> Non
     assert loaded.config.pooling == "last" and loaded.head.in_features == 16
     images = _images(2)
     assert np.array_equal(loaded.predict(images)["score"], student.predict(images)["score"])
-
-
-def test_cli_pooling_choices_are_the_students() -> None:
-    from iqalens.commands import POOLING_CHOICES
-
-    assert POOLING_CHOICES == POOLINGS
 
 
 def test_efficientnet_lite0_multiscale_taps_the_resolution_stages_and_keeps_the_last_feature() -> None:

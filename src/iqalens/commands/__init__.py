@@ -14,6 +14,8 @@ import argparse
 import importlib
 from types import ModuleType
 
+from iqalens.leaf.names import ARMS, CALIBRATION_METHODS, POOLINGS
+
 #: Command modules under ``iqalens.commands``, in the order their commands appear in ``--help`` (after
 #: ``distort``, ``demo`` and ``bench``, which :mod:`iqalens.cli` adds first).
 MODULES: tuple[str, ...] = ("leaf", "perception", "align", "budget", "report")
@@ -32,14 +34,10 @@ def register_all(sub: argparse._SubParsersAction) -> dict[str, str]:
     return notes
 
 
-#: ``iqalens.leaf.calibration.METHODS`` and ``iqalens.leaf.protocol.ARMS``, spelt out here for the same
-#: reason as the pooling choices below (tests check they are equal).
-CALIBRATION_CHOICES: tuple[str, ...] = ("linear", "isotonic", "logistic4", "logistic5", "auto")
-ARM_CHOICES: tuple[str, ...] = ("leaf", "leaf_ft", "labels_only")
-
-#: ``StudentConfig.pooling`` values, spelt out here so that building the parser does not import torch
-#: (a test checks they equal :data:`iqalens.leaf.student.POOLINGS`).
-POOLING_CHOICES: tuple[str, ...] = ("last", "multiscale")
+#: The calibration methods, label-budget arms and student poolings, from the one torch-free table.
+CALIBRATION_CHOICES: tuple[str, ...] = CALIBRATION_METHODS
+ARM_CHOICES: tuple[str, ...] = ARMS
+POOLING_CHOICES: tuple[str, ...] = POOLINGS
 
 
 def add_pooling_argument(parser: argparse.ArgumentParser) -> None:

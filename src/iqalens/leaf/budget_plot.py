@@ -52,7 +52,7 @@ def budget_figure(summary: Sequence[dict[str, Any]], metric: str = "srcc", title
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
-    from iqalens.leaf.protocol import ARM_TITLES
+    from iqalens.leaf.names import ARM_TITLES
 
     if metric not in _METRIC_NAMES:
         raise ValueError(f"metric must be one of {', '.join(_METRIC_NAMES)}, got {metric!r}")

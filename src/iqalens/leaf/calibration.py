@@ -52,19 +52,12 @@ from scipy import optimize, special, stats
 
 from iqalens.datasets.manifest import MosScale
 from iqalens.evaluation.metrics import fit_logistic4, logistic4
+from iqalens.leaf.names import AUTO_CANDIDATES
+from iqalens.leaf.names import CALIBRATION_KINDS as KINDS
+from iqalens.leaf.names import CALIBRATION_METHODS as METHODS
+from iqalens.leaf.names import CALIBRATION_MIN_POINTS as MIN_POINTS
 from iqalens.runs import write_json
 
-#: Fewest labelled points each mapping accepts (a logistic needs more points than parameters;
-#: ``auto`` needs three to hold one out and still fit a line).
-MIN_POINTS: dict[str, int] = {"linear": 2, "isotonic": 2, "logistic4": 5, "logistic5": 6, "auto": 3}
-#: Mappings :func:`fit` knows.
-METHODS: tuple[str, ...] = tuple(MIN_POINTS)
-#: Every kind a stored calibrator may have (``quantile`` comes from :func:`label_free`; ``auto``
-#: stores the kind it chose).
-KINDS: tuple[str, ...] = ("linear", "isotonic", "logistic4", "logistic5", "quantile")
-#: Candidates of ``auto``, simplest first (ties go to the earlier one); strictly monotone maps only,
-#: so the calibrated scores keep the student's ranking.
-AUTO_CANDIDATES: tuple[str, ...] = ("linear", "logistic4")
 #: Up to this many points ``auto`` cross-validates leave-one-out, above it with :data:`AUTO_FOLDS` folds.
 AUTO_LOO_MAX = 60
 AUTO_FOLDS = 10

@@ -81,18 +81,12 @@ from iqalens.files import atomic_replace, atomic_write_text, content_hash
 from iqalens.images import load_rgb
 from iqalens.leaf.calibration import MIN_POINTS, Calibrator, draw_budget, fit, label_free, parse_budget
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
+from iqalens.leaf.names import ARM_TITLES, ARMS
 from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import Student, StudentConfig, default_normalisation
 from iqalens.runs import start_run, write_json
 
-#: Arms of the protocol, in report order.
-ARMS: tuple[str, ...] = ("leaf", "leaf_ft", "labels_only")
-ARM_TITLES = {
-    "leaf": "LEAF (a): distil + monotone map",
-    "leaf_ft": "LEAF (b): distil + head fine-tune",
-    "labels_only": "labels only",
-}
 DEFAULT_BUDGETS: tuple[str, ...] = ("0%", "1%", "5%", "10%", "30%", "100%")
 #: Head l2 strengths :func:`select_l2` chooses from in the default protocol (label-free, per seed).
 DEFAULT_L2_CANDIDATES: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)

@@ -64,6 +64,7 @@ from torch import nn
 from iqalens.configs import dataclass_from_dict
 from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
+from iqalens.leaf.names import BACKBONES, POOLINGS
 from iqalens.models.efficientnet import LITE_MEAN, LITE_STD, build_efficientnet_lite0
 from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 from iqalens.runs import write_json
@@ -77,9 +78,6 @@ FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "hf", "tiny")
-#: Values of ``StudentConfig.pooling`` (see the module docstring).
-POOLINGS: tuple[str, ...] = ("last", "multiscale")
 #: Added to the variance before the square root of std pooling: a constant map (a dead ReLU channel)
 #: would otherwise give an infinite gradient of sqrt at 0, hence NaN gradients when the backbone trains.
 STD_EPS = 1e-8

@@ -239,10 +239,8 @@ def calibration_article(run: CalibrationRun, anchor: str) -> str:
 
 
 def _arm_titles() -> dict[str, str]:
-    try:
-        from iqalens.leaf.protocol import ARM_TITLES  # the protocol's own names (imports torch)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return {}
+    from iqalens.leaf.names import ARM_TITLES
+
     return dict(ARM_TITLES)
 
 
