@@ -11,10 +11,13 @@ from PIL import Image
 
 from fake_openai_server import FakeOpenAIServer
 from iqalens.cli import main
+from iqalens.errors import InvalidInputError
 from iqalens.images import load_rgb
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store import JudgmentStore, read_export
 from iqalens.leaf.teach import collect_images, make_teacher, run_teach
+from iqalens.leaf.teachers.base import Teacher
+from iqalens.leaf.teachers.registry import TEACHERS, list_teachers, teachers_help
 
 
 class BrightnessTeacher:
@@ -123,8 +126,70 @@ def test_unreadable_files_are_skipped_and_reported(folder: Path, tmp_path: Path)
 
 def test_make_teacher_rejects_unknown_specs() -> None:
     for spec in ("gpt", "hf:", "openai:model-without-url"):
-        with pytest.raises(ValueError, match="teacher spec"):
+        with pytest.raises(ValueError, match="teacher spec") as info:  # InvalidInputError is a ValueError
             make_teacher(spec)
+        assert isinstance(info.value, InvalidInputError)
+        assert "'classical', 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL'" in str(info.value)  # from TEACHERS
+
+
+def test_the_built_in_teachers_are_listed_without_importing_them() -> None:
+    assert [(t.name, t.usage) for t in list_teachers()] == [
+        ("classical", "'classical'"),
+        ("hf", "'hf:PATH_OR_ID'"),
+        ("openai", "'openai:MODEL@BASE_URL'"),
+    ]
+    assert list_teachers()[0].options == ("workers",)
+    assert (
+        teachers_help() == "'classical' (NIQE+BRISQUE, offline), 'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'"
+    )
+
+
+class ThrowawayTeacher:
+    """A new teacher backend, as a user would write one: the Teacher protocol, nothing else."""
+
+    prompt_version = "v0"
+    supports_pairs = False
+
+    def __init__(self, arg: str, workers: int = 1) -> None:
+        self.teacher_id = f"throwaway:{arg}"
+        self.workers = workers
+
+    def judge_images(self, paths: Sequence[Path]) -> list[PointJudgment]:
+        return [PointJudgment.from_logits([load_rgb(p).mean() / 64.0, 0.0, 0.0, 0.0, 0.0]) for p in paths]
+
+    def judge_pairs(self, pairs: Sequence[tuple[Path, Path]]) -> list[PairJudgment]:
+        raise AssertionError("supports_pairs is False: pairs are derived by the caller")
+
+
+def test_a_new_teacher_backend_is_one_class_and_one_register_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 12), (i * 90, 40, 40)).save(images / f"im{i}.png")
+    TEACHERS.register("throwaway", ThrowawayTeacher, summary="a test backend", arg="NAME", options="workers")
+    try:
+        assert isinstance(make_teacher("throwaway:x", workers=2, device="cuda"), Teacher)  # device: ignored
+        assert make_teacher("throwaway:x", workers=2).workers == 2
+        assert "'throwaway:NAME'" in teachers_help() and list_teachers()[-1].name == "throwaway"
+        store = tmp_path / "s.db"
+        args = ["teach", "--teacher", "throwaway:x", "--images", str(images), "-o", str(store), "-q"]
+        assert main([*args, "--pairs-per-image", "1"]) == 0
+        out = capsys.readouterr().out
+        assert "throwaway:x / v0" in out and "3 judged now" in out and "derived from point judgments" in out
+        with JudgmentStore(store, create=False) as db:
+            assert len(db.points("throwaway:x", "v0")) == 3
+        with pytest.raises(SystemExit):
+            main(["teach", "--help"])
+        assert "'throwaway:NAME'" in capsys.readouterr().out  # the help text is generated from TEACHERS
+        assert main(["teach", "--teacher", "throwaway:", "--images", str(images), "-o", str(store)]) == 2
+        assert "'throwaway:NAME'" in capsys.readouterr().err  # and so is the unknown-spec error
+    finally:
+        TEACHERS.unregister("throwaway")
+    assert "throwaway" not in teachers_help()
+    with pytest.raises(InvalidInputError, match="unknown teacher spec"):
+        make_teacher("throwaway:x")
 
 
 def test_cli_teach_status_export_with_server_teacher(

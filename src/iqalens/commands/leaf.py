@@ -8,6 +8,7 @@ from pathlib import Path
 
 from iqalens.commands import add_pooling_argument
 from iqalens.commands._shared import CliError
+from iqalens.leaf.teachers.registry import teachers_help
 
 #: What an interrupted run leaves behind.
 INTERRUPTED = {
@@ -270,7 +271,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="LEAF teacher: judge images and pairs into a judgments store",
         description="Run a teacher over images (folders, manifests or files) and store point-wise "
         "judgments and pair-wise preferences in a SQLite store; re-running resumes. TEACHER: "
-        "'classical' (NIQE+BRISQUE, offline), 'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'.",
+        f"{teachers_help()}.",
     )
     p.add_argument("--teacher", help="teacher spec (see above)")
     p.add_argument("--images", nargs="+", help="image folders, manifests (.csv) or files")

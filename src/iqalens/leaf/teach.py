@@ -24,12 +24,14 @@ from typing import Any
 from tqdm import tqdm
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.files import check_file_name
 from iqalens.images import IMAGE_EXTENSIONS, ImageLoadError, iter_image_files
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.pairs import sample_pairs
 from iqalens.leaf.store import JudgmentStore, content_hash
 from iqalens.leaf.teachers.base import Teacher
+from iqalens.leaf.teachers.registry import make_teacher as make_teacher  # the CLI's entry point
 
 PAIR_STRATEGIES = ("random", "stratified")
 
@@ -58,8 +60,9 @@ class TeachReport:
 def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Image files from folders (recursive), manifests (``.csv``) and single files, in order.
 
-    A file name iqalens refuses (:func:`iqalens.files.check_file_name`) raises ``FileNameError``
-    (a ``ValueError``) naming it, before anything is judged.
+    A source that names no image raises :class:`~iqalens.errors.InvalidInputError`; a file name
+    iqalens refuses (:func:`iqalens.files.check_file_name`) raises ``FileNameError`` (a
+    ``ValueError``) naming it, before anything is judged.
     """
     paths: list[Path] = []
     for item in sources:
@@ -67,7 +70,7 @@ def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
         if p.is_dir():
             found = iter_image_files(p)
             if not found:
-                raise ValueError(f"no image files found in {p}")
+                raise InvalidInputError(f"no image files found in {p}")
             paths += found
         elif p.suffix.lower() == ".csv":
             manifest, _ = read_manifest(p)
@@ -75,48 +78,12 @@ def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
         elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
             paths.append(p)
         elif p.exists():
-            raise ValueError(f"{p} is neither a folder, a manifest (.csv) nor an image file")
+            raise InvalidInputError(f"{p} is neither a folder, a manifest (.csv) nor an image file")
         else:
-            raise ValueError(f"{p} does not exist")
+            raise InvalidInputError(f"{p} does not exist")
     for path in paths:
         check_file_name(path)  # refused names fail here, before any judging
     return paths
-
-
-def make_teacher(spec: str, **options: Any) -> Teacher:
-    """Build a teacher from a ``--teacher`` spec.
-
-    - ``classical``: NIQE + BRISQUE, offline (options: ``workers``);
-    - ``hf:PATH_OR_ID``: a Hugging Face multimodal LLM (options: ``device``, ``dtype``, ``batch_size``);
-    - ``openai:MODEL@BASE_URL``: an OpenAI-compatible server, e.g.
-      ``openai:Qwen/Qwen2-VL-7B-Instruct@http://gpu-node:8000/v1`` (options: ``max_concurrency``,
-      ``max_deferred_rounds``, ``api_key``).
-    Options that do not apply to the chosen backend are ignored.
-    """
-    kind, _, rest = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "classical":
-        from iqalens.leaf.teachers.classical import ClassicalTeacher
-
-        return ClassicalTeacher(**_pick(options, "workers"))
-    if kind == "hf" and rest:
-        from iqalens.leaf.teachers.hf import HFTeacher
-
-        return HFTeacher(rest, **_pick(options, "device", "dtype", "batch_size"))
-    if kind == "openai" and "@" in rest:
-        from iqalens.leaf.teachers.openai_compat import OpenAITeacher
-
-        model, _, url = rest.rpartition("@")
-        return OpenAITeacher(
-            model, url, **_pick(options, "max_concurrency", "max_deferred_rounds", "api_key")
-        )
-    raise ValueError(
-        f"unknown teacher spec {spec!r}; use 'classical', 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL'"
-    )
-
-
-def _pick(options: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: options[k] for k in names if options.get(k) is not None}
 
 
 def run_teach(
@@ -138,7 +105,9 @@ def run_teach(
     in the report. Fatal teacher errors are raised (what was answered before is stored).
     """
     if strategy not in PAIR_STRATEGIES:
-        raise ValueError(f"pair strategy must be one of {', '.join(PAIR_STRATEGIES)}, got {strategy!r}")
+        raise InvalidInputError(
+            f"pair strategy must be one of {', '.join(PAIR_STRATEGIES)}, got {strategy!r}"
+        )
     report = TeachReport()
     tid, pv = teacher.teacher_id, teacher.prompt_version
     by_hash: dict[str, Path] = {}

@@ -1,1 +1,1 @@
-"""Teacher backends and the ``--teacher SPEC`` parser (see :func:`make_teacher`)."""
+"""Teacher backends and their registry (:mod:`iqalens.leaf.teachers.registry`: specs, ``make_teacher``)."""

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from iqalens.errors import IqalensError
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 
 
-class TeacherError(RuntimeError):
+class TeacherError(IqalensError, RuntimeError):
     """A teacher backend failed in a way the user must fix (server down, model missing, bad reply)."""
 
 

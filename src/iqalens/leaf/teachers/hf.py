@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqalens.errors import InvalidInputError
 from iqalens.images import load_rgb
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.prompts import pair_prompt, point_prompt, prompt_version
@@ -91,7 +92,7 @@ class HFTeacher:
         processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         name, short = checkpoint_name(model)
         self.teacher_id = teacher_id or f"hf:{short}"
         self.prompt_version = prompt_version(prefill)

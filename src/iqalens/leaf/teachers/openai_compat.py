@@ -46,6 +46,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
+from iqalens.errors import InvalidInputError
 from iqalens.images import ImageLoadError
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.prompts import Prompt, pair_prompt, point_prompt, prompt_version
@@ -168,15 +169,15 @@ class OpenAITeacher:
         image_encoding: ImageEncoding = "png",
     ) -> None:
         if max_concurrency < 1 or max_retries < 0 or max_malformed_retries < 0 or top_logprobs < 1:
-            raise ValueError("max_concurrency and top_logprobs must be >= 1, retry counts >= 0")
+            raise InvalidInputError("max_concurrency and top_logprobs must be >= 1, retry counts >= 0")
         if max_deferred_rounds < 0 or deferred_backoff_s < 0:
-            raise ValueError("max_deferred_rounds and deferred_backoff_s must be >= 0")
+            raise InvalidInputError("max_deferred_rounds and deferred_backoff_s must be >= 0")
         if max_consecutive_failures is not None and max_consecutive_failures < 1:
-            raise ValueError("max_consecutive_failures must be >= 1 (or None for the default)")
+            raise InvalidInputError("max_consecutive_failures must be >= 1 (or None for the default)")
         if prefill not in ("continue_final_message", "trailing_assistant", "none"):
-            raise ValueError(f"unknown prefill mode {prefill!r}")
+            raise InvalidInputError(f"unknown prefill mode {prefill!r}")
         if image_encoding not in ("png", "source"):
-            raise ValueError(f"unknown image encoding {image_encoding!r}")
+            raise InvalidInputError(f"unknown image encoding {image_encoding!r}")
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
@@ -497,6 +498,12 @@ class OpenAITeacher:
         """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out."""
         d = min(self.backoff_max_s, self.backoff_base_s * (2.0**attempt))
         return d / 2.0 + self._rng.uniform(0.0, d / 2.0)
+
+
+def from_spec(arg: str, **options: Any) -> OpenAITeacher:
+    """The teacher of ``openai:MODEL@BASE_URL`` (its registry entry): ``arg`` is ``MODEL@BASE_URL``."""
+    model, _, base_url = arg.rpartition("@")
+    return OpenAITeacher(model, base_url, **options)
 
 
 _Handler = Callable[["_Session", int], Awaitable[T]]
