@@ -59,7 +59,6 @@ KNOWN_OVERSIZED: set[str] = {
     "iqalens.leaf.distill",
     "iqalens.leaf.protocol",
     "iqalens.leaf.store",
-    "iqalens.models.hf_vlm",
     "iqalens.report.collect",
 }
 

@@ -22,7 +22,9 @@ forward hooks, so no family-specific re-implementation of the model can drift fr
   final norm applied, so it differs from ``lm.{M-1}``). The embedding "layer" is not repeated
   here: at the visual positions it equals ``projector``.
 
-Pooling is done inside the hooks, so a batch never holds all layers' full hidden states.
+Pooling is done inside the hooks, so a batch never holds all layers' full hidden states. The hooks,
+the layer stacks and the tile/patch bookkeeping live in :mod:`iqalens.models.hf_vlm_sites`; the
+KV-cached decoding behind forced choice and free generation in :mod:`iqalens.models.hf_vlm_decoding`.
 
 **Forced choice** (:meth:`HFVLMAdapter.class_log_scores`): the user turn holds the image and the
 question, the assistant turn is pre-filled with the answer prefix ("The distortion is"), and the
@@ -57,6 +59,17 @@ from PIL import Image
 
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.models.hf_loading import build_prompt_text, checkpoint_name, load_vlm
+from iqalens.models.hf_vlm_decoding import decode_rows, sequence_log_probs, stop_token_ids
+from iqalens.models.hf_vlm_sites import (
+    first_tensor,
+    largest_block_list,
+    patches_per_tile,
+    pooled_sites_of_one_pass,
+    tiles_per_image,
+    to_numpy,
+    token_pooler,
+    vision_pooler,
+)
 from iqalens.models.prompts import Prompt
 from iqalens.taxonomy import CLASSES
 
@@ -88,45 +101,6 @@ def forced_choice_prompt(
         choices=tuple(choices),
         n_images=1,
     )
-
-
-def _largest_block_list(module: torch.nn.Module) -> torch.nn.ModuleList:
-    """The ModuleList of identical blocks with the most entries: a tower's / decoder's layer stack.
-
-    Why generic: CLIP/SigLIP name it ``encoder.layers``, InternViT ``encoder.layer``, Qwen's ViT
-    ``blocks``, every decoder ``layers``; the stack is always the longest homogeneous list.
-    """
-    best: torch.nn.ModuleList | None = None
-    for sub in module.modules():
-        homogeneous = isinstance(sub, torch.nn.ModuleList) and len({type(m) for m in sub}) == 1
-        if homogeneous and (best is None or len(sub) > len(best)):
-            best = sub
-    if best is None:
-        raise ValueError(f"no layer stack found in {type(module).__name__}")
-    return best
-
-
-def _first_tensor(value: Any) -> torch.Tensor:
-    """A block's hidden states: blocks return a tensor or a tuple starting with it."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    raise TypeError(f"cannot find hidden states in a {type(value).__name__}")
-
-
-def _to_numpy(rows: list[torch.Tensor]) -> np.ndarray:
-    """float32 array of per-item rows [D] (stacked) or per-batch blocks [B, D] (concatenated)."""
-    block = torch.cat(rows) if rows[0].dim() == 2 else torch.stack(rows)
-    return block.float().cpu().numpy().astype(np.float32)
-
-
-def _mean_per_image(rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """[len(counts), D] means of consecutive groups of ``rows`` [sum(counts), D]: one reshape when
-    every image has as many rows (the common case; no Python loop over images in a hook)."""
-    if len(set(counts)) == 1:
-        return rows.reshape(len(counts), counts[0], rows.shape[-1]).mean(1)
-    return torch.stack([seg.mean(0) for seg in torch.split(rows, counts)])
 
 
 class HFVLMAdapter:
@@ -194,8 +168,8 @@ class HFVLMAdapter:
             raise ValueError(f"{type(self.model).__name__}: no vision tower / language model found")
         self.vision_tower: torch.nn.Module = vision
         self.language_model: torch.nn.Module = inner.language_model
-        self.vision_blocks = _largest_block_list(vision)
-        self.lm_blocks = _largest_block_list(self.language_model)
+        self.vision_blocks = largest_block_list(vision)
+        self.lm_blocks = largest_block_list(self.language_model)
         config = self.model.config
         token_id = getattr(config, "image_token_id", None)
         if token_id is None:
@@ -236,41 +210,8 @@ class HFVLMAdapter:
         return inputs
 
     def _tiles_per_image(self, inputs: dict[str, torch.Tensor], n_images: int) -> list[int]:
-        """How many rows of the vision tower's input belong to each image (in order).
-
-        Qwen: patches per image (the tower runs on one flat sequence). LLaVA-NeXT / OneVision:
-        the number of any-resolution tiles, computed as the model does. InternVL: tiles = image
-        tokens / tokens per tile. Otherwise one tile per image.
-        """
-        config = self.model.config
-        if "image_grid_thw" in inputs:
-            return [int(v) for v in inputs["image_grid_thw"].prod(-1).tolist()]
-        pixel_values = inputs["pixel_values"]
-        if pixel_values.dim() == 5 and "image_sizes" in inputs:
-            from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
-            size = config.vision_config.image_size
-            return [
-                int(image_size_to_num_patches(s, config.image_grid_pinpoints, size))
-                for s in inputs["image_sizes"].tolist()
-            ]
-        if pixel_values.shape[0] != n_images:
-            per_tile = getattr(config, "image_seq_length", None)
-            if per_tile:
-                counts = (inputs["input_ids"] == self.image_token_id).sum(1)
-                return [int(c) // int(per_tile) for c in counts.tolist()]
-            raise ValueError(f"{pixel_values.shape[0]} image tiles for {n_images} images: cannot group them")
-        return [1] * n_images
-
-    def _n_patches(self) -> int | None:
-        """Patch tokens per tile of a ViT tower (to recognise a CLS token), None if not a fixed grid."""
-        vc = getattr(self.model.config, "vision_config", None)
-        size, patch = getattr(vc, "image_size", None), getattr(vc, "patch_size", None)
-        if size is None or patch is None:
-            return None
-        sizes = size if isinstance(size, (list, tuple)) else (size, size)
-        patches = patch if isinstance(patch, (list, tuple)) else (patch, patch)
-        return (int(sizes[0]) // int(patches[0])) * (int(sizes[1]) // int(patches[1]))
+        """How many rows of the vision tower's input belong to each image (see :func:`tiles_per_image`)."""
+        return tiles_per_image(self.model.config, inputs, n_images, self.image_token_id)
 
     # -- ComponentModel ---------------------------------------------------------------------------
 
@@ -289,9 +230,9 @@ class HFVLMAdapter:
         if not projector:
             raise ValueError("extract() needs at least one image")
         return ComponentFeatures(
-            vision_layers=[_to_numpy(s) for s in vision],
-            projector=_to_numpy(projector),
-            lm_layers=[_to_numpy(s) for s in lm],
+            vision_layers=[to_numpy(s) for s in vision],
+            projector=to_numpy(projector),
+            lm_layers=[to_numpy(s) for s in lm],
         )
 
     def vision_pooler(
@@ -302,87 +243,26 @@ class HFVLMAdapter:
         Shared by :meth:`extract` and the alignment forward pass (:mod:`iqalens.align.hf`), so the
         feature-distillation constraint reads exactly the ``vision.K`` site. Differentiable.
         """
-        tiles = self._tiles_per_image(inputs, n_images)
-        n_patches = self._n_patches()
-
-        def pool_vision(h: torch.Tensor) -> torch.Tensor:
-            h = h.float()
-            if h.dim() == 3 and h.shape[0] == 1 and sum(tiles) == h.shape[1] and h.shape[0] != sum(tiles):
-                h = h[0]  # a flat sequence with a batch axis of 1
-            if h.dim() == 2:  # Qwen: [sum of patches, D], images contiguous
-                if h.shape[0] != sum(tiles):
-                    raise ValueError(f"vision tower gave {h.shape[0]} rows for {sum(tiles)} patches")
-                return _mean_per_image(h, tiles)
-            if h.shape[0] != sum(tiles):
-                raise ValueError(f"vision tower gave {h.shape[0]} tiles, expected {sum(tiles)}")
-            if n_patches is not None and h.shape[1] == n_patches + 1:
-                h = h[:, 1:]  # CLS token
-            return _mean_per_image(h.mean(1), tiles)
-
-        return pool_vision
+        return vision_pooler(self._tiles_per_image(inputs, n_images), patches_per_tile(self.model.config))
 
     @torch.inference_mode()
     def _extract_batch(
         self, images: Sequence[np.ndarray]
     ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        """One forward pass; per site the [n, D] pooled features of the batch (vision, projector, LM).
-
-        Each hook pools the whole batch in a few tensor operations (no loop over images), which is
-        what keeps the hooks' share of a small model's forward pass low (benchmarks/FEATURES.md).
-        """
+        """One forward pass; per site the [n, D] pooled features of the batch (vision, projector, LM)."""
         inputs = self.prepare(images)
-        n = len(images)
-        pool_vision = self.vision_pooler(inputs, n)
-        weights = (inputs["input_ids"] == self.image_token_id).float()  # [B, T]
-        weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
-
-        def pool_lm(h: torch.Tensor) -> torch.Tensor:
-            return torch.bmm(weights.unsqueeze(1), h.float()).squeeze(1)  # masked mean over T
-
-        out_v: list[list[torch.Tensor]] = [[] for _ in range(self.n_vision_sites)]
-        out_p: list[torch.Tensor] = []
-        out_h: list[list[torch.Tensor]] = [[] for _ in range(self.n_lm_sites)]
-
-        def hidden_arg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-            return args[0] if args else kwargs["hidden_states"]
-
-        def vision_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            out_v[0].append(pool_vision(hidden_arg(args, kwargs)))
-
-        def lm_in(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            embeds = kwargs.get("inputs_embeds")
-            if embeds is None:
-                raise RuntimeError("the language model was called without inputs_embeds")
-            out_p.append(pool_lm(embeds))
-
-        def site_hook(sink: list[torch.Tensor], pool: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-            def hook(_m: torch.nn.Module, _args: Any, output: Any) -> None:
-                sink.append(pool(_first_tensor(output)))
-
-            return hook
-
-        handles = [
-            self.vision_blocks[0].register_forward_pre_hook(vision_in, with_kwargs=True),
-            self.language_model.register_forward_pre_hook(lm_in, with_kwargs=True),
-        ]
-        handles += [
-            blk.register_forward_hook(site_hook(out_v[i + 1], pool_vision))
-            for i, blk in enumerate(self.vision_blocks)
-        ]
-        handles += [
-            blk.register_forward_hook(site_hook(out_h[i], pool_lm)) for i, blk in enumerate(self.lm_blocks)
-        ]
-        try:
-            kwargs: dict[str, Any] = {"use_cache": False}
-            if self._keep_logits:
-                kwargs["logits_to_keep"] = 1  # the logits are not needed; skip most of the LM head
-            self.model(**inputs, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        if any(len(s) != 1 or s[0].shape[0] != n for s in (out_p, *out_v, *out_h)):
-            raise RuntimeError("a hook fired an unexpected number of times (nested or repeated calls?)")
-        return [s[0] for s in out_v], out_p[0], [s[0] for s in out_h]
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = 1  # the logits are not needed; skip most of the LM head
+        return pooled_sites_of_one_pass(
+            lambda: self.model(**inputs, **kwargs),
+            vision_blocks=self.vision_blocks,
+            language_model=self.language_model,
+            lm_blocks=self.lm_blocks,
+            pool_vision=self.vision_pooler(inputs, len(images)),
+            pool_lm=token_pooler(inputs["input_ids"], self.image_token_id),
+            n=len(images),
+        )
 
     @torch.inference_mode()
     def visual_tokens(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -452,43 +332,17 @@ class HFVLMAdapter:
         The prompt runs once with its KV cache kept; multi-token sequences continue from copies of
         the cache in one batch (see module doc).
         """
-        longest = max(len(s) for s in seqs)
-        kwargs: dict[str, Any] = {"use_cache": longest > 1}
-        if self._keep_logits:
-            kwargs["logits_to_keep"] = 1
-        result = self.model(**inputs, **kwargs)
-        first = torch.log_softmax(result.logits[0, -1].float(), dim=-1)
-        scores = torch.stack([first[s[0]] for s in seqs]).to(torch.float64)
-        if longest > 1:
-            cache = result.cache if self._cache_kw == "cache" else result.past_key_values
-            cache.batch_repeat_interleave(len(seqs))
-            pad = int(self.tokenizer.pad_token_id)
-            # Feed tokens 0..L-2 of each word; position j predicts token j+1. Right padding is
-            # harmless: pads come after every real token (causal) and their logits are not read.
-            cont = torch.tensor(
-                [list(s[:-1]) + [pad] * (longest - len(s)) for s in seqs],
-                device=self.device,
-                dtype=torch.long,
-            )
-            logits = self.model(input_ids=cont, use_cache=True, **{self._cache_kw: cache}).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for c, s in enumerate(seqs):
-                for j in range(1, len(s)):
-                    scores[c] += logp[c, j - 1, s[j]].double()
-        return scores.cpu().numpy()
+        return sequence_log_probs(
+            self.model,
+            inputs,
+            seqs,
+            pad_token_id=int(self.tokenizer.pad_token_id),
+            device=self.device,
+            cache_kw=self._cache_kw,
+            keep_logits=self._keep_logits,
+        )
 
     # -- free generation (optional capability used by ``perceive --generate``) ---------------------
-
-    def _stop_token_ids(self) -> set[int]:
-        """EOS ids of the generation config and the tokenizer (chat models often list several)."""
-        ids: set[int] = set()
-        for source in (getattr(self.model, "generation_config", None), self.tokenizer):
-            value = getattr(source, "eos_token_id", None)
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(int(v) for v in value)
-        return ids
 
     @torch.inference_mode()
     def generate_answers(
@@ -518,47 +372,24 @@ class HFVLMAdapter:
         seed_list = list(seeds) if seeds is not None else list(range(len(images)))
         if len(seed_list) != len(images):
             raise ValueError(f"{len(seed_list)} seeds for {len(images)} images")
-        stop = self._stop_token_ids()
-        rows = 1 + samples
+        stop = stop_token_ids(self.model, self.tokenizer)
         out: list[tuple[str, list[str]]] = []
         for image, seed in zip(images, seed_list, strict=True):
-            gen = torch.Generator().manual_seed(int(seed))
-            inputs = self.prepare([image])
-            kwargs: dict[str, Any] = {"use_cache": True}
-            if self._keep_logits:
-                kwargs["logits_to_keep"] = 1
-            result = self.model(**inputs, **kwargs)
-            cache = result.cache if self._cache_kw == "cache" else result.past_key_values
-            logits = result.logits[:, -1].float().expand(rows, -1)
-            if rows > 1:
-                cache.batch_repeat_interleave(rows)
-            tokens: list[list[int]] = [[] for _ in range(rows)]
-            done = [False] * rows
-            for step in range(max_new_tokens):
-                nxt = self._next_tokens(logits, temperature, gen)
-                for r, t in enumerate(nxt):
-                    if not done[r]:
-                        if t in stop:
-                            done[r] = True
-                        else:
-                            tokens[r].append(t)
-                if all(done) or step == max_new_tokens - 1:
-                    break
-                step_ids = torch.tensor(nxt, device=self.device, dtype=torch.long).unsqueeze(1)
-                logits = self.model(input_ids=step_ids, use_cache=True, **{self._cache_kw: cache}).logits
-                logits = logits[:, -1].float()
+            tokens = decode_rows(
+                self.model,
+                self.prepare([image]),
+                rows=1 + samples,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                gen=torch.Generator().manual_seed(int(seed)),
+                stop=stop,
+                device=self.device,
+                cache_kw=self._cache_kw,
+                keep_logits=self._keep_logits,
+            )
             texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
             out.append((texts[0], texts[1:]))
         return out
-
-    @staticmethod
-    def _next_tokens(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> list[int]:
-        """Row 0: argmax; rows 1..: one draw each from softmax(logits / temperature)."""
-        greedy = [int(logits[0].argmax())]
-        if logits.shape[0] == 1:
-            return greedy
-        probs = torch.softmax(logits[1:].cpu().double() / temperature, dim=-1)
-        return greedy + [int(t) for t in torch.multinomial(probs, 1, generator=gen)[:, 0].tolist()]
 
     # -- contextual word states (optional capability used by the contextual semantic distance) ---
 
@@ -598,7 +429,7 @@ class HFVLMAdapter:
 
             def hook_for(sink: list[torch.Tensor], n: int = n) -> Any:
                 def hook(_m: torch.nn.Module, _args: Any, output: Any) -> None:
-                    sink.append(_first_tensor(output)[0, -n:].float().mean(0))
+                    sink.append(first_tensor(output)[0, -n:].float().mean(0))
 
                 return hook
 
@@ -612,4 +443,4 @@ class HFVLMAdapter:
                     handle.remove()
         if any(len(rows) != len(words) for rows in per_layer):
             raise RuntimeError("a decoder-layer hook fired an unexpected number of times")
-        return np.stack([_to_numpy(rows) for rows in per_layer])
+        return np.stack([to_numpy(rows) for rows in per_layer])
