@@ -58,7 +58,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 KNOWN_OVERSIZED: set[str] = {
     "iqalens.leaf.distill",
     "iqalens.leaf.protocol",
-    "iqalens.leaf.store",
     "iqalens.report.collect",
 }
 

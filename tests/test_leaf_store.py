@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing as mp
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iqalens.errors import IqalensError
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store import (
     APPLICATION_ID,
@@ -444,6 +446,15 @@ def test_newer_schema_missing_file_and_directory_are_refused(tmp_path: Path) -> 
     assert not (tmp_path / "typo.db").exists()
     with pytest.raises(StoreError, match="directory"):
         JudgmentStore(tmp_path)
+
+
+def test_store_error_is_a_user_error_and_survives_pickling(tmp_path: Path) -> None:
+    """The CLI prints an IqalensError as one line (exit 2); worker processes send it back pickled."""
+    with pytest.raises(StoreError) as caught:
+        JudgmentStore(tmp_path / "typo.db", create=False)
+    assert isinstance(caught.value, IqalensError)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again) is StoreError and str(again) == str(caught.value) and again.reason == "no such file"
 
 
 def test_store_uses_wal_and_reopens(tmp_path: Path) -> None:
