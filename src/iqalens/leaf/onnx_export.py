@@ -11,8 +11,12 @@ crop, multi-crop grid, mean/std), ``iqalens.calibration`` (the calibrator JSON, 
 ``iqalens.name``. The calibration is applied *after* the network rather than folded into the graph,
 because with multi-crop scoring the calibrated score is ``calibrate(mean over crops of raw)``, which
 a per-crop graph cannot compute; :class:`OnnxScorer` does the same preprocessing, crop averaging and
-calibration as the torch scorer (:class:`iqalens.leaf.scoring.StudentScorer`), so both agree to float32
+calibration as the torch scorer (:class:`iqalens.leaf.scorers.StudentScorer`), so both agree to float32
 rounding (the test asks for 1e-4 on the calibrated 1-5 scale).
+
+Both halves are registered by name, never imported by what dispatches on them: :func:`export_onnx` is
+the ``onnx`` entry of :data:`iqalens.leaf.exporters.EXPORTERS`, :class:`OnnxScorer` the ``onnx`` entry
+(``.onnx`` files) of :data:`iqalens.leaf.scorers.SCORERS`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.leaf.scoring import RAW_SCALE, StudentScorer, load_scorer
+from iqalens.errors import InvalidInputError
+from iqalens.leaf.scorers import RAW_SCALE, StudentScorer, load_scorer
 
 #: Opset of exported graphs.
 OPSET = 17
@@ -44,7 +49,7 @@ def _as_scorer(model_or_run: Any) -> StudentScorer:
         return StudentScorer(model_or_run)
     scorer = load_scorer(model_or_run)
     if not isinstance(scorer, StudentScorer):
-        raise ValueError(f"{model_or_run}: already an ONNX model; export needs a student run folder")
+        raise InvalidInputError(f"{model_or_run}: already an ONNX model; export needs a student run folder")
     return scorer
 
 
@@ -120,10 +125,12 @@ class OnnxScorer:
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"{self.path}: cannot load ONNX model: {exc}") from exc
+            raise InvalidInputError(f"{self.path}: cannot load ONNX model: {exc}") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_STUDENT not in meta:
-            raise ValueError(f"{self.path}: not an iqalens student export (no {META_STUDENT} metadata)")
+            raise InvalidInputError(
+                f"{self.path}: not an iqalens student export (no {META_STUDENT} metadata)"
+            )
         self.config = StudentConfig.from_dict(json.loads(meta[META_STUDENT]))
         cal = meta.get(META_CALIBRATION, "")
         self.calibrator = Calibrator.from_dict(json.loads(cal)) if cal else None

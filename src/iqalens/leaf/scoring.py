@@ -1,6 +1,8 @@
-"""Score image files with a trained student: what ``iqalens score PATHS... [--model RUN]`` does.
+"""Score image files with a trained student: what ``iqalens score PATHS... [--model RUN]`` does
+(:func:`run_score`).
 
-**A model is a run folder** (``RUN``)::
+**A model** is resolved by :func:`iqalens.leaf.scorers.load_scorer` (re-exported here with the
+scorer interface, :class:`StudentScorer` and :class:`ScoreResult`); most often a run folder (``RUN``)::
 
     RUN/
       student.json, student.safetensors   the student (iqalens.leaf.student.save_student)
@@ -8,9 +10,10 @@
                                           (iqalens.leaf.calibration.save_calibrator)
 
 Without ``calibration.json`` the reported score is the raw student score (the teacher's expected-score
-scale, [0, 1], higher = better; :data:`RAW_SCALE`). ``--model`` may also name an exported ``.onnx`` file
+scale, [0, 1], higher = better; :data:`RAW_SCALE`). A model may also be an exported ``.onnx`` file
 (:mod:`iqalens.leaf.onnx_export`), which carries its own preprocessing and calibration. With no model
-the default student shipped with the package is used (:mod:`iqalens.leaf.default_model`).
+the default student shipped with the package is used (:mod:`iqalens.leaf.default_model`). Other kinds
+are registered in :data:`iqalens.leaf.scorers.SCORERS`.
 
 **Inputs** (:func:`collect_inputs`): files, folders (recursive, image extensions only, sorted), glob
 patterns (``**`` allowed) and manifests (``.csv``, read with :func:`iqalens.datasets.manifest.read_manifest`,
@@ -37,27 +40,19 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb
+from iqalens.leaf.scorers import CALIBRATION_FILE as CALIBRATION_FILE  # re-exported: the old home
+from iqalens.leaf.scorers import RAW_SCALE, ImageScorer, ScoreResult, load_scorer
+from iqalens.leaf.scorers import StudentScorer as StudentScorer
 
-#: Optional calibration file of a run folder.
-CALIBRATION_FILE = "calibration.json"
 #: Output formats of :func:`write_results` / :func:`run_score`.
 FORMATS: tuple[str, ...] = ("csv", "json")
-#: What an uncalibrated student's score is: the ``scale`` of its :meth:`StudentScorer.describe`. The head
-#: is linear and trained towards the teacher's expected score, so its output is nominally in [0, 1]
-#: but not clipped to it.
-RAW_SCALE: dict[str, Any] = {
-    "low": 0.0,
-    "high": 1.0,
-    "higher_is_better": True,
-    "name": "raw student score (the teacher's expected-score scale; nominally 0-1; not clipped)",
-}
 #: Columns of the CSV output: one row per image, the scale columns repeat what its score means (the
 #: ``scale`` of the model's describe(), see :func:`score_scale`) so that the CSV alone is readable.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -74,89 +69,10 @@ CSV_COLUMNS: tuple[str, ...] = (
 _GLOB_CHARS = frozenset("*?[")
 
 
-class InputError(ValueError):
-    """An input argument names nothing scoreable (an empty folder, a glob without matches, a bad manifest)."""
+class InputError(InvalidInputError):
+    """An input argument names nothing scoreable (an empty folder, a glob without matches, a bad manifest).
 
-
-class ImageScorer(Protocol):
-    """What :func:`score_paths` needs: per-image preprocessing plus a batched scorer of prepared images."""
-
-    name: str
-
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Per-image preprocessing done right after loading (keeps only a small array in memory)."""
-        ...
-
-    def score_prepared(self, images: Sequence[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(score, raw)`` arrays for prepared images: calibrated score and raw student score."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description for output headers and run folders."""
-        ...
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """The outcome for one path: ``score``/``raw`` are None exactly when ``error`` says why."""
-
-    path: str
-    score: float | None
-    raw: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-# -- the torch scorer ---------------------------------------------------------------------------
-
-
-class StudentScorer:
-    """A student plus an optional calibrator; scores are ``calibrator(raw)`` (or ``raw`` without one)."""
-
-    def __init__(
-        self,
-        student: Any,
-        calibrator: Any | None = None,
-        name: str = "student",
-        info: dict[str, Any] | None = None,
-    ) -> None:
-        self.student = student.eval()
-        self.calibrator = calibrator
-        self.name = name
-        self.info = dict(info or {})
-
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        return self.student.prepare(image)
-
-    def score_prepared(self, images: Sequence[np.ndarray], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        raw = self.student.predict(list(images), batch_size=batch_size)["score"]
-        return self.calibrate(raw), raw
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Map raw student scores onto the model's output scale."""
-        raw = np.asarray(raw, dtype=np.float64)
-        return raw.copy() if self.calibrator is None else np.asarray(self.calibrator(raw), dtype=np.float64)
-
-    def score_arrays(self, images: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
-        """Calibrated scores of RGB uint8 images in memory."""
-        return self.score_prepared([self.prepare(im) for im in images], batch_size)[0]
-
-    def describe(self) -> dict[str, Any]:
-        described = {
-            "name": self.name,
-            "runtime": "torch",
-            "student": self.student.config.to_dict(),
-            "calibration": None if self.calibrator is None else self.calibrator.to_dict(),
-            **self.info,
-        }
-        if "scale" not in described and self.calibrator is not None and "scale" in self.calibrator.extra:
-            described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
-        if "scale" not in described and self.calibrator is None:
-            described["scale"] = dict(RAW_SCALE)
-        return described
+    An :class:`~iqalens.errors.InvalidInputError`, hence still a ``ValueError``."""
 
 
 def score_scale(model: dict[str, Any] | None) -> dict[str, Any]:
@@ -181,31 +97,6 @@ def score_scale(model: dict[str, Any] | None) -> dict[str, Any]:
     low, high = clip if isinstance(clip, list | tuple) and len(clip) == 2 else (None, None)
     name = "calibrated score; its scale was not recorded (see the model's calibration.json)"
     return {**unknown, "name": name, "low": low, "high": high}
-
-
-def load_scorer(model: str | os.PathLike[str] | None = None) -> ImageScorer:
-    """The scorer for ``--model``: a run folder, an exported ``.onnx`` file, or None for the default.
-
-    Errors name the path and what is missing.
-    """
-    if model is None:
-        from iqalens.leaf.default_model import load_default_scorer
-
-        return load_default_scorer()
-    path = Path(model)
-    if path.is_file() and path.suffix.lower() == ".onnx":
-        from iqalens.leaf.onnx_export import OnnxScorer
-
-        return OnnxScorer(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model {path} is neither a run folder nor an .onnx file")
-    from iqalens.leaf.calibration import load_calibrator
-    from iqalens.leaf.student import load_student
-
-    student = load_student(path)
-    cal_file = path / CALIBRATION_FILE
-    calibrator = load_calibrator(cal_file) if cal_file.is_file() else None
-    return StudentScorer(student, calibrator, name=str(path))
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -391,10 +282,10 @@ def score_paths(
     scorers are not affected by this setting.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     n_workers = default_workers() if workers is None else int(workers)
     if n_workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+        raise InvalidInputError(f"workers must be >= 0, got {workers}")
     from tqdm import tqdm
 
     shorter = _shorter_side(model) if fast_decode else None
@@ -512,7 +403,7 @@ def write_results(
     elif fmt == "json":
         write_json(results, out, model)
     else:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
 # -- the CLI entry point ------------------------------------------------------------------------
