@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from iqalens.cli import main
 from iqalens.datasets.manifest import Manifest, ManifestRow, write_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.calibration import Calibrator, save_calibrator
 from iqalens.leaf.scoring import (
     CSV_COLUMNS,
@@ -24,7 +26,7 @@ from iqalens.leaf.scoring import (
     collect_inputs,
     load_scorer,
     results_json,
-    run_score,
+    score_inputs,
     score_paths,
     score_scale,
     write_csv,
@@ -209,13 +211,12 @@ def _scale_cells(scale: dict) -> dict[str, str]:
 def test_csv_says_on_which_scale_its_scores_are(tiny_scorer, images, tmp_path):
     run = tmp_path / "run"
     save_student(tiny_scorer.student, run)
-    err = io.StringIO()
     paths = [str(images[0]), str(images[1])]
 
     # uncalibrated: the raw student scale, as the model's describe() says
     described = load_scorer(run).describe()
     assert described["scale"] == RAW_SCALE
-    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "raw.csv", progress=False, err=err) == 0
+    assert not score_inputs(paths, model=run, fmt="csv", out=tmp_path / "raw.csv", progress=False).failures
     rows = _csv_rows(tmp_path / "raw.csv")
     assert len(rows) == 2
     for row in rows:
@@ -235,7 +236,7 @@ def test_csv_says_on_which_scale_its_scores_are(tiny_scorer, images, tmp_path):
     save_calibrator(calibrator, run / "calibration.json")
     described = load_scorer(run).describe()
     assert described["scale"] == scale and score_scale(described) == scale
-    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "cal.csv", progress=False, err=err) == 0
+    assert not score_inputs(paths, model=run, fmt="csv", out=tmp_path / "cal.csv", progress=False).failures
     for row in _csv_rows(tmp_path / "cal.csv"):
         assert {k: row[k] for k in CSV_COLUMNS[4:]} == _scale_cells(scale)
         assert row["scale_low"] == "1.0" and row["higher_is_better"] == "true"
@@ -245,7 +246,7 @@ def test_csv_says_on_which_scale_its_scores_are(tiny_scorer, images, tmp_path):
         Calibrator("linear", {"slope": -2.0, "intercept": 4.0}, extra={"scale": dmos}),
         run / "calibration.json",
     )
-    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "dmos.csv", progress=False, err=err) == 0
+    assert not score_inputs(paths, model=run, fmt="csv", out=tmp_path / "dmos.csv", progress=False).failures
     assert {r["higher_is_better"] for r in _csv_rows(tmp_path / "dmos.csv")} == {"false"}
 
     # an older calibration that recorded no scale: its clip range, and a name that says so
@@ -255,11 +256,11 @@ def test_csv_says_on_which_scale_its_scores_are(tiny_scorer, images, tmp_path):
     old = score_scale(load_scorer(run).describe())
     assert "not recorded" in old["name"] and (old["low"], old["high"]) == (1.0, 5.0)
     assert old["higher_is_better"] is None
-    assert run_score(paths, model=run, fmt="csv", out=tmp_path / "old.csv", progress=False, err=err) == 0
+    assert not score_inputs(paths, model=run, fmt="csv", out=tmp_path / "old.csv", progress=False).failures
     assert _csv_rows(tmp_path / "old.csv")[0]["higher_is_better"] == ""
 
 
-def test_run_folder_and_run_score(tiny_scorer, images, tmp_path):
+def test_run_folder_and_score_inputs(tiny_scorer, images, tmp_path, capsys):
     run = tmp_path / "run"
     save_student(tiny_scorer.student, run)
     assert load_scorer(run).calibrator is None  # no calibration.json: raw scores
@@ -270,22 +271,34 @@ def test_run_folder_and_run_score(tiny_scorer, images, tmp_path):
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    err = io.StringIO()
     out = tmp_path / "out" / "scores.json"
-    code = run_score([*map(str, images), str(bad)], model=run, fmt="json", out=out, progress=False, err=err)
-    assert code == 1
-    assert str(bad) in err.getvalue()
+    skipped: list[str] = []
+    inputs = [*map(str, images), str(bad)]
+    done = score_inputs(inputs, run, "json", out, progress=False, on_error=lambda p, r: skipped.append(p))
+    assert skipped == [str(bad)] and [r.path for r in done.failures] == [str(bad)]
+    assert done.output == out and done.model["name"] == str(run) and len(done.results) == 6
     doc = json.loads(out.read_text())
     assert doc["n_images"] == 6 and doc["n_failed"] == 1
     assert [r["score"] for r in doc["results"][:5]] == pytest.approx(ref, abs=1e-9)
+    buffer = io.StringIO()
+    done.write(buffer, "json")
+    assert json.loads(buffer.getvalue()) == doc
 
-    assert (
-        run_score([str(images[0])], model=run, fmt="csv", out=tmp_path / "s.csv", progress=False, err=err)
-        == 0
-    )
-    assert run_score([str(images[0])], model=tmp_path / "no_run", progress=False, err=err) == 2
-    assert run_score([str(images[0])], model=run, fmt="xml", progress=False, err=err) == 2
-    assert run_score([], model=run, progress=False, err=err) == 2
+    # the library raises; the command prints (with its name) and chooses the exit status
+    with pytest.raises(InvalidInputError, match="does not exist; use a student run folder or .onnx file"):
+        score_inputs([str(images[0])], model=tmp_path / "no_run", progress=False)
+    with pytest.raises(InvalidInputError, match="output format"):
+        score_inputs([str(images[0])], model=run, fmt="xml", progress=False)
+    with pytest.raises(InputError, match="no input paths"):
+        score_inputs([], model=run, progress=False)
+    assert main(["score", str(images[0]), "--model", str(run), "-o", str(tmp_path / "s.csv"), "-q"]) == 0
+    assert main(["score", str(images[0]), str(bad), "--model", str(run), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"iqalens score: skipped {bad}: " in err and "iqalens score: 1 of 2 image(s) could not" in err
+    assert main(["score", str(images[0]), "--model", str(tmp_path / "no_run"), "-q"]) == 2
+    assert f"iqalens score: error: model {tmp_path / 'no_run'} does not exist" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "empty*.png"), "--model", str(run), "-q"]) == 2
+    assert "iqalens score: error: pattern" in capsys.readouterr().err
 
 
 def test_default_model_scores_bundled_photos(tmp_path):

@@ -305,16 +305,15 @@ def _ci(interval: list[float] | None, resampling: str | None, unavailable: str |
 
 def _score(model: Path, out: Path) -> dict[str, float]:
     """Score the bundled photos into ``out`` (JSON, which names the model and its scale)."""
-    import io
     import json
 
-    from iqalens.leaf.scoring import run_score
+    from iqalens.leaf.scoring import score_inputs
     from iqalens.samples import sample_paths
 
-    err = io.StringIO()
-    code = run_score([str(p) for p in sample_paths()], model, "json", out, progress=False, err=err)
-    if code != 0:
-        raise RuntimeError(f"scoring the bundled photos failed: {err.getvalue().strip()}")
+    run = score_inputs([str(p) for p in sample_paths()], model, "json", out, progress=False)
+    if run.failures:
+        failed = "; ".join(f"{r.path}: {r.error}" for r in run.failures)
+        raise RuntimeError(f"scoring the bundled photos failed: {failed}")
     results = json.loads(out.read_text())["results"]
     return {Path(r["path"]).name: round(float(r["score"]), 3) for r in results}
 

@@ -153,11 +153,34 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from iqalens.leaf.scoring import run_score
+    """0: every image scored; 1: some were unreadable (each named on stderr, the others scored and
+    written); 2 (raised, printed by the CLI): no inputs, or an input or model that cannot be used."""
+    from iqalens.leaf.scoring import score_inputs
 
-    return run_score(
-        args.paths, args.model, args.format, args.output, args.batch_size, progress=not args.quiet
-    )
+    def skipped(path: str, reason: str) -> None:
+        print(f"iqalens score: skipped {path}: {reason}", file=sys.stderr)
+
+    try:
+        run = score_inputs(
+            args.paths,
+            args.model,
+            args.format,
+            args.output,
+            args.batch_size,
+            progress=not args.quiet,
+            on_error=skipped,
+        )
+    except ModuleNotFoundError as exc:  # a runtime the model needs is not installed (onnxruntime)
+        raise CliError(f"cannot load the model: {exc}") from exc
+    if args.output is None:
+        run.write(sys.stdout, args.format)
+    if run.failures:
+        print(
+            f"iqalens score: {len(run.failures)} of {len(run.results)} image(s) could not be scored",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """Score image files with a trained student: what ``iqalens score PATHS... [--model RUN]`` does
-(:func:`run_score`).
+(:func:`score_inputs`; the command prints and chooses the exit status).
 
 **A model** is resolved by :func:`iqalens.leaf.scorers.load_scorer` (re-exported here with the
 scorer interface, :class:`StudentScorer` and :class:`ScoreResult`); most often a run folder (``RUN``)::
@@ -40,6 +40,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +52,7 @@ from iqalens.leaf.scorers import CALIBRATION_FILE as CALIBRATION_FILE  # re-expo
 from iqalens.leaf.scorers import RAW_SCALE, ImageScorer, ScoreResult, load_scorer
 from iqalens.leaf.scorers import StudentScorer as StudentScorer
 
-#: Output formats of :func:`write_results` / :func:`run_score`.
+#: Output formats of :func:`write_results` / :func:`score_inputs`.
 FORMATS: tuple[str, ...] = ("csv", "json")
 #: Columns of the CSV output: one row per image, the scale columns repeat what its score means (the
 #: ``scale`` of the model's describe(), see :func:`score_scale`) so that the CSV alone is readable.
@@ -406,50 +407,58 @@ def write_results(
         raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-# -- the CLI entry point ------------------------------------------------------------------------
+# -- scoring inputs into a file -----------------------------------------------------------------
 
 
-def run_score(
+@dataclass(frozen=True)
+class ScoreRun:
+    """What :func:`score_inputs` did: one result per image, in input order, and the model that scored them."""
+
+    results: list[ScoreResult]
+    model: dict[str, Any]  # the scorer's describe(): its name, runtime, calibration and scale
+    output: Path | None = None  # the file written, if any
+
+    @property
+    def failures(self) -> list[ScoreResult]:
+        """The images that could not be scored (each with its reason)."""
+        return [r for r in self.results if not r.ok]
+
+    def write(self, out: TextIO, fmt: str = "csv") -> None:
+        """Write the results as ``csv`` or ``json`` (see :func:`write_results`)."""
+        write_results(self.results, out, fmt, self.model)
+
+
+def score_inputs(
     inputs: Sequence[str | os.PathLike[str]],
-    model: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | ImageScorer | None = None,
     fmt: str = "csv",
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    err: TextIO | None = None,
-) -> int:
-    """Everything ``iqalens score`` does; returns the exit code.
+    on_error: Callable[[str, str], None] | None = None,
+) -> ScoreRun:
+    """Score files, folders, globs and manifests (:func:`collect_inputs`) with ``model`` (a model path,
+    None for the default, or a loaded scorer); what ``iqalens score`` does, without printing.
 
-    0: every image scored; 1: some images were unreadable (each named on ``err``, all others scored
-    and written); 2: bad arguments (no inputs, unknown format, a model or input that cannot be used).
-    Results go to ``out`` (written atomically) or to stdout.
+    Results are written to ``out`` as ``fmt`` (atomically) when it is given; otherwise the caller writes
+    them (:meth:`ScoreRun.write`). Unreadable images do not stop the others: they are results with an
+    error (``on_error(path, reason)`` is called for each) and are listed in :attr:`ScoreRun.failures`.
+    Raises :class:`InvalidInputError` (:class:`InputError`, :class:`~iqalens.leaf.scorers.ModelPathError`)
+    before any scoring for an unknown format, no inputs, inputs that name nothing scoreable or a model
+    that cannot be used.
     """
-    err = err or sys.stderr
     if fmt not in FORMATS:
-        print(f"error: --format must be one of {', '.join(FORMATS)}, got {fmt!r}", file=err)
-        return 2
-    try:
-        paths = collect_inputs(inputs)
-        if not paths:
-            raise InputError("no input paths given")
-        scorer = load_scorer(model)
-    except (InputError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=err)
-        return 2
-
-    def report(path: str, reason: str) -> None:
-        print(f"warning: skipped {path}: {reason}", file=err)
-
-    results = score_paths(scorer, paths, batch_size=batch_size, progress=progress, on_error=report)
-    if out is None:
-        write_results(results, sys.stdout, fmt, scorer.describe())
-    else:
+        raise InvalidInputError(f"output format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    paths = collect_inputs(inputs)
+    if not paths:
+        raise InputError("no input paths given")
+    scorer = model if hasattr(model, "score_prepared") else load_scorer(model)  # type: ignore[arg-type]
+    results = score_paths(scorer, paths, batch_size=batch_size, progress=progress, on_error=on_error)
+    run = ScoreRun(results, scorer.describe(), None if out is None else Path(out))
+    if out is not None:
         from iqalens.files import atomic_write_text
 
         buffer = io.StringIO()
-        write_results(results, buffer, fmt, scorer.describe())
+        run.write(buffer, fmt)
         atomic_write_text(out, buffer.getvalue())
-    failed = sum(not r.ok for r in results)
-    if failed:
-        print(f"{failed} of {len(results)} image(s) could not be scored", file=err)
-    return 1 if failed else 0
+    return run
