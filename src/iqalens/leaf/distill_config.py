@@ -1,0 +1,70 @@
+"""The settings of a distillation run (saved in its ``config.json`` and checkpoint).
+
+Why a module of its own: the settings are read by every part of a distillation - the split and
+image cache (:mod:`iqalens.leaf.distill_data`), the resume rule (:mod:`iqalens.leaf.distill_checkpoint`)
+and the training loop (:mod:`iqalens.leaf.distill`) - so they sit below all three. What each choice
+means is described in :mod:`iqalens.leaf.distill`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from iqalens.configs import dataclass_from_dict
+from iqalens.leaf.losses import LossConfig
+from iqalens.leaf.student import StudentConfig
+
+__all__ = ["DistillConfig"]
+
+
+@dataclass
+class DistillConfig:
+    """Settings of a distillation run (all saved in ``config.json``)."""
+
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
+    max_steps: int = 2000
+    point_batch: int = 32
+    pair_batch: int = 16
+    lr: float = 1e-3  # head
+    backbone_lr: float = 2e-4  # pretrained layers move slower than the new head
+    freeze_backbone: bool = False  # head-only training (fast on a CPU; backbone_lr is then unused)
+    # With a frozen backbone and no augmentation every image's backbone features are fixed: compute
+    # them once and train the head on the stored features (same result, far fewer backbone passes).
+    cache_features: bool = True
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 5.0
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    patience: int = 5
+    val_fraction: float = 0.1
+    split_salt: str = "iqalens-val"
+    manifest: str | None = None  # optional manifest: split and reference (content group) per image
+    augment: bool = True  # random crop position + horizontal flip in training
+    cache_images: bool = True
+    progress: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.student, dict):
+            self.student = StudentConfig.from_dict(self.student)
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig(**self.loss)
+        for name in ("max_steps", "checkpoint_every", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.point_batch < 0 or self.pair_batch < 0 or self.point_batch + self.pair_batch == 0:
+            raise ValueError("point_batch and pair_batch must be >= 0 and not both 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        return dataclass_from_dict(cls, data, "distill")
