@@ -103,11 +103,14 @@ class _Passes:
         """One pass over ``indices``; returns the items that failed, with their failure."""
         failed: dict[int, BaseException] = {}
         in_a_row = 0
+        tripped: list[BaseException] = []  # the breaker's error, raised once, by the first worker to trip it
         todo = iter(indices)
 
         async def worker() -> None:
             nonlocal in_a_row
             for i in todo:  # shared iterator: each index is taken by exactly one worker
+                if tripped:
+                    return
                 try:
                     result = await self.handler(i)
                 except ImageLoadError as exc:
@@ -119,8 +122,11 @@ class _Passes:
                     failed[i] = exc
                     self.stats.item_failures += 1
                     in_a_row += 1
+                    if tripped:  # failed in flight after the run was stopped: reported by the first
+                        return
                     if failure_limit is not None and in_a_row >= failure_limit:
-                        raise self.breaker(exc, _describe(in_a_row, len(indices))) from None
+                        tripped.append(self.breaker(exc, _describe(in_a_row, len(indices))))
+                        raise tripped[0] from None
                     continue
                 in_a_row = 0
                 self.emit(i, result)
@@ -128,6 +134,8 @@ class _Passes:
         tasks = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, len(indices)))]
         try:
             finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            if tripped:
+                raise tripped[0]
             for t in finished:
                 if t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
