@@ -20,6 +20,7 @@ from iqalens.align.objectives import (
 )
 from iqalens.align.report import comparison_rows, drift_measure
 from iqalens.align.train import touched_indices
+from tolerances import TINY_CNN_DEPTH, float32_atol
 
 
 def test_info_nce_on_a_two_class_case() -> None:
@@ -139,7 +140,9 @@ def test_lora_trains_only_adapters_and_merges_exactly() -> None:
     assert merge_lora(net) == 2
     assert not any(".lora_" in n for n, _ in net.named_parameters())
     assert net.state_dict().keys() == base_state.keys()
-    torch.testing.assert_close(net(x), adapted, rtol=1e-5, atol=1e-5)
+    # merged: W + s B A rounded once, then one product instead of two summed; the float32 bound of a
+    # small net (tests/tolerances.py; this one's depth is ~60, under the tiny-CNN constant's 400)
+    torch.testing.assert_close(net(x), adapted, rtol=0, atol=float32_atol(TINY_CNN_DEPTH, adapted))
     torch.testing.assert_close(net.depthwise.weight, base_state["depthwise.weight"], rtol=0, atol=0)
 
 

@@ -6,11 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from iqalens.cli import main
 from iqalens.leaf.student import load_student
 from test_distill import make_store
+from tolerances import TINY_CNN_DEPTH, float32_atol
 
 
 def test_distill_cli_trains_a_student_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,6 +190,10 @@ def test_calibrate_head_finetune_writes_a_scorable_student(
     rest = [r for r in m.rows if r.split == "train" and r.path not in used]
     results = score_paths(load_scorer(run), [m.resolve(r) for r in rest], workers=0)
     recorded = metrics["pool_unlabelled_after"]["srcc"]
+    # Scored here in other batches than during fine-tuning, the raw scores may differ by the tiny CNN's
+    # float32 bound (tests/tolerances.py); no two are that close, so the ranks and the SRCC are the same.
+    raws = sorted(r.raw for r in results)
+    assert np.diff(raws).min() > 2 * float32_atol(TINY_CNN_DEPTH, raws)
     assert srcc([r.raw for r in results], [r.mos for r in rest]) == pytest.approx(recorded, abs=1e-9)
     assert all(1.0 <= r.score <= 5.0 for r in results)
 

@@ -161,7 +161,8 @@ def test_protocol_is_reproducible_and_the_table_has_its_shape(tmp_path) -> None:
     )
     a = run_protocol(d, cfg, progress=False)
     b = run_protocol(d, cfg, progress=False)
-    assert [r["srcc"] for r in a["rows"]] == pytest.approx([r["srcc"] for r in b["rows"]], nan_ok=True)
+    # the same computation twice in one process: bit-identical (NaN where undefined)
+    np.testing.assert_array_equal([r["srcc"] for r in a["rows"]], [r["srcc"] for r in b["rows"]])
     assert len(a["rows"]) == len(budgets) * 3 * len(ARMS)
     assert len(a["summary"]) == len(budgets) * len(ARMS)
     assert {(e["budget"], e["arm"]) for e in a["summary"]} == {(x, y) for x in budgets for y in ARMS}
@@ -266,7 +267,9 @@ def test_feature_cache_of_multiscale_pooling_has_its_own_folder(tmp_path) -> Non
     f_last = cache_features(paths, tmp_path / "last", last, progress=False)
     f_multi = cache_features(paths, tmp_path / "multi", multi, progress=False)
     assert f_last.shape == (3, 16) and f_multi.shape == (3, 64)
-    np.testing.assert_allclose(f_multi[:, -16:], f_last, rtol=1e-5, atol=1e-6)  # same seeded weights
+    # same seeded weights; the last map (4 x 4) averaged by another op: a float32 mean of n = 16 values
+    # in another order is within n eps = 1.9e-6 relative (tests/tolerances.py)
+    np.testing.assert_allclose(f_multi[:, -16:], f_last, rtol=1e-5, atol=1e-6)
     assert (
         json.loads((tmp_path / "multi" / "features.json").read_text())["student"]["pooling"] == "multiscale"
     )

@@ -21,6 +21,7 @@ from iqalens.leaf.student import (
 )
 from iqalens.models.efficientnet import LITE_MEAN, efficientnet_lite0_weights_path
 from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
+from tolerances import TINY_CNN_DEPTH, float32_atol
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "iqalens" / "data" / "samples"
 
@@ -119,7 +120,8 @@ def test_multi_crop_prediction_is_the_mean_over_the_grid_crops() -> None:
     # Deterministic (dropout off in predict) and independent of the batch size.
     student.train()
     again = student.predict([image, *_images(2, seed=1)], batch_size=3)
-    assert again["score"][0] == pytest.approx(got["score"][0], abs=1e-6)
+    # (its 4 crops now batched with 8 others: the tiny CNN's float32 bound, tests/tolerances.py)
+    assert again["score"][0] == pytest.approx(got["score"][0], abs=float32_atol(TINY_CNN_DEPTH, got["score"]))
     assert student.training  # predict restores the mode
 
 
@@ -262,6 +264,8 @@ def test_multiscale_ends_with_the_last_feature_of_the_same_weights() -> None:
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         want, got = last.backbone(x), multi.backbone(x)
+    # The same maps, averaged by Tensor.mean instead of AdaptiveAvgPool2d: a float32 mean of n = 4
+    # values in another order is within n eps = 4.8e-7 relative (tests/tolerances.py).
     torch.testing.assert_close(got[:, -16:], want, rtol=1e-6, atol=1e-7)
     # and the first stage's mean is what it says: the mean of the first conv's ReLU output
     with torch.no_grad():
