@@ -26,6 +26,7 @@ from iqalens.models.loading import load_model
 from iqalens.models.mini import MiniConfig, MiniVLM
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
+from tolerances import MINI_VLM_DEPTH, float32_atol
 
 _CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 
@@ -84,8 +85,11 @@ def test_mini_wrapper_scores_are_the_forced_choice_scores(template: MiniVLM, ben
     with torch.no_grad():
         direct = model.forward_align(inputs, labels, CLASSES)
         cached = model.forward_align(model.encode_frozen(inputs), labels, CLASSES)
-    np.testing.assert_allclose(direct.class_scores.numpy(), expected, atol=1e-5)
-    np.testing.assert_allclose(cached.class_scores.numpy(), expected, atol=1e-5)
+    # The training forward (and the one from cached encoder outputs) is another code path: the mini
+    # VLM's float32 bound on cosine scores (tests/tolerances.py: 2.2e-4).
+    tol = float32_atol(MINI_VLM_DEPTH, expected)
+    np.testing.assert_allclose(direct.class_scores.numpy(), expected, rtol=0, atol=tol)
+    np.testing.assert_allclose(cached.class_scores.numpy(), expected, rtol=0, atol=tol)
     assert direct.visual.shape == (3, 384) and direct.encoder_features.shape == (3, 1280)
     np.testing.assert_allclose(
         model.class_word_embeddings(CLASSES).detach().numpy(), template.word_embeddings(CLASSES), atol=1e-6
@@ -214,8 +218,11 @@ def test_lora_trains_adapters_only_and_the_merged_checkpoint_reproduces_them(
     loaded = MiniVLM.load(tmp_path / "run" / "model")
     assert not any("lora" in k for k in loaded.state_dict())
     after = loaded.class_log_scores(images, list(CLASSES))
-    assert not np.allclose(after, template.class_log_scores(images, list(CLASSES)), atol=1e-4)
-    np.testing.assert_allclose(after, seen["scores"], atol=2e-4)
+    # merged (W + s B A rounded once, one product instead of two): the mini VLM's float32 bound on
+    # cosine scores (tests/tolerances.py: 2.2e-4); training moved them by far more
+    tol = float32_atol(MINI_VLM_DEPTH, after)
+    assert np.abs(after - template.class_log_scores(images, list(CLASSES))).max() > 10 * tol
+    np.testing.assert_allclose(after, seen["scores"], rtol=0, atol=tol)
 
 
 def test_weight_constraint_and_early_stopping(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
