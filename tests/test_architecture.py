@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "iqalens.configs": 0,
     "iqalens.names": 0,
     "iqalens.runs": 0,
+    "iqalens.results": 0,
+    "iqalens.plots": 0,
     "iqalens.samples": 0,
     "iqalens.training": 0,
     # 1 measures: pure numbers on arrays (correlations, mappings, NR/FR quality measures)
