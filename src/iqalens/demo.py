@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
-from iqalens.runs import start_run, write_json
+from iqalens.results import write_result
+from iqalens.runs import start_run
 
 DEFAULT_LEVELS = (1, 3, 5)
 
@@ -79,6 +80,19 @@ class DemoResult:
     report: Path
     seconds: dict[str, float] = field(default_factory=dict)
     headline: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class DemoSummary:
+    """The typed result of the demo folder (its ``metrics.json``, kind ``demo``): the headline numbers
+    and stage times. The stages' own results are the run folders inside it."""
+
+    KIND: ClassVar[str] = "demo"
+    VERSION: ClassVar[int] = 1
+
+    headline: dict[str, Any]
+    stage_seconds: dict[str, float]
+    seconds: float
 
 
 def _stage_runner(
@@ -157,15 +171,15 @@ def run_demo(
         },
         "scored_photos": scores,
     }
-    write_json(
-        folder / "metrics.json",
-        {"headline": headline, "stage_seconds": seconds, "seconds": round(time.perf_counter() - started, 2)},
+    write_result(
+        folder,
+        DemoSummary(
+            headline=headline, stage_seconds=seconds, seconds=round(time.perf_counter() - started, 2)
+        ),
     )
     report = stage("report", lambda: _report(folder))
     seconds["total"] = round(time.perf_counter() - started, 2)
-    write_json(
-        folder / "metrics.json", {"headline": headline, "stage_seconds": seconds, "seconds": seconds["total"]}
-    )
+    write_result(folder, DemoSummary(headline=headline, stage_seconds=seconds, seconds=seconds["total"]))
     return DemoResult(folder, report, seconds, headline)
 
 

@@ -4,7 +4,8 @@
 then (unless ``report=False``) runs :func:`iqalens.perception.run.perceive` on the base model
 (``RUN/before``) and on the saved checkpoint loaded back from disk (``RUN/after``: the numbers are
 those of the file every other command will load), writes ``comparison.json`` / ``comparison.csv``
-and the run's ``metrics.json``. Under torchrun only rank 0 writes the report.
+and the run's ``metrics.json`` (the typed :class:`~iqalens.align.result.AlignResult`, kind ``align``).
+Under torchrun only rank 0 writes the report.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from iqalens.align.report import (
     headline,
     write_comparison,
 )
+from iqalens.align.result import AlignResult
 from iqalens.align.train import MODEL_DIR, align, remove_run
-from iqalens.runs import write_json
+from iqalens.results import write_result
 
 
 def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
@@ -132,7 +134,7 @@ def run_align(
     if report:
         metrics |= _before_after(model_spec, manifest, out, cfg, cache_dir, dict(perceive_options or {}))
     metrics["complete"] = True
-    write_json(out / "metrics.json", metrics)
+    write_result(out, AlignResult(**metrics))
     return metrics
 
 

@@ -6,13 +6,13 @@ that. Budgets sit at evenly spaced positions labelled with the budget and its nu
 usual budgets (0, 1, 5, 10, 30, 100%) span two orders of magnitude *and* include 0, which neither a
 linear nor a log axis shows legibly. Undefined points (labels-only below 2 labels) are gaps.
 
-Figures are built without pyplot (no display, no global state) and the SVG is deterministic (fixed
-hash salt, no date), so the same summary gives byte-identical SVG.
+The drawing is :func:`iqalens.plots.budget_figure`, shared with ``iqalens report``; this module turns
+a protocol summary into its series and writes the files. The SVG is deterministic (fixed hash salt,
+no date), so the same summary gives byte-identical SVG.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -23,15 +23,7 @@ import numpy as np
 
 #: File stem of the curve inside a run folder (``.png`` and ``.svg`` are written).
 CURVE_STEM = "budget_curve"
-_STYLE: dict[str, Any] = {
-    "svg.hashsalt": "iqalens-budget",
-    "svg.fonttype": "path",
-    "font.size": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-}
+_SVG_SALT = "iqalens-budget"  # fixed element ids: the same summary gives byte-identical SVG
 _METRIC_NAMES = {"srcc": "SRCC", "plcc": "PLCC", "rmse": "RMSE"}
 
 
@@ -48,11 +40,10 @@ def _series(summary: Sequence[dict[str, Any]], arm: str, budgets: list[str], met
 
 
 def budget_figure(summary: Sequence[dict[str, Any]], metric: str = "srcc", title: str | None = None) -> Any:
-    """A matplotlib Figure of ``metric`` (mean ± std over seeds) against the budget, per arm."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
+    """A matplotlib Figure of ``metric`` (mean ± std over seeds) against the budget, per arm (drawn by
+    :func:`iqalens.plots.budget_figure`, the same curve the report shows)."""
     from iqalens.leaf.names import ARM_TITLES
+    from iqalens.plots import budget_figure as draw
 
     if metric not in _METRIC_NAMES:
         raise ValueError(f"metric must be one of {', '.join(_METRIC_NAMES)}, got {metric!r}")
@@ -60,23 +51,21 @@ def budget_figure(summary: Sequence[dict[str, Any]], metric: str = "srcc", title
         raise ValueError("nothing to plot: the summary is empty")
     budgets = list(dict.fromkeys(str(e["budget"]) for e in summary))
     counts = {str(e["budget"]): int(e["n_labels"]) for e in summary}
-    arms = list(dict.fromkeys(e["arm"] for e in summary))
-    x = np.arange(len(budgets))
-    with rc_context(_STYLE):
-        fig = Figure(figsize=(5.6, 4.0), layout="constrained")
-        ax = fig.add_subplot()
-        for arm in arms:
-            mean, std = _series(summary, arm, budgets, metric)
-            (line,) = ax.plot(x, mean, marker="o", label=ARM_TITLES.get(arm, arm))
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
-        ax.set_xticks(x, [f"{b}\n({counts[b]})" for b in budgets])
-        ax.set_xlabel("label budget (number of labelled images)")
-        name = _METRIC_NAMES[metric]
-        ax.set_ylabel(f"{name} on the test split")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_title(title or f"{name} vs label budget (mean ± std over seeds)")
-        fig.legend(loc="outside lower center", ncols=2)  # below the axes: never over a curve
-    return fig
+    arms = []
+    for arm in dict.fromkeys(e["arm"] for e in summary):
+        mean, std = _series(summary, arm, budgets, metric)
+        arms.append((ARM_TITLES.get(arm, arm), list(mean), list(std)))
+    name = _METRIC_NAMES[metric]
+    return draw(
+        budgets,
+        [counts[b] for b in budgets],
+        arms,
+        f"{name} on the test split",
+        title or f"{name} vs label budget (mean ± std over seeds)",
+        xlabel="label budget (number of labelled images)",
+        legend_below=True,
+        size=(5.6, 4.0),
+    )
 
 
 def save_budget_curve(
@@ -88,7 +77,8 @@ def save_budget_curve(
     formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
     """Write ``folder/<stem>.png`` and/or ``.svg`` (each atomically); returns the paths written."""
-    from iqalens.files import atomic_replace, atomic_write_text
+    from iqalens.files import atomic_write_text
+    from iqalens.plots import save_png, svg_text
 
     unknown = sorted(set(formats) - {"png", "svg"})
     if unknown:
@@ -98,13 +88,7 @@ def save_budget_curve(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if "png" in formats:
-        png_path = out / f"{stem}.png"
-        atomic_replace(
-            png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=130, metadata={"Software": None}), ".png"
-        )
-        written.append(png_path)
+        written.append(save_png(fig, out / f"{stem}.png", dpi=130))
     if "svg" in formats:
-        svg = io.StringIO()
-        fig.savefig(svg, format="svg", metadata={"Date": None})
-        written.append(atomic_write_text(out / f"{stem}.svg", svg.getvalue()))
+        written.append(atomic_write_text(out / f"{stem}.svg", svg_text(fig, _SVG_SALT)))
     return written

@@ -54,9 +54,11 @@ from iqalens.leaf.protocol import (
     finetune_head,
     teacher_arrays,
 )
+from iqalens.leaf.results import CalibrationResult
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, load_scorer
 from iqalens.leaf.student import Student, save_student
-from iqalens.runs import start_run, write_json
+from iqalens.results import write_result
+from iqalens.runs import start_run
 
 #: The ``--method`` name of this mode.
 METHOD = "head-finetune"
@@ -314,5 +316,5 @@ def finetune_run(
         "pool_unlabelled_after": _fit_metrics(low + after[rest] * (high - low), mos[rest]),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    write_json(folder / "metrics.json", metrics)
+    write_result(folder, CalibrationResult(**metrics))
     return metrics

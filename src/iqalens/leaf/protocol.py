@@ -82,9 +82,11 @@ from iqalens.images import load_rgb
 from iqalens.leaf.calibration import MIN_POINTS, Calibrator, draw_budget, fit, label_free, parse_budget
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
 from iqalens.leaf.names import ARM_TITLES, ARMS
+from iqalens.leaf.results import BudgetResult
 from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import Student, StudentConfig, default_normalisation
+from iqalens.results import write_result
 from iqalens.runs import start_run, write_json
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("0%", "1%", "5%", "10%", "30%", "100%")
@@ -950,7 +952,7 @@ def write_results(
         from iqalens.leaf.budget_plot import save_budget_curve
 
         metrics["plots"] = [p.name for p in save_budget_curve(result["summary"], out)]
-    write_json(out / "metrics.json", metrics)
+    write_result(out, BudgetResult(**metrics))
     return out
 
 

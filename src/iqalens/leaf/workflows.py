@@ -19,9 +19,11 @@ import numpy as np
 from iqalens.datasets.manifest import Manifest, read_manifest
 from iqalens.evaluation.metrics import evaluate
 from iqalens.leaf.calibration import draw_budget, fit, label_free, parse_budget, save_calibrator
+from iqalens.leaf.results import CalibrationResult, EvaluationResult
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, load_scorer, score_paths
 from iqalens.leaf.student import save_student
-from iqalens.runs import start_run, write_json
+from iqalens.results import write_result
+from iqalens.runs import start_run
 
 
 def _scored_rows(manifest: Manifest, split: str | None) -> Manifest:
@@ -110,7 +112,7 @@ def calibrate_run(
         "used_paths": [str(ok[i][0].path) for i in idx],
         "calibration": calibrator.to_dict(),
     }
-    write_json(folder / "metrics.json", metrics)
+    write_result(folder, CalibrationResult(**metrics))
     return metrics
 
 
@@ -164,7 +166,7 @@ def evaluate_run(
         "mos_note": manifest.provenance.get("proxy_mos", "MOS as given by the manifest"),
         **result.to_dict(),
     }
-    write_json(folder / "metrics.json", metrics)
+    write_result(folder, EvaluationResult(**metrics))
     with open(folder / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "reference", "source", "mos", "prediction"])

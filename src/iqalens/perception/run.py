@@ -7,7 +7,8 @@ and answer consistency (by sampling from the class scores when the model does no
 generation with answer parsing, and, with ``samples`` > 0, consistency of sampled generations;
 generation is the expensive part on a real model and is cached like the features.
 
-The run folder gets ``config.json`` (what produced the numbers), ``metrics.json`` (every number),
+The run folder gets ``config.json`` (what produced the numbers), ``metrics.json`` (every number: the
+typed :class:`~iqalens.perception.result.PerceptionResult`, kind ``perceive``),
 CSVs a spreadsheet can open (per-class table, confusion matrix, probe curve, contextual curve,
 per-image answers and similarities, free answers) and PNG plots (probe curve, confusion matrix,
 semantic distance per class, contextual curve; the free answers' confusion matrix when generated).
@@ -49,8 +50,10 @@ from iqalens.perception.generation import (
     one_line,
 )
 from iqalens.perception.probes import probe_sites, probe_splits
+from iqalens.perception.result import PerceptionResult
 from iqalens.perception.semantic import SEMANTIC_KEYS, semantic_distance
-from iqalens.runs import start_run, write_json
+from iqalens.results import write_result
+from iqalens.runs import start_run
 from iqalens.taxonomy import CLASSES
 
 
@@ -209,7 +212,7 @@ def perceive(
     }
     _write_tables(out, fs, mask, metrics, predictions, similarities, per_image, answers)
     metrics["plots"] = write_plots(out, metrics)
-    write_json(out / "metrics.json", metrics)
+    write_result(out, PerceptionResult(**metrics))
     return metrics
 
 
@@ -330,6 +333,8 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """The PNG plots of a run (Agg backend: no display needed); returns ``{"files": [...]}``."""
     import matplotlib
 
+    from iqalens.plots import confusion_figure, save_png
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -339,6 +344,11 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
+        files.append(name)
+
+    def confusion(counts: list[list[int]], answers: Sequence[str], title: str, name: str) -> None:
+        # the figure the report shows too (rows: true class; colour: share of the row)
+        save_png(confusion_figure(fc["classes"], answers, counts, title), out / name)
         files.append(name)
 
     pr, fc, sem = metrics["probes"], metrics["forced_choice"], metrics["semantic"]
@@ -353,12 +363,7 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     save(fig, "probe_curve.png")
 
     classes = fc["classes"]
-    save(
-        _confusion_figure(
-            plt, fc["confusion"], classes, classes, f"forced choice: accuracy {fc['accuracy']:.3f}"
-        ),
-        "confusion.png",
-    )
+    confusion(fc["confusion"], classes, f"forced choice: accuracy {fc['accuracy']:.3f}", "confusion.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     vals = [sem["per_class"][c]["mean_similarity_true"] for c in classes]
@@ -394,26 +399,5 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     gen = metrics.get("free_generation", {})
     if "confusion" in gen:
         title = f"free generation: accuracy {gen['accuracy']:.3f}, parsed {gen['parse_rate']:.0%}"
-        save(
-            _confusion_figure(plt, gen["confusion"], classes, gen["answer_labels"], title),
-            "free_generation.png",
-        )
+        confusion(gen["confusion"], gen["answer_labels"], title, "free_generation.png")
     return {"files": files}
-
-
-def _confusion_figure(
-    plt: Any, confusion: list[list[int]], rows: Sequence[str], cols: Sequence[str], title: str
-) -> Any:
-    """Row-normalised confusion matrix with the counts written in the cells (rows = true class)."""
-    conf = np.asarray(confusion, dtype=float)
-    norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(0.6 * len(cols) + 1.5, 5))
-    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    for (i, j), v in np.ndenumerate(conf):
-        ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("answer")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
-    return fig
