@@ -59,7 +59,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 #: Modules still over :data:`MAX_LINES`; like the list above, it may only shrink.
 KNOWN_OVERSIZED: set[str] = {
     "iqalens.leaf.protocol",
-    "iqalens.report.collect",
 }
 
 #: Layers whose packages are siblings that must not import each other.
@@ -160,9 +159,7 @@ def test_module_size() -> None:
 
 
 #: Import cycles (strongly connected groups of modules) that still exist; may only shrink.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"iqalens.report", "iqalens.report.build"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def import_cycles() -> set[frozenset[str]]:

@@ -2,8 +2,8 @@
 
 The run folders come from the library's own writers (``report_fixtures``): a perceive run and an align
 run (before/after perceive runs) of fake component models, a judgments store, a tiny distillation,
-calibration and evaluation, the label-budget protocol, score files and a demo run, nested the way a
-demo folder nests them. Expected numbers are computed here from the files the writers produced, not
+calibration and evaluation, the label-budget protocol and score files, nested the way a demo folder
+nests them. Expected numbers are computed here from the files the writers produced, not
 taken from the report code.
 """
 
@@ -30,14 +30,13 @@ from iqalens.report.collect import (
     BudgetRun,
     CalibrationRun,
     DistillRun,
-    DistortionDemoRun,
     EvaluationRun,
     JudgmentsRun,
     PerceptionRun,
     ScoreRun,
     manifest_mos_source,
 )
-from report_fixtures import PROXY_NOTE, make_demo_run, shared_runs
+from report_fixtures import PROXY_NOTE, shared_runs
 
 EMBEDDED_SVG = re.compile(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"')
 
@@ -71,7 +70,6 @@ def test_a_demo_folder_is_searched_for_every_kind_of_run(runs: Path) -> None:
         EvaluationRun,
         BudgetRun,
         ScoreRun,
-        DistortionDemoRun,
     }
     assert found.skipped == []
     assert len(kinds[ScoreRun]) == 2  # the CSV and the JSON file
@@ -147,12 +145,12 @@ def test_proxy_labels_are_named_as_proxies(runs: Path, tmp_path: Path) -> None:
 
 
 def test_page_has_every_section_and_names_the_proxy(page: str, runs: Path) -> None:
-    for anchor in ("summary", "perception", "leaf", "distortions"):
+    for anchor in ("summary", "perception", "leaf"):
         assert f'id="{anchor}"' in page
     assert html.escape(PROXY_NOTE) in page
     assert 'class="tag">proxy MOS' in page
     summary = page[page.index('id="summary"') : page.index('id="perception"')]
-    assert summary.count("<tr>") == 1 + 10  # header + one row per result
+    assert summary.count("<tr>") == 1 + 9  # header + one row per result
     assert "fixture report" in page[: page.index("</title>")]
     # provenance of every run block: command, seed, versions
     for block in re.findall(r"<article.*?</article>", page, flags=re.S):
@@ -172,8 +170,8 @@ def test_page_is_self_contained(page: str) -> None:
 def test_figures_are_embedded_valid_svg(page: str) -> None:
     figures = EMBEDDED_SVG.findall(page)
     # perceive 4 (confusion, probes, semantic, contextual), align 3 + 2 from its log, store 2,
-    # distill 2, calibration 1, budget 3 (one per metric), evaluation 1, scores 1 per file, demo 1
-    assert len(figures) == 4 + 5 + 2 + 2 + 1 + 3 + 1 + 2 + 1
+    # distill 2, calibration 1, budget 3 (one per metric), evaluation 1, scores 1 per file
+    assert len(figures) == 4 + 5 + 2 + 2 + 1 + 3 + 1 + 2
     for data in figures:
         root = ET.fromstring(base64.b64decode(data))
         assert root.tag.endswith("svg")
@@ -242,8 +240,10 @@ def test_an_unavailable_interval_is_said_not_printed(page: str, runs: Path, tmp_
     assert "[0.100, 0.200]" in block and "intervals resample groups (12)" in block
     assert "interval unavailable" not in block and "intervals unavailable" not in block
 
-    # a file written before the rule (no ci_unavailable key) with 2-group "intervals": not shown
-    del changed["ci_unavailable"]
+    # a file written before the rule (no ci_unavailable key, and no kind: typed results came later)
+    # with 2-group "intervals": not shown (the legacy reader applies the rule)
+    for key in ("ci_unavailable", "kind", "version"):
+        del changed[key]
     changed["resampling"] = "groups (2)"
     (real / "metrics.json").write_text(json.dumps(changed))
     block = _evaluation_text(build_report(collect([real])))
@@ -286,9 +286,9 @@ def test_nothing_reportable_is_one_clear_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_cli_writes_the_report_and_refuses_to_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = make_demo_run(tmp_path / "demo")
+    run = shutil.copytree(runs / "perception" / "perceive", tmp_path / "perceive")
     out = tmp_path / "out" / "report.html"
     assert main(["report", str(run), "-o", str(out), "--title", "My <title>"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -310,14 +310,14 @@ def test_figures_are_deterministic() -> None:
 
 def test_a_run_that_cannot_be_drawn_is_listed_and_the_rest_reported(runs: Path, tmp_path: Path) -> None:
     shutil.copytree(runs / "perception" / "perceive", tmp_path / "odd")
-    make_demo_run(tmp_path / "demo")
+    shutil.copytree(runs / "leaf" / "calibrate", tmp_path / "calibrate")
     metrics = json.loads((tmp_path / "odd" / "metrics.json").read_text())
     metrics["forced_choice"]["confusion"] = [[1, 2]]  # not 8 x 8
     (tmp_path / "odd" / "metrics.json").write_text(json.dumps(metrics))
     text = build_report(collect([tmp_path]))
     skipped = text[text.index('id="skipped"') :]
     assert "odd" in skipped and "could not be drawn" in skipped
-    assert 'id="distortions"' in text and len(EMBEDDED_SVG.findall(text)) == 1
+    assert 'id="leaf"' in text and len(EMBEDDED_SVG.findall(text)) == 1  # the calibration map
 
 
 def test_many_points_are_drawn_as_one_bitmap() -> None:
@@ -327,3 +327,144 @@ def test_many_points_are_drawn_as_one_bitmap() -> None:
     small = plots.scatter_vs_mos(x[:50], x[:50], None, "MOS", "t")
     assert "<image" in big and len(big) < 400_000
     assert "<image" not in small
+
+
+# -- typed results, report kinds, legacy folders ----------------------------------------------------
+
+
+def test_run_folders_say_what_they_are(runs: Path) -> None:
+    from iqalens.results import peek_result
+
+    typed = {
+        "perception/perceive": "perceive",
+        "perception/align/before": "perceive",
+        "leaf/distill": "distill",
+        "leaf/calibrate": "calibrate",
+        "leaf/evaluate": "evaluate",
+        "leaf/budget": "budget",
+    }
+    for folder, kind in typed.items():
+        stored = peek_result(runs / folder)
+        assert stored is not None and (stored.kind, stored.version) == (kind, 1), folder
+    # the fixture's align run and demo folder are hand-written in the layout before typed results
+    assert peek_result(runs / "perception" / "align") is None and peek_result(runs) is None
+    # the typed result adds two keys in front; every key the file had stays
+    metrics = json.loads((runs / "leaf" / "calibrate" / "metrics.json").read_text())
+    assert list(metrics)[:2] == ["kind", "version"]
+    assert list(metrics)[2:] == ["labels_available", "labels_used", "used_paths", "calibration"]
+
+
+def test_every_command_result_has_a_report_kind() -> None:
+    from iqalens.align.result import AlignResult
+    from iqalens.demo import DemoSummary
+    from iqalens.leaf.results import BudgetResult, CalibrationResult, DistillResult, EvaluationResult
+    from iqalens.perception.result import PerceptionResult
+    from iqalens.report import REPORT_KINDS
+
+    results = (
+        PerceptionResult,
+        AlignResult,
+        DistillResult,
+        CalibrationResult,
+        EvaluationResult,
+        BudgetResult,
+    )
+    for cls in results:
+        assert REPORT_KINDS.get(cls.KIND).result_type is cls
+    assert REPORT_KINDS.get(DemoSummary.KIND).container
+    assert len({cls.KIND for cls in results}) == len(results)
+
+
+def _strip_kind(folder: Path) -> None:
+    """Make ``folder``'s metrics.json look like one written before typed results existed."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    del metrics["kind"], metrics["version"]
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize("folder", ["perception/perceive", "leaf/evaluate", "leaf/distill", "leaf/budget"])
+def test_a_legacy_folder_loads_like_its_typed_twin(runs: Path, tmp_path: Path, folder: str) -> None:
+    old = shutil.copytree(runs / folder, tmp_path / "old")
+    _strip_kind(old)
+    (typed,) = collect([runs / folder]).runs
+    (legacy,) = collect([old]).runs
+    assert type(legacy) is type(typed) and legacy.kind == typed.kind
+    assert legacy.provenance == typed.provenance
+    assert getattr(legacy, "metrics", None) == getattr(typed, "metrics", None)
+    # with neither a kind nor a config.json, the files alone still say what it is
+    (old / "config.json").unlink()
+    (guessed,) = collect([old]).runs
+    assert type(guessed) is type(typed)
+
+
+def test_an_unknown_kind_or_a_newer_version_is_listed_not_fatal(runs: Path, tmp_path: Path) -> None:
+    shutil.copytree(runs / "perception" / "perceive", tmp_path / "ok")
+    for name, change in (("future", {"kind": "from-the-future"}), ("newer", {"version": 99})):
+        folder = shutil.copytree(runs / "perception" / "perceive", tmp_path / name)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**metrics, **change}))
+    found = collect([tmp_path])
+    assert [r.name for r in found.runs] == [f"{tmp_path.name}/ok"]
+    why = {Path(p).name: reason for p, reason in found.skipped}
+    assert "kind 'from-the-future', which this iqalens cannot report" in why["future"]
+    assert "version 99, written by a newer iqalens" in why["newer"] and "upgrade iqalens" in why["newer"]
+
+
+def test_a_new_report_kind_is_one_module_and_one_register_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What docs/architecture.md promises: a result dataclass, a loader, two renderers and one
+    register call, and ``iqalens report`` finds such folders and draws them in their own section."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from iqalens.report import REPORT_KINDS, ReportKind, Section
+    from iqalens.report.html import esc, provenance
+    from iqalens.report.records import Provenance, Run
+    from iqalens.results import write_result
+    from iqalens.runs import start_run
+
+    # -- the "module" ------------------------------------------------------------------------------
+    @dataclass(kw_only=True)
+    class ThrowawayResult:
+        KIND: ClassVar[str] = "throwaway"
+        VERSION: ClassVar[int] = 1
+        answer: float
+
+    @dataclass
+    class ThrowawayRun(Run):
+        answer: float = math.nan
+
+    def load(path: Path, name: str, result: ThrowawayResult) -> ThrowawayRun:
+        config = json.loads((path / "config.json").read_text())
+        prov = Provenance("throwaway", "no model", "no data", "asked once", seed=config["seed"])
+        return ThrowawayRun(path, name, prov, answer=result.answer)
+
+    def article(run: ThrowawayRun, anchor: str) -> str:
+        return (
+            f'<article id="{anchor}"><h3>Throwaway: {esc(run.name)}</h3><p>the answer is {run.answer}</p>'
+            f"{provenance(run.provenance, str(run.path))}</article>"
+        )
+
+    section = Section("throwaway", "Throwaway section", "A kind registered by a test.")
+    kind = ReportKind(
+        "throwaway kind", section, load, lambda run: [f"answer {run.answer}"], article, ThrowawayResult
+    )
+    # -- the register call -------------------------------------------------------------------------
+    REPORT_KINDS.register("throwaway", kind)
+    try:
+        folder = start_run(tmp_path / "runs" / "odd", "throwaway", {}, seed=3)
+        write_result(folder, ThrowawayResult(answer=42.0))
+        out = tmp_path / "report.html"
+        assert main(["report", str(tmp_path / "runs"), "-o", str(out)]) == 0
+        text = out.read_text()
+    finally:
+        REPORT_KINDS.unregister("throwaway")
+    assert '<li><a href="#throwaway">Throwaway section</a></li>' in text
+    assert '<section id="throwaway"><h2>Throwaway section</h2><p>A kind registered by a test.</p>' in text
+    assert "<h3>Throwaway: runs/odd</h3><p>the answer is 42.0</p>" in text
+    summary = text[text.index('id="summary"') : text.index('id="throwaway"')]
+    assert "throwaway kind" in summary and "answer 42.0" in summary
+    assert "throwaway" not in REPORT_KINDS
+    with pytest.raises(ValueError, match="kind 'throwaway', which this iqalens cannot report"):
+        collect([tmp_path / "runs"])

@@ -1,116 +1,28 @@
-"""Assemble the report page: summary table, perception section, LEAF section, distortions, what was skipped.
+"""Assemble the report page: summary table, one section per group of kinds, what was skipped.
 
 The summary table comes first because it is what a reader compares across runs; each row links to the
 block that explains the numbers and names their provenance. Sections appear only when there is
-something to show in them, in the order of the two halves of iqalens (perception, then LEAF).
+something to show in them, in the order of :data:`~iqalens.report.kinds.REPORT_KINDS` (the two halves
+of iqalens: perception, then LEAF; a registered kind may bring a section of its own).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from iqalens.files import atomic_write_text
-from iqalens.report import leaf_section as leaf
-from iqalens.report import perception_section as perception
-from iqalens.report import plots
-from iqalens.report.collect import (
-    AlignRun,
-    BudgetRun,
-    CalibrationRun,
-    Collection,
-    DistillRun,
-    DistortionDemoRun,
-    EvaluationRun,
-    JudgmentsRun,
-    PerceptionRun,
-    Run,
-    ScoreRun,
-    collect,
-)
-from iqalens.report.html import Cell, esc, figure, figures, page, provenance, slug, table
+from iqalens.report.collect import collect
+from iqalens.report.html import Cell, esc, page, slug, table
+from iqalens.report.kinds import REPORT_KINDS, ReportKind, Section
+from iqalens.report.records import Collection, Run
 from iqalens.version import __version__
 
 DEFAULT_TITLE = "iqalens report"
-
-#: Per run kind: section id, what the summary calls it, headline numbers, the block.
-KINDS: tuple[tuple[type[Run], str, str, Callable[[Any], list[str]], Callable[[Any, str], str]], ...] = (
-    (
-        PerceptionRun,
-        "perception",
-        "perception diagnostics",
-        perception.perception_headline,
-        perception.perception_article,
-    ),
-    (
-        AlignRun,
-        "perception",
-        "fine-tuning (before → after)",
-        perception.align_headline,
-        perception.align_article,
-    ),
-    (JudgmentsRun, "leaf", "teacher judgments", leaf.judgments_headline, leaf.judgments_article),
-    (DistillRun, "leaf", "student distillation", leaf.distill_headline, leaf.distill_article),
-    (CalibrationRun, "leaf", "calibration", leaf.calibration_headline, leaf.calibration_article),
-    (BudgetRun, "leaf", "label budget", leaf.budget_headline, leaf.budget_article),
-    (EvaluationRun, "leaf", "evaluation", leaf.evaluation_headline, leaf.evaluation_article),
-    (ScoreRun, "leaf", "scores", leaf.score_headline, leaf.score_article),
-    (
-        DistortionDemoRun,
-        "distortions",
-        "distortion demo",
-        lambda r: _demo_headline(r),
-        lambda r, a: _demo_article(r, a),
-    ),
-)
-
-SECTION_TITLES = {
-    "perception": (
-        "Perception diagnostics",
-        "Does the model see low-level distortions? Forced choice asks it to name the distortion among the "
-        "perception classes; linear probes measure how much distortion information each site (vision "
-        "encoder layers, projector, language-model layers) still holds; semantic similarity measures "
-        "whether the visual tokens sit near the word of their distortion. Fine-tuning runs show the same "
-        "numbers before and after, with the relative change.",
-    ),
-    "leaf": (
-        "LEAF: label-efficient quality scoring",
-        "A teacher judges unlabelled images and pairs, each judgment with a reliability; a small student "
-        "learns both signals; a few MOS labels calibrate it. The label-budget protocol measures how many "
-        "labels the teacher saves; evaluation compares predictions with MOS.",
-    ),
-    "distortions": (
-        "Distortions",
-        "How strongly each KADID-10k distortion type changes the images at each level (PSNR against the "
-        "reference photo; lower = stronger change).",
-    ),
-}
-
-
-def _demo_headline(run: DistortionDemoRun) -> list[str]:
-    levels = sorted({lv for per in run.mean_psnr.values() for lv in per})
-    return [f"{len(run.mean_psnr)} distortion types at levels {', '.join(map(str, levels))}"]
-
-
-def _demo_article(run: DistortionDemoRun, anchor: str) -> str:
-    try:
-        from iqalens.distortions._registry import all_types
-
-        names = {t.id: t.name for t in all_types()}
-    except ImportError:  # pragma: no cover - part of the package
-        names = {}
-    fig = figure(
-        plots.psnr_by_type(run.mean_psnr, names, "mean PSNR per distortion type and level"),
-        "Mean PSNR of every distorted variant against its reference photo, per type and level.",
-        wide=True,
-    )
-    return (
-        f'<article id="{anchor}"><h3>Distortion demo: {esc(run.name)}</h3>{figures([fig])}'
-        f"{provenance(run.provenance, str(run.path))}</article>"
-    )
+#: Anchors of the page's own parts, which no section may take.
+_RESERVED = frozenset({"summary", "skipped"})
 
 
 def _proxy_callout(runs: Sequence[Run]) -> str:
@@ -134,25 +46,39 @@ def _proxy_callout(runs: Sequence[Run]) -> str:
 
 
 def build_report(found: Collection, title: str = DEFAULT_TITLE, sources: Sequence[str] = ()) -> str:
-    """The complete HTML page for everything in ``found``."""
-    taken: set[str] = {"summary", "perception", "leaf", "distortions", "skipped"}
+    """The complete HTML page for everything in ``found``.
+
+    Blocks follow the order of :data:`~iqalens.report.kinds.REPORT_KINDS` (each kind's runs in
+    discovery order) and sit in the section their kind names; sections appear in the order of their
+    first kind, and only when they have a block.
+    """
+    kinds: list[tuple[str, ReportKind]] = [(e.name, e.load()) for e in REPORT_KINDS]
+    sections: dict[str, Section] = {}
+    for _, spec in kinds:
+        if spec.section is not None and spec.section.key not in sections:
+            if spec.section.key in _RESERVED:
+                raise ValueError(f"report section {spec.section.key!r}: that anchor is the page's own")
+            sections[spec.section.key] = spec.section
+    taken: set[str] = set(_RESERVED) | set(sections)
     summary_rows: list[list[str | Cell]] = []
-    blocks: dict[str, list[str]] = {"perception": [], "leaf": [], "distortions": []}
+    blocks: dict[str, list[str]] = {key: [] for key in sections}
     skipped = list(found.skipped)
-    for kind, section, label, headline, article in KINDS:
-        for run in found.of(kind):
+    for name, spec in kinds:
+        if spec.container or spec.section is None or spec.headline is None or spec.article is None:
+            continue
+        for run in found.of(name):
             anchor = slug(run.name, taken)
             try:
-                block, numbers = article(run, anchor), headline(run)
+                block, numbers = spec.article(run, anchor), spec.headline(run)
             except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
                 # A run whose files parse but lack what a figure needs: say so, report the others.
-                skipped.append((str(run.path), f"{label} run that could not be drawn: {exc!r}"))
+                skipped.append((str(run.path), f"{spec.label} run that could not be drawn: {exc!r}"))
                 continue
-            blocks[section].append(block)
+            blocks[spec.section.key].append(block)
             summary_rows.append(
                 [
                     Cell(f'<a href="#{anchor}">{esc(run.name)}</a>', raw=True),
-                    label,
+                    spec.label,
                     Cell("<br>".join(esc(h) for h in numbers), "text", raw=True),
                     Cell(run.provenance.model, "text"),
                 ]
@@ -164,16 +90,16 @@ def build_report(found: Collection, title: str = DEFAULT_TITLE, sources: Sequenc
         f'<p class="lead">{len(summary_rows)} result(s) from {esc(origin)}. Every number below names the '
         "model, data and protocol that produced it (grey boxes).</p>"
     )
-    sections = []
-    for key in ("perception", "leaf", "distortions"):
+    parts = []
+    for key, section in sections.items():
         if not blocks[key]:
             continue
-        heading, intro = SECTION_TITLES[key]
-        nav.append(f'<li><a href="#{key}">{esc(heading)}</a></li>')
-        extra = perception.class_mapping_details() if key == "perception" else ""
+        nav.append(f'<li><a href="#{key}">{esc(section.heading)}</a></li>')
+        extra = section.extra() if section.extra is not None else ""
         content = "".join(blocks[key])
-        sections.append(
-            f'<section id="{key}"><h2>{esc(heading)}</h2><p>{esc(intro)}</p>{extra}{content}</section>'
+        parts.append(
+            f'<section id="{key}"><h2>{esc(section.heading)}</h2><p>{esc(section.intro)}</p>{extra}{content}'
+            "</section>"
         )
     if skipped:
         nav.append('<li><a href="#skipped">Not reported</a></li>')
@@ -184,7 +110,7 @@ def build_report(found: Collection, title: str = DEFAULT_TITLE, sources: Sequenc
         + table(["run", "kind", "headline numbers", "model"], summary_rows, stacked=True)
         + "</section>"
     )
-    body += sections
+    body += parts
     if skipped:
         items = "".join(f"<li><code>{esc(p)}</code>: {esc(why)}</li>" for p, why in skipped)
         body.append(f'<section id="skipped"><h2>Not reported</h2><ul>{items}</ul></section>')

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from iqalens.report.collect import Provenance
+from iqalens.report.records import Provenance
 
 CSS = """
 :root { --fg: #1c2128; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa; --accent: #0b5cad;

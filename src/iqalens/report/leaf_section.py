@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.report import plots
-from iqalens.report.collect import (
+import iqalens.report.plots as plots
+from iqalens.report.html import Cell, esc, figure, figures, num, numeric, provenance, proxy_tag, table
+from iqalens.report.records import (
     BudgetRun,
     CalibrationRun,
     DistillRun,
@@ -25,7 +26,6 @@ from iqalens.report.collect import (
     MosSource,
     ScoreRun,
 )
-from iqalens.report.html import Cell, esc, figure, figures, num, numeric, provenance, proxy_tag, table
 
 #: Metrics of the label-budget protocol: summary key prefix, axis label, lower is better.
 BUDGET_METRICS: tuple[tuple[str, str, bool], ...] = (

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.report import plots
-from iqalens.report.collect import AlignRun, PerceptionRun
+import iqalens.report.plots as plots
 from iqalens.report.html import (
     Cell,
     change_cell,
@@ -31,6 +30,7 @@ from iqalens.report.html import (
     signed_pct,
     table,
 )
+from iqalens.report.records import AlignRun, PerceptionRun
 
 #: Semantic statistics per class, their labels, and whether lower is better.
 SEMANTIC_ROWS: tuple[tuple[str, str, bool], ...] = (

@@ -6,22 +6,25 @@ function takes plain numbers (no run objects) and returns the SVG document as a 
 embeds it as an image (:mod:`iqalens.report.html`), which keeps each figure's element ids private to
 that figure. Glyphs are stored as paths, so a figure looks the same whatever fonts the viewer has.
 
-Every figure has a single panel about 5 inches wide: two fit side by side on a desktop at their
-natural size, and one shrunk to a phone's width keeps its text legible (a multi-panel figure
-would shrink its text below reading size).
+The confusion matrix and the label-budget curve are drawn by :mod:`iqalens.plots`, which the
+commands use for the same figures in their run folders. Every figure has a single panel about 5
+inches wide: two fit side by side on a desktop at their natural size, and one shrunk to a phone's
+width keeps its text legible (a multi-panel figure would shrink its text below reading size).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+import iqalens.plots as shared
 
 #: matplotlib settings of every figure: deterministic SVG, glyphs as paths, legible text.
 STYLE: dict[str, Any] = {
@@ -68,25 +71,17 @@ def _finish(ax: Axes, title: str, xlabel: str, ylabel: str, grid: str | None = "
         ax.legend()
 
 
+def _shared(fig: Figure) -> str:
+    """A figure of :mod:`iqalens.plots` (drawn the same in run folders) as the report's SVG."""
+    with rc_context(STYLE):
+        return to_svg(fig)
+
+
 def confusion_matrix(
     rows: Sequence[str], cols: Sequence[str], confusion: Sequence[Sequence[int]], title: str
 ) -> str:
     """Counts per (true class, answer); colour = share of the true class's images (row-normalised)."""
-    counts = np.asarray(confusion, dtype=float).reshape(len(rows), len(cols))
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-
-    def draw(ax: Axes) -> None:
-        image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
-        for (i, j), v in np.ndenumerate(counts):
-            color = "white" if share[i, j] > 0.6 else "black"
-            ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=8, color=color)
-        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
-        ax.set_yticks(range(len(rows)), rows)
-        ax.spines[:].set_visible(False)
-        ax.figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
-        _finish(ax, title, "model's answer", "true class", grid=None)
-
-    return _render(draw, (WIDTH, 4.4))
+    return _shared(shared.confusion_figure(rows, cols, confusion, title, size=(WIDTH, 4.4)))
 
 
 def site_curves(
@@ -198,20 +193,8 @@ def budget_curve(
     title: str,
 ) -> str:
     """One metric of the label-budget protocol: mean per budget for each ``(arm, means, stds)``, with a
-    band of ± one std (NaN where the arm is undefined). Budgets are placed evenly (a budget of 0 labels
-    has no place on a log axis) and labelled with the budget and its number of labels."""
-    x = np.arange(len(budgets))
-    labels = [b if str(n) == b else f"{b}\n({n})" for b, n in zip(budgets, n_labels, strict=True)]
-
-    def draw(ax: Axes) -> None:
-        for k, (label, means, stds) in enumerate(arms):
-            mean, std = _nan(means), _nan(stds)
-            ax.plot(x, mean, marker="o", markersize=3.5, color=f"C{k}", label=label)
-            ax.fill_between(x, mean - std, mean + std, color=f"C{k}", alpha=0.18, linewidth=0)
-        ax.set_xticks(x, labels, fontsize=8)
-        _finish(ax, title, "label budget (labels)", ylabel)
-
-    return _render(draw, (WIDTH, 3.8))
+    band of ± one std (NaN where the arm is undefined), as the protocol's own curve draws it."""
+    return _shared(shared.budget_figure(budgets, n_labels, arms, ylabel, title, size=(WIDTH, 3.8)))
 
 
 def scatter_vs_mos(
@@ -257,19 +240,3 @@ def histogram(values: Sequence[float] | np.ndarray, xlabel: str, title: str) -> 
         _finish(ax, title, xlabel, "images", grid="y")
 
     return _render(draw)
-
-
-def psnr_by_type(mean_psnr: Mapping[int, Mapping[int, float]], names: Mapping[int, str], title: str) -> str:
-    """Mean PSNR (dB) per distortion type, one line per level."""
-    types = sorted(mean_psnr)
-    levels = sorted({lv for per in mean_psnr.values() for lv in per})
-
-    def draw(ax: Axes) -> None:
-        x = np.arange(len(types))
-        for k, level in enumerate(levels):
-            values = [mean_psnr[t].get(level, math.nan) for t in types]
-            ax.plot(x, values, marker="o", markersize=3, color=f"C{k}", label=f"level {level}")
-        ax.set_xticks(x, [f"{t:02d} {names.get(t, '')}".strip() for t in types], rotation=90, fontsize=7)
-        _finish(ax, title, "", "mean PSNR vs reference (dB)")
-
-    return _render(draw, (WIDTH + 1.4, 4.4))
