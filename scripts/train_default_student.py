@@ -23,7 +23,7 @@ import torch
 
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest
-from iqalens.evaluation.metrics import plcc, srcc
+from iqalens.evaluation.metrics import plcc, rmse, srcc
 from iqalens.files import content_hash
 from iqalens.images import iter_image_files, load_rgb
 from iqalens.leaf.calibration import fit, save_calibrator
@@ -204,7 +204,7 @@ def main() -> None:
         "size": [w, h],
         "srcc_student_vs_proxy_mos": srcc(e_score, e_mos),
         "plcc_student_vs_proxy_mos": plcc(e_score, e_mos),
-        "rmse_student_vs_proxy_mos": float(np.sqrt(np.mean((e_score - e_mos) ** 2))),
+        "rmse_student_vs_proxy_mos": rmse(e_score, e_mos),
         "srcc_student_vs_teacher": srcc(e_raw, e_teacher),
         "srcc_teacher_vs_proxy_mos": srcc(e_teacher, e_mos),
     }

@@ -1,4 +1,4 @@
-"""Few-label calibration: monotone mappings, PAV, serialisation, label-free mode and label budgets."""
+"""Few-label calibration: monotone maps, isotonic fits, serialisation, label-free mode, label budgets."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from iqalens.datasets.manifest import MosScale
-from iqalens.evaluation.metrics import logistic4
+from iqalens.evaluation.mapping import MonotoneMap, logistic4
+from iqalens.evaluation.metrics import rmse
 from iqalens.leaf.calibration import (
     MIN_POINTS,
     Calibrator,
@@ -18,7 +20,6 @@ from iqalens.leaf.calibration import (
     load_calibrator,
     logistic5,
     parse_budget,
-    pav,
     save_calibrator,
 )
 
@@ -99,8 +100,7 @@ def test_few_labels_calibrate_well() -> None:
     idx = draw_budget(1000, "2%", seed=0, strata=x)
     for method in ("logistic4", "logistic5", "isotonic", "linear"):
         cal = fit(x[idx], y[idx], method)
-        rmse = float(np.sqrt(np.mean((cal(x) - y) ** 2)))
-        assert rmse < (0.35 if method == "linear" else 0.2), method
+        assert rmse(cal(x), y) < (0.35 if method == "linear" else 0.2), method
 
 
 # --- isotonic details -----------------------------------------------------------------------------
@@ -119,20 +119,26 @@ def _brute_isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_pav_matches_brute_force(seed: int) -> None:
+def test_isotonic_matches_brute_force(seed: int) -> None:
+    # integer scores with repeats: equal scores pool into one knot weighted by its count
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 9))
-    y = rng.normal(size=n).round(1)
-    w = rng.integers(1, 4, size=n).astype(float)
-    assert pav(y, w) == pytest.approx(_brute_isotonic(y, w))
-    assert pav(y, w, increasing=False) == pytest.approx(-_brute_isotonic(-y, w))
+    n = int(rng.integers(2, 12))
+    x = rng.integers(0, 6, size=n).astype(float)
+    x[:2] = [0.0, 5.0]  # never constant
+    y = rng.normal(size=n).round(1) + (x if seed % 2 else -x) / 3
+    knots, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, weights=y) / counts
+    rising = stats.spearmanr(x, y).statistic >= 0
+    expected = _brute_isotonic(means, counts) if rising else -_brute_isotonic(-means, counts)
+    cal = fit(x, y, "isotonic")
+    assert cal.params["xs"] == knots.tolist()
+    assert cal.params["ys"] == pytest.approx(expected, abs=1e-12)
 
 
-def test_pav_hand_case() -> None:
-    # 1 3 2 4 -> pool (3, 2) to 2.5; 5 1 1 -> all pooled to 7/3
-    assert pav([1, 3, 2, 4]) == pytest.approx([1, 2.5, 2.5, 4])
-    assert pav([5, 1, 1]) == pytest.approx([7 / 3] * 3)
-    assert pav([3, 2, 1], increasing=False) == pytest.approx([3, 2, 1])
+def test_isotonic_hand_case() -> None:
+    # 1 3 2 4 -> pool (3, 2) to 2.5; 5 1 1 1 -> the decreasing direction keeps it (rank correlation < 0)
+    assert fit([0, 1, 2, 3], [1, 3, 2, 4], "isotonic").params["ys"] == pytest.approx([1, 2.5, 2.5, 4])
+    assert fit([0, 1, 2, 3], [5, 1, 2, 1], "isotonic").params["ys"] == pytest.approx([5, 1.5, 1.5, 1])
 
 
 def test_isotonic_interpolates_clamps_and_pools_ties() -> None:
@@ -243,6 +249,23 @@ def test_round_trip(method: str, tmp_path) -> None:
     assert loaded.n_fit == 50
 
 
+def test_a_calibration_file_of_an_earlier_version_loads(tmp_path) -> None:
+    # calibration.json as iqalens wrote it before the map type moved to the measures layer
+    old = {
+        "kind": "logistic4",
+        "params": {"b": [4.6, 1.2, 0.45, 0.1]},
+        "n_fit": 12,
+        "note": None,
+        "clip": [1.0, 5.0],
+        "extra": {"scale": {"low": 1.0, "high": 5.0, "higher_is_better": True, "name": "MOS of m.csv"}},
+    }
+    (tmp_path / "calibration.json").write_text(json.dumps(old))
+    cal = load_calibrator(tmp_path / "calibration.json")
+    assert isinstance(cal, MonotoneMap) and Calibrator is MonotoneMap  # one map type
+    assert cal.to_dict() == old
+    assert cal(0.45) == pytest.approx(2.9)
+
+
 def test_round_trip_label_free_keeps_clip(tmp_path) -> None:
     cal = label_free((1.0, 5.0))
     loaded = load_calibrator(save_calibrator(cal, tmp_path / "c.json"))
@@ -253,7 +276,7 @@ def test_round_trip_label_free_keeps_clip(tmp_path) -> None:
 def test_from_dict_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="kind"):
         Calibrator.from_dict({"params": {}})
-    with pytest.raises(ValueError, match="unknown calibrator kind"):
+    with pytest.raises(ValueError, match="unknown monotone map kind"):
         Calibrator.from_dict({"kind": "spline", "params": {}})
     with pytest.raises(ValueError, match="lacks slope"):
         Calibrator.from_dict({"kind": "linear", "params": {"intercept": 1.0}})

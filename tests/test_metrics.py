@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from iqalens.evaluation.mapping import MonotoneMap, fit_logistic4, logistic4
 from iqalens.evaluation.metrics import (
     METRIC_NAMES,
     MIN_BOOTSTRAP_GROUPS,
     ci_unavailable,
     evaluate,
-    fit_logistic4,
     krcc,
-    logistic4,
     plcc,
+    rmse,
     srcc,
 )
 
@@ -89,7 +89,7 @@ def test_logistic_data_is_recovered_exactly() -> None:
     y = logistic4(x, 4.6, 1.3, 0.55, 0.08)
     res = evaluate(x, y, n_boot=0)
     assert res.fit.kind == "logistic4"
-    assert res.fit.params == pytest.approx((4.6, 1.3, 0.55, 0.08), abs=1e-4)
+    assert res.fit.params["b"] == pytest.approx([4.6, 1.3, 0.55, 0.08], abs=1e-4)
     assert res.metrics["plcc_fitted"] == pytest.approx(1.0, abs=1e-9)
     assert res.metrics["rmse"] == pytest.approx(0.0, abs=1e-5)
     assert res.metrics["plcc"] < 0.99  # the raw PLCC is hurt by the non-linearity
@@ -146,6 +146,30 @@ def test_few_points_fall_back_to_linear_with_note() -> None:
     assert fit.note is not None and "fewer than 5" in fit.note
     res = evaluate([1, 2, 3, 4], [1.0, 2.5, 2.9, 4.2], n_boot=0)
     assert any("linear" in note for note in res.notes)
+
+
+def test_the_fit_of_an_evaluation_keeps_its_json_layout() -> None:
+    # metrics.json's "fit" holds positional params; the one map type reads and writes that layout
+    x = np.linspace(0, 1, 40)
+    res = evaluate(x, logistic4(x, 4.6, 1.3, 0.55, 0.08), n_boot=0)
+    written = json.loads(json.dumps(res.to_dict()))["fit"]
+    assert set(written) == {"kind", "params", "note"} and len(written["params"]) == 4
+    again = MonotoneMap.from_dict(written)
+    np.testing.assert_array_equal(again(x), res.fit(x))
+    assert again.to_fit_dict() == written
+    line = MonotoneMap.from_dict({"kind": "linear", "params": [2.0, 1.0], "note": "fewer than 5 points"})
+    assert line(1.0) == 3.0 and line.params == {"slope": 2.0, "intercept": 1.0}
+    flat = MonotoneMap.from_dict({"kind": "constant", "params": [3.5], "note": None})
+    assert flat([0.0, 9.0]).tolist() == [3.5, 3.5]
+    with pytest.raises(ValueError, match="positional"):
+        MonotoneMap.from_dict({"kind": "linear", "params": [1.0]})
+
+
+def test_rmse() -> None:
+    assert rmse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0]) == pytest.approx(math.sqrt(4 / 3))
+    assert rmse(np.zeros(4), np.zeros(4)) == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        rmse([1.0, 2.0], [1.0])
 
 
 def test_linear_data_never_fits_worse_than_a_line() -> None:

@@ -9,16 +9,14 @@ Metrics (all on 1-D arrays of equal length, at least :data:`MIN_POINTS` finite v
   predictions onto MOS (``plcc_fitted``), which removes the harmless non-linearity between a model's
   scale and the human one. After the mapping the correlation is positive even for a model whose
   scores run the other way (a mapping may decrease).
-- **RMSE** after the same mapping, in MOS units (``rmse``); without a mapping RMSE would compare
-  numbers on different scales.
+- **RMSE** after the same mapping, in MOS units (``rmse`` in :func:`evaluate`'s metrics; the function
+  :func:`rmse` itself maps nothing); without a mapping RMSE would compare numbers on different scales.
 
-VQEG four-parameter logistic (the mapping used here):
-``f(x) = b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, b1 the asymptote as x grows, b2 the other one,
-b3 the midpoint, b4 the width. It is fitted by bounded least squares on standardised data (several
-starts, a bounded number of function evaluations). When it cannot be fitted (fewer than
-:data:`LOGISTIC_MIN_POINTS` points, the solver fails, or a straight line fits better than the best
-logistic found) a least-squares line is used instead, and :attr:`MonotoneFit.note` says why; when the
-predictions are constant the mapping is the mean MOS.
+The mapping is the VQEG four-parameter logistic
+``f(x) = b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))`` (b1 the asymptote as x grows, b2 the other one,
+b3 the midpoint, b4 the width), fitted by :func:`iqalens.evaluation.mapping.fit_logistic4`: a
+:class:`~iqalens.evaluation.mapping.MonotoneMap`, a least-squares line when the logistic cannot be
+fitted (its ``note`` says why), the mean MOS when the predictions are constant.
 
 Constant input: a correlation is undefined when either side is constant; the functions return NaN
 (no warning) rather than raise, so that one constant group does not stop a whole report. Too few
@@ -44,25 +42,23 @@ interval should be read with care.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
+from scipy import stats
+
+from iqalens.errors import InvalidInputError
+from iqalens.evaluation.mapping import MonotoneMap, fit_linear, fit_logistic4
 
 #: Fewest points for which :func:`evaluate` and the correlations are computed.
 MIN_POINTS = 3
-#: Fewest points for a four-parameter logistic fit (one more than its parameters).
-LOGISTIC_MIN_POINTS = 5
 #: Fewest groups for which :func:`evaluate` computes a group-bootstrap interval (see the module docstring);
 #: with fewer the interval is reported as unavailable, with the reason, instead of as numbers.
 MIN_BOOTSTRAP_GROUPS = 5
 #: Names of the metrics :func:`evaluate` reports, in report order.
 METRIC_NAMES: tuple[str, ...] = ("srcc", "krcc", "plcc", "plcc_fitted", "rmse")
-
-_MAX_NFEV = 1000
 
 
 def _as_pair(pred: ArrayLike, mos: ArrayLike, min_points: int = MIN_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -117,127 +113,18 @@ def _kendall(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.kendalltau(x, y, variant="b").statistic)
 
 
-# ---------------------------------------------------------------------------------------------------
-# the VQEG monotone mapping
+def rmse(pred: ArrayLike, target: ArrayLike) -> float:
+    """Root mean squared error ``sqrt(mean((pred - target)^2))``, in the target's units.
 
-
-def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """VQEG 4-parameter logistic ``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))`` (overflow-safe)."""
-    z = (np.asarray(x, dtype=np.float64) - b3) / max(abs(b4), 1e-300)
-    return b2 + (b1 - b2) * special.expit(z)
-
-
-@dataclass(frozen=True)
-class MonotoneFit:
-    """A fitted mapping from predictions to MOS.
-
-    ``kind`` is ``"logistic4"`` (params b1..b4 of :func:`logistic4`), ``"linear"`` (slope, intercept)
-    or ``"constant"`` (the mean MOS). ``note`` explains a fallback; None when the logistic was used.
+    No mapping is applied: when the two sides are on different scales, map first (as :func:`evaluate`
+    does with its fitted mapping). NaN in either side gives NaN.
     """
-
-    kind: str
-    params: tuple[float, ...]
-    note: str | None = None
-
-    def __call__(self, x: ArrayLike) -> np.ndarray:
-        xs = np.asarray(x, dtype=np.float64)
-        if self.kind == "logistic4":
-            return logistic4(xs, *self.params)
-        if self.kind == "linear":
-            return self.params[0] * xs + self.params[1]
-        if self.kind == "constant":
-            return np.full(xs.shape, self.params[0])
-        raise ValueError(f"unknown mapping kind {self.kind!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": list(self.params), "note": self.note}
-
-
-def fit_linear(x: np.ndarray, y: np.ndarray, note: str | None = None) -> MonotoneFit:
-    """Least-squares line; the mean of ``y`` when ``x`` is constant."""
-    if _is_constant(x):
-        return MonotoneFit("constant", (float(np.mean(y)),), "predictions are constant: mapped to mean MOS")
-    dx = x - x.mean()
-    slope = float(dx @ (y - y.mean()) / (dx @ dx))
-    return MonotoneFit("linear", (slope, float(y.mean() - slope * x.mean())), note)
-
-
-def _sse(fit: MonotoneFit, x: np.ndarray, y: np.ndarray) -> float:
-    r = fit(x) - y
-    return float(r @ r)
-
-
-def fit_logistic4(
-    pred: ArrayLike,
-    mos: ArrayLike,
-    p0: Sequence[float] | None = None,
-    max_nfev: int = _MAX_NFEV,
-) -> MonotoneFit:
-    """Fit the VQEG logistic from ``pred`` to ``mos``, falling back to a line (see module docstring).
-
-    ``p0`` (b1..b4 in data units) replaces the default starts with one warm start, which is what the
-    bootstrap uses to refit quickly. Work happens on z-scored data so that the bounds and starts are
-    scale-free: asymptotes within 10 ranges of the data, midpoint within 5 standard deviations of the
-    mean, width between 1e-3 and 1e3 standard deviations.
-    """
-    x, y = _as_pair(pred, mos, min_points=1)
-    if _is_constant(x):
-        return fit_linear(x, y)
-    linear = fit_linear(x, y)
-    if x.size < LOGISTIC_MIN_POINTS:
-        return fit_linear(
-            x, y, f"fewer than {LOGISTIC_MIN_POINTS} points: linear mapping instead of logistic"
-        )
-    if _is_constant(y):
-        return linear  # a flat line is the exact answer; the logistic would be degenerate
-    mx, sx = float(x.mean()), float(x.std())
-    my, sy = float(y.mean()), float(y.std())
-    u, v = (x - mx) / sx, (y - my) / sy
-    vlo, vhi = float(v.min()), float(v.max())
-    span = vhi - vlo
-    lower = np.array([vlo - 10 * span, vlo - 10 * span, -5.0, 1e-3])
-    upper = np.array([vhi + 10 * span, vhi + 10 * span, 5.0, 1e3])
-
-    def residual(a: np.ndarray) -> np.ndarray:
-        return a[1] + (a[0] - a[1]) * special.expit((u - a[2]) / a[3]) - v
-
-    def jacobian(a: np.ndarray) -> np.ndarray:
-        t = (u - a[2]) / a[3]
-        s = special.expit(t)
-        slope = (a[0] - a[1]) * s * (1.0 - s) / a[3]  # d f / d u
-        return np.column_stack([s, 1.0 - s, -slope, -slope * t])
-
-    if p0 is not None:
-        b1, b2, b3, b4 = (float(p) for p in p0)
-        starts = [np.array([(b1 - my) / sy, (b2 - my) / sy, (b3 - mx) / sx, abs(b4) / sx])]
-    else:
-        rising = _pearson(u, v) >= 0
-        hi, lo = (vhi, vlo) if rising else (vlo, vhi)
-        mid = float(np.median(u))
-        starts = [np.array([hi, lo, mid, w]) for w in (0.5, 1.0, 2.0)]
-        starts.append(np.array([hi + span, lo - span, mid, 3.0]))  # near-linear data
-    best: tuple[float, np.ndarray] | None = None
-    for start in starts:
-        start = np.clip(start, lower + 1e-9, upper - 1e-9)
-        try:
-            res = optimize.least_squares(
-                residual, start, jac=jacobian, bounds=(lower, upper), max_nfev=max_nfev
-            )
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-            continue
-        if not np.all(np.isfinite(res.x)) or not np.isfinite(res.cost):
-            continue
-        if best is None or res.cost < best[0]:
-            best = (float(res.cost), res.x)
-    if best is None:
-        return fit_linear(x, y, "logistic fit failed: linear mapping instead")
-    a1, a2, a3, a4 = best[1]
-    fit = MonotoneFit(
-        "logistic4", (float(my + sy * a1), float(my + sy * a2), float(mx + sx * a3), float(sx * a4))
-    )
-    if _sse(fit, x, y) > _sse(linear, x, y) * (1 + 1e-9) + 1e-12:
-        return fit_linear(x, y, "a line fits better than the best logistic found: linear mapping instead")
-    return fit
+    x = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.shape != y.shape or x.size == 0:
+        raise InvalidInputError(f"rmse needs two non-empty arrays of one shape, got {x.shape} and {y.shape}")
+    d = x - y
+    return float(np.sqrt(np.mean(d * d)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,8 +132,8 @@ def fit_logistic4(
 
 
 def _point_metrics(
-    x: np.ndarray, y: np.ndarray, template: MonotoneFit | None = None
-) -> tuple[dict[str, float], MonotoneFit]:
+    x: np.ndarray, y: np.ndarray, template: MonotoneMap | None = None
+) -> tuple[dict[str, float], MonotoneMap]:
     """All metrics for validated arrays, with the mapping used for the fitted ones.
 
     With a ``template`` (the full-data fit, for bootstrap replicates) the same mapping family is
@@ -255,17 +142,16 @@ def _point_metrics(
     if template is None:
         fit = fit_logistic4(x, y)
     elif template.kind == "logistic4":
-        fit = fit_logistic4(x, y, p0=template.params, max_nfev=200)
+        fit = fit_logistic4(x, y, p0=template.params["b"], max_nfev=200)
     else:
         fit = fit_linear(x, y)
     mapped = fit(x)
-    err = mapped - y
     values = {
         "srcc": _pearson(stats.rankdata(x), stats.rankdata(y)),
         "krcc": _kendall(x, y),
         "plcc": _pearson(x, y),
         "plcc_fitted": _pearson(mapped, y),
-        "rmse": float(math.sqrt(float(err @ err) / x.size)),
+        "rmse": rmse(mapped, y),
     }
     return values, fit
 
@@ -281,7 +167,7 @@ class Evaluation:
 
     n: int
     metrics: dict[str, float]
-    fit: MonotoneFit
+    fit: MonotoneMap
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     ci_level: float = 0.95
     n_boot: int = 0
@@ -301,7 +187,7 @@ class Evaluation:
                 "ci_unavailable": self.ci_unavailable,
                 "n_boot": self.n_boot,
                 "resampling": self.resampling,
-                "fit": self.fit.to_dict(),
+                "fit": self.fit.to_fit_dict(),
                 "per_source": self.per_source,
                 "notes": self.notes,
             }

@@ -7,11 +7,12 @@ Mappings (``fit(x, y, method)``; fewest labelled points in :data:`MIN_POINTS`):
 
 - ``linear``: ``y = slope * x + intercept`` (least squares).
 - ``logistic4``: the VQEG logistic ``b2 + (b1 - b2) / (1 + exp(-(x - b3) / |b4|))``, fitted as in
-  :func:`iqalens.evaluation.metrics.fit_logistic4`; when that falls back to a line, the calibrator is
+  :func:`iqalens.evaluation.mapping.fit_logistic4`; when that falls back to a line, the calibrator is
   linear and its ``note`` says why.
 - ``logistic5``: ``b1 * (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5`` (Sheikh et al. 2006), with
   b2 > 0 and b1, b4 of one sign (the sign of the data's rank correlation), so the map stays monotone.
-- ``isotonic``: pool-adjacent-violators on the points sorted by score (equal scores pooled first),
+- ``isotonic``: pool-adjacent-violators (:func:`scipy.optimize.isotonic_regression`) on the points
+  sorted by score (equal scores pooled first),
   increasing or decreasing by the sign of the rank correlation; between the fitted points the map
   interpolates linearly, outside them it clamps to the end values (no extrapolation).
 - ``auto``: the one of ``linear`` and ``logistic4`` with the lowest cross-validated RMSE on the
@@ -29,8 +30,10 @@ excellent) is mapped onto the dataset's MOS range. Default ``linear``: ``low + e
 the range (or, when given, to the quantiles of a reference MOS sample, e.g. a published histogram).
 Both clamp to the range.
 
-Every calibrator is a :class:`Calibrator`: call it on an array; ``to_dict``/``from_dict`` (and
-:func:`save_calibrator`/:func:`load_calibrator`) store it as JSON in a run folder.
+Every calibrator is a :class:`Calibrator`, the measures layer's
+:class:`~iqalens.evaluation.mapping.MonotoneMap` (the fitting code lives there once): call it on an
+array; ``to_dict``/``from_dict`` (and :func:`save_calibrator`/:func:`load_calibrator`) store it as
+JSON in a run folder.
 
 Label budgets (:func:`draw_budget`): a count (``50``, ``"50"``), a percentage (``"10%"``) or a
 fraction (``0.1``); the subset is drawn with ``numpy.random.default_rng(seed)``, optionally stratified
@@ -42,16 +45,21 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
 
 from iqalens.datasets.manifest import MosScale
-from iqalens.evaluation.metrics import fit_logistic4, logistic4
+from iqalens.evaluation.mapping import (
+    MonotoneMap,
+    fit_isotonic,
+    fit_linear,
+    fit_logistic4,
+    fit_logistic5,
+    logistic5,
+)
+from iqalens.evaluation.metrics import rmse
 from iqalens.leaf.names import AUTO_CANDIDATES
 from iqalens.leaf.names import CALIBRATION_KINDS as KINDS
 from iqalens.leaf.names import CALIBRATION_METHODS as METHODS
@@ -62,89 +70,25 @@ from iqalens.runs import write_json
 AUTO_LOO_MAX = 60
 AUTO_FOLDS = 10
 
-_MAX_NFEV = 2000
+#: A fitted calibration: the measures layer's monotone map (``extra`` carries the MOS scale and
+#: ``auto``'s cross-validation). Kept under this name because it is the calibration API's.
+Calibrator = MonotoneMap
 
-
-def logistic5(x: ArrayLike, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
-    """Five-parameter logistic ``b1 (1/2 - 1/(1 + exp(b2 (x - b3)))) + b4 x + b5`` (overflow-safe)."""
-    xs = np.asarray(x, dtype=np.float64)
-    return b1 * (special.expit(b2 * (xs - b3)) - 0.5) + b4 * xs + b5
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """A fitted monotone map onto the MOS scale.
-
-    ``params`` per kind: linear ``slope, intercept``; logistic4 ``b1..b4``; logistic5 ``b1..b5``;
-    isotonic/quantile ``xs, ys`` (knots, xs increasing). ``clip`` bounds the output (label-free maps
-    stay within the MOS range); ``n_fit`` is the number of labelled points used; ``note`` records a
-    fallback or the label-free recipe.
-    """
-
-    kind: str
-    params: dict[str, Any]
-    n_fit: int = 0
-    note: str | None = None
-    clip: tuple[float, float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown calibrator kind {self.kind!r}; known: {', '.join(KINDS)}")
-
-    def __call__(self, x: ArrayLike) -> np.ndarray:
-        xs = np.asarray(x, dtype=np.float64)
-        p = self.params
-        if self.kind == "linear":
-            out = p["slope"] * xs + p["intercept"]
-        elif self.kind == "logistic4":
-            out = logistic4(xs, *p["b"])
-        elif self.kind == "logistic5":
-            out = logistic5(xs, *p["b"])
-        else:  # isotonic, quantile: piecewise linear, clamped outside the knots by np.interp
-            out = np.interp(xs, p["xs"], p["ys"])
-        if self.clip is not None:
-            out = np.clip(out, *self.clip)
-        return np.asarray(out, dtype=np.float64)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON description; :meth:`from_dict` rebuilds an identical calibrator."""
-        return {
-            "kind": self.kind,
-            "params": {
-                k: (list(map(float, v)) if isinstance(v, list | tuple | np.ndarray) else float(v))
-                for k, v in self.params.items()
-            },
-            "n_fit": self.n_fit,
-            "note": self.note,
-            "clip": None if self.clip is None else [float(c) for c in self.clip],
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        """Inverse of :meth:`to_dict`; a clear error when a key is missing or the kind unknown."""
-        try:
-            kind, params = str(data["kind"]), dict(data["params"])
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a calibrator description (need 'kind' and 'params'): {data!r}") from exc
-        if kind not in KINDS:
-            raise ValueError(f"unknown calibrator kind {kind!r}; known: {', '.join(KINDS)}")
-        needed = {"linear": ("slope", "intercept"), "logistic4": ("b",), "logistic5": ("b",)}.get(
-            kind, ("xs", "ys")
-        )
-        missing = [k for k in needed if k not in params]
-        if missing:
-            raise ValueError(f"{kind} calibrator description lacks {', '.join(missing)}")
-        clip = data.get("clip")
-        return cls(
-            kind=kind,
-            params=params,
-            n_fit=int(data.get("n_fit", 0)),
-            note=data.get("note"),
-            clip=None if clip is None else (float(clip[0]), float(clip[1])),
-            extra=dict(data.get("extra") or {}),
-        )
+__all__ = [
+    "AUTO_FOLDS",
+    "AUTO_LOO_MAX",
+    "KINDS",
+    "METHODS",
+    "MIN_POINTS",
+    "Calibrator",
+    "draw_budget",
+    "fit",
+    "label_free",
+    "load_calibrator",
+    "logistic5",
+    "parse_budget",
+    "save_calibrator",
+]
 
 
 def save_calibrator(calibrator: Calibrator, path: str | os.PathLike[str]) -> Path:
@@ -186,111 +130,23 @@ def _validate(x: ArrayLike, y: ArrayLike, method: str) -> tuple[np.ndarray, np.n
     return xs, ys
 
 
-def _direction(x: np.ndarray, y: np.ndarray) -> float:
-    """+1 when y tends to rise with x (Spearman >= 0 or undefined), else -1."""
-    if np.ptp(y) == 0.0:
-        return 1.0
-    return 1.0 if stats.spearmanr(x, y).statistic >= 0 else -1.0
-
-
-def _linear(x: np.ndarray, y: np.ndarray, note: str | None = None) -> Calibrator:
-    dx = x - x.mean()
-    slope = float(dx @ (y - y.mean()) / (dx @ dx))
-    return Calibrator(
-        "linear", {"slope": slope, "intercept": float(y.mean() - slope * x.mean())}, x.size, note
-    )
-
-
 def _logistic4(x: np.ndarray, y: np.ndarray) -> Calibrator:
     res = fit_logistic4(x, y)
     if res.kind != "logistic4":
-        return _linear(x, y, f"logistic4 requested: {res.note}")
-    return Calibrator("logistic4", {"b": list(res.params)}, x.size)
-
-
-def _logistic5(x: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Bounded least squares on z-scored data, several starts; linear fallback with a note."""
-    if np.ptp(y) == 0.0:
-        return _linear(x, y, "logistic5 requested: MOS are constant")
-    mx, sx, my, sy = float(x.mean()), float(x.std()), float(y.mean()), float(y.std())
-    u, v = (x - mx) / sx, (y - my) / sy
-    d = _direction(u, v)
-    span = float(np.ptp(v))
-    big = 20.0 * span
-    # a1 (logistic height) and a4 (linear slope) share the sign d: the map is monotone by construction
-    lo_a1, hi_a1 = (0.0, big) if d > 0 else (-big, 0.0)
-    lo_a4, hi_a4 = (0.0, 10.0) if d > 0 else (-10.0, 0.0)
-    lower = np.array([lo_a1, 1e-3, -5.0, lo_a4, -big])
-    upper = np.array([hi_a1, 1e3, 5.0, hi_a4, big])
-
-    def residual(a: np.ndarray) -> np.ndarray:
-        return a[0] * (special.expit(a[1] * (u - a[2])) - 0.5) + a[3] * u + a[4] - v
-
-    mid = float(np.median(u))
-    starts = [np.array([d * span, k, mid, 0.0, 0.0]) for k in (0.5, 1.0, 2.0, 4.0)]
-    starts.append(np.array([d * span / 2, 1.0, mid, d * 0.5, 0.0]))
-    best: tuple[float, np.ndarray] | None = None
-    for start in starts:
-        start = np.clip(start, lower + 1e-9, upper - 1e-9)
-        try:
-            res = optimize.least_squares(residual, start, bounds=(lower, upper), max_nfev=_MAX_NFEV)
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-            continue
-        if np.all(np.isfinite(res.x)) and np.isfinite(res.cost) and (best is None or res.cost < best[0]):
-            best = (float(res.cost), res.x)
-    if best is None:
-        return _linear(x, y, "logistic5 requested: the fit failed")
-    a1, a2, a3, a4, a5 = (float(a) for a in best[1])
-    b = [sy * a1, a2 / sx, mx + sx * a3, sy * a4 / sx, my + sy * (a5 - a4 * mx / sx)]
-    return Calibrator("logistic5", {"b": b}, x.size)
-
-
-def pav(y: ArrayLike, weights: ArrayLike | None = None, increasing: bool = True) -> np.ndarray:
-    """Pool-adjacent-violators: the weighted least-squares monotone fit to ``y`` in the given order.
-
-    A stack of blocks (mean, weight, length): each new point is a block, merged backwards while it
-    breaks the order. O(n) amortised.
-    """
-    ys = np.asarray(y, dtype=np.float64)
-    ws = np.ones_like(ys) if weights is None else np.asarray(weights, dtype=np.float64)
-    if ys.ndim != 1 or ws.shape != ys.shape:
-        raise ValueError("pav needs 1-D values and weights of equal length")
-    if np.any(ws <= 0):
-        raise ValueError("pav weights must be positive")
-    sign = 1.0 if increasing else -1.0
-    means: list[float] = []
-    wsum: list[float] = []
-    sizes: list[int] = []
-    for val, w in zip(sign * ys, ws, strict=True):
-        means.append(float(val))
-        wsum.append(float(w))
-        sizes.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            w2 = wsum[-2] + wsum[-1]
-            means[-2] = (means[-2] * wsum[-2] + means[-1] * wsum[-1]) / w2
-            wsum[-2] = w2
-            sizes[-2] += sizes[-1]
-            del means[-1], wsum[-1], sizes[-1]
-    return sign * np.repeat(np.array(means), sizes)
-
-
-def _isotonic(x: np.ndarray, y: np.ndarray) -> Calibrator:
-    knots, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    pooled = np.bincount(inverse, weights=y) / counts  # equal scores share one mean
-    fitted = pav(pooled, counts, increasing=_direction(x, y) > 0)
-    return Calibrator("isotonic", {"xs": knots.tolist(), "ys": fitted.tolist()}, x.size)
+        return fit_linear(x, y, f"logistic4 requested: {res.note}")
+    return res
 
 
 def _cv_rmse(x: np.ndarray, y: np.ndarray, method: str, folds: list[np.ndarray]) -> float:
     """RMSE of ``method``'s predictions of each held-out fold from a fit on the other points."""
-    errors = np.empty_like(y)
+    pred = np.empty_like(y)
     for held in folds:
         keep = np.ones(y.size, dtype=bool)
         keep[held] = False
         if np.ptp(x[keep]) == 0.0:  # the training part has one score: the map is undefined
             return math.inf
-        errors[held] = fit(x[keep], y[keep], method)(x[held]) - y[held]
-    return float(np.sqrt(np.mean(errors**2)))
+        pred[held] = fit(x[keep], y[keep], method)(x[held])
+    return rmse(pred, y)
 
 
 def _auto(x: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -335,14 +191,14 @@ def fit(x: ArrayLike, y: ArrayLike, method: str = "logistic4") -> Calibrator:
     """
     xs, ys = _validate(x, y, method)
     if method == "linear":
-        return _linear(xs, ys)
+        return fit_linear(xs, ys)
     if method == "logistic4":
         return _logistic4(xs, ys)
     if method == "logistic5":
-        return _logistic5(xs, ys)
+        return fit_logistic5(xs, ys)
     if method == "auto":
         return _auto(xs, ys)
-    return _isotonic(xs, ys)
+    return fit_isotonic(xs, ys)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -367,10 +367,10 @@ def evaluation_headline(run: EvaluationRun) -> list[str]:
 def _fit_function(fit: dict[str, Any] | None) -> Any:
     if not fit:
         return None
-    from iqalens.evaluation.metrics import MonotoneFit
+    from iqalens.evaluation.mapping import MonotoneMap
 
     try:
-        return MonotoneFit(str(fit["kind"]), tuple(float(p) for p in fit["params"]), fit.get("note"))
+        return MonotoneMap.from_dict(fit)
     except (KeyError, TypeError, ValueError):
         return None
 
