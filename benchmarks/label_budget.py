@@ -7,7 +7,7 @@ Steps (offline; the shared photos are read, never copied):
    train/test split by reference (75% / 0% / 25%). Labels: the KADID-10k **proxy MOS**.
 2. Label every image with the classical teacher (NIQE + BRISQUE, ``ClassicalTeacher`` via ``run_teach``)
    into a judgments store, with ``--pairs`` derived pairs per image (stratified sampling).
-3. Run :func:`iqalens.leaf.protocol.run_label_budget` (cached frozen EfficientNet-Lite0 features, head
+3. Run :func:`iqalens.leaf.label_budget.run_label_budget` (cached frozen EfficientNet-Lite0 features, head
    training only, head l2 chosen per seed without labels) for budgets 0, 1, 5, 10, 30, 100% and
    ``--seeds`` seeds; write the report and its curve (``docs/label_budget.png``).
 
@@ -41,8 +41,8 @@ import torch
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest
 from iqalens.images import iter_image_files
-from iqalens.leaf.budget_plot import save_budget_curve
-from iqalens.leaf.protocol import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
+from iqalens.leaf.label_budget import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
+from iqalens.leaf.label_budget.plot import save_budget_curve
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import POOLINGS, StudentConfig
 from iqalens.leaf.teach import TeachReport, run_teach
@@ -198,7 +198,8 @@ def write_doc(
         + ")",
         "",
         f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC by `{cmd}` "
-        f"(library entry point `iqalens.leaf.protocol.run_label_budget`); total {timings['total_s']:.0f} s.",
+        "(library entry point `iqalens.leaf.label_budget.run_label_budget`); "
+        f"total {timings['total_s']:.0f} s.",
         "",
         "**Labels are the KADID-10k proxy MOS** (mean DMOS of the image's (type, level) cell over KADID's 81 "
         "references, on the 1..5 scale), not human ratings of these images. The teacher is the weak "
@@ -233,7 +234,7 @@ def write_doc(
         f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
         f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}, plus an "
         "explicit penalty `l2 * sum(W^2)` in every training loss. **l2 is chosen per seed without labels** "
-        f"(`protocol.select_l2`) among {list(h.l2_candidates)}: the train photos are dealt into 4 folds, "
+        f"(`label_budget.select_l2`) among {list(h.l2_candidates)}: the train photos are dealt into 4 folds, "
         "a head is distilled on 3 with each candidate, and the candidate whose scores rank the held-out "
         "fold's images most like the teacher's expected score (mean SRCC over the folds) wins; every arm "
         "of that seed (labels-only included: a shared hyperparameter) then trains with it. "

@@ -264,10 +264,10 @@ def make_calibrate_and_evaluate_runs(student: Path, data: LeafData, folder: Path
 
 def make_budget_run(out: Path, manifest: Path, store: Path) -> Path:
     """The label-budget protocol on synthetic features (the real protocol and writers, tiny heads)."""
-    from iqalens.leaf.protocol import (
+    from iqalens.leaf.head import HeadConfig
+    from iqalens.leaf.label_budget import (
         BudgetConfig,
         BudgetData,
-        HeadConfig,
         run_protocol,
         split_by_group,
         write_results,

@@ -92,7 +92,7 @@ def test_budget_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.Capture
 
 def test_l2_auto_searches_the_default_candidates_and_a_number_fixes_l2() -> None:
     from iqalens.commands.budget import head_config
-    from iqalens.leaf.protocol import DEFAULT_L2_CANDIDATES, BudgetConfig
+    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES, BudgetConfig
 
     assert head_config("auto").l2_candidates == DEFAULT_L2_CANDIDATES == BudgetConfig().head.l2_candidates
     fixed = head_config("0.3")
@@ -103,7 +103,7 @@ def test_l2_auto_searches_the_default_candidates_and_a_number_fixes_l2() -> None
 def test_budget_cli_passes_the_pooling_to_the_student_backbone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooling: str | None
 ) -> None:
-    import iqalens.leaf.protocol as protocol
+    import iqalens.leaf.label_budget as label_budget
 
     seen = {}
 
@@ -111,8 +111,8 @@ def test_budget_cli_passes_the_pooling_to_the_student_backbone(
         seen["student"] = student_config
         raise KeyboardInterrupt  # stop before any work; only the arguments matter here
 
-    monkeypatch.setattr(protocol, "choose_teacher", lambda *a: ("t", "v"))
-    monkeypatch.setattr(protocol, "run_label_budget", fake_run)
+    monkeypatch.setattr(label_budget, "choose_teacher", lambda *a: ("t", "v"))
+    monkeypatch.setattr(label_budget, "run_label_budget", fake_run)
     args = ["budget", "--store", "s", "--manifest", "m", "-o", str(tmp_path / "r"), "-q"]
     main(args + ([] if pooling is None else ["--pooling", pooling]))
     assert seen["student"].pooling == (pooling or "multiscale")  # the default of efficientnet-lite0

@@ -1,4 +1,5 @@
-"""The label-budget protocol on tiny synthetic features (no backbone, no images): budgets, splits, arms."""
+"""The label-budget protocol (iqalens.leaf.label_budget, and the features, targets and heads it shares
+with calibration) on tiny synthetic features (no backbone, no images): budgets, splits, arms."""
 
 from __future__ import annotations
 
@@ -9,24 +10,20 @@ import pytest
 import torch
 
 from iqalens.evaluation.metrics import srcc
-from iqalens.leaf.protocol import (
+from iqalens.leaf.features import cache_features
+from iqalens.leaf.head import HeadConfig, distill_head, finetune_head, head_scores, train_labels_only
+from iqalens.leaf.label_budget import (
     ARMS,
     BudgetConfig,
     BudgetData,
-    HeadConfig,
-    TeacherTargets,
     budget_indices,
-    cache_features,
-    distill_head,
-    finetune_head,
-    head_scores,
     run_protocol,
     split_by_group,
     summarize,
     table_markdown,
-    train_labels_only,
     write_results,
 )
+from iqalens.leaf.targets import TeacherTargets
 
 LEVEL_CENTRES = np.array([1.0, 0.75, 0.5, 0.25, 0.0])  # excellent .. bad, as the judgments
 
@@ -305,7 +302,7 @@ def test_an_interrupted_feature_cache_resumes(tmp_path) -> None:
 def test_l2_selection_uses_neither_labels_nor_the_test_split() -> None:
     from dataclasses import replace
 
-    from iqalens.leaf.protocol import select_l2
+    from iqalens.leaf.label_budget import select_l2
 
     data = synthetic(n_groups=16, per_group=6, teacher_noise=0.5)
     cfg = replace(FAST, distill_steps=60, l2_candidates=(0.0, 0.1, 3.0))
@@ -329,7 +326,7 @@ def test_l2_selection_uses_neither_labels_nor_the_test_split() -> None:
 
 
 def test_a_step_shaped_logistic_falls_back_to_a_line() -> None:
-    from iqalens.leaf.protocol import _calibrate
+    from iqalens.leaf.label_budget.run import _calibrate
 
     data = synthetic(n_groups=8, per_group=5)
     scores = np.linspace(0.0, 1.0, 40)

@@ -1,6 +1,6 @@
 """``iqalens budget``: the label-budget protocol (LEAF vs labels-only) from the command line.
 
-A thin wrapper over :func:`iqalens.leaf.protocol.run_label_budget`: it picks the teacher in the store,
+A thin wrapper over :func:`iqalens.leaf.label_budget.run_label_budget`: it picks the teacher in the store,
 parses budgets, seeds and arms, and prints the SRCC table. The run folder holds ``config.json``,
 ``metrics.json``, ``rows.csv`` (one row per seed, budget and arm), ``summary.csv`` (mean and std over
 seeds), ``table.md``, ``results.json`` and the curve ``budget_curve.png`` / ``.svg``.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES, add_pooling_argument
 
 if TYPE_CHECKING:
-    from iqalens.leaf.protocol import HeadConfig
+    from iqalens.leaf.head import HeadConfig
 
 #: What an interrupted run leaves behind.
 INTERRUPTED = {
@@ -85,7 +85,8 @@ def _budget(text: str) -> int | float | str:
 
 def head_config(l2: str) -> HeadConfig:
     """The heads' settings for ``--l2``: ``auto`` chooses l2 per seed without labels, a number fixes it."""
-    from iqalens.leaf.protocol import DEFAULT_L2_CANDIDATES, HeadConfig
+    from iqalens.leaf.head import HeadConfig
+    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES
 
     if l2 == "auto":
         return HeadConfig(l2_candidates=DEFAULT_L2_CANDIDATES)
@@ -97,7 +98,7 @@ def head_config(l2: str) -> HeadConfig:
 
 def _cmd_budget(args: argparse.Namespace) -> int:
     from iqalens.leaf.calibration import parse_budget
-    from iqalens.leaf.protocol import BudgetConfig, choose_teacher, run_label_budget, table_markdown
+    from iqalens.leaf.label_budget import BudgetConfig, choose_teacher, run_label_budget, table_markdown
     from iqalens.leaf.student import StudentConfig
 
     budgets = tuple(_budget(b) for b in _items(args.budgets))

@@ -3,7 +3,7 @@
 What ``iqalens calibrate --method head-finetune`` does. Mode (a) (:mod:`iqalens.leaf.calibration`)
 fits a monotone map and cannot change which image the student ranks higher; mode (b) lets the labels
 change the ranking too, at the risk of overfitting a handful of them. The distillation loss on the
-teacher's judgments of the same pool of images (:func:`iqalens.leaf.protocol.finetune_head`) keeps the
+teacher's judgments of the same pool of images (:func:`iqalens.leaf.head.finetune_head`) keeps the
 head close to what it learned from the teacher:
 
     L = mean_labelled (s - y)^2 + lambda * L_distill(teacher judgments of the pool),
@@ -45,18 +45,13 @@ from iqalens.datasets.manifest import read_manifest
 from iqalens.evaluation.metrics import plcc, srcc
 from iqalens.files import content_hash
 from iqalens.leaf.calibration import Calibrator, draw_budget, parse_budget, save_calibrator
+from iqalens.leaf.features import backbone_features
+from iqalens.leaf.head import HeadConfig, finetune_head
 from iqalens.leaf.losses import LossConfig
-from iqalens.leaf.protocol import (
-    HeadConfig,
-    TeacherTargets,
-    backbone_features,
-    choose_teacher,
-    finetune_head,
-    teacher_arrays,
-)
 from iqalens.leaf.results import CalibrationResult
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, load_scorer
 from iqalens.leaf.student import Student, save_student
+from iqalens.leaf.targets import TeacherTargets, choose_teacher, teacher_arrays
 from iqalens.results import write_result
 from iqalens.runs import start_run
 

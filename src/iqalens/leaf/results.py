@@ -87,7 +87,7 @@ class EvaluationResult:
 
 @dataclass(kw_only=True)
 class BudgetResult:
-    """The label-budget protocol's headline (:func:`iqalens.leaf.protocol.headline`); the full tables
+    """The label-budget protocol's headline (:func:`iqalens.leaf.label_budget.headline`); the full tables
     are ``summary.csv``, ``rows.csv`` and ``results.json`` next to it."""
 
     KIND: ClassVar[str] = "budget"
