@@ -253,7 +253,8 @@ def make_distill_run(out: Path, data: LeafData) -> Path:
 
 
 def make_calibrate_and_evaluate_runs(student: Path, data: LeafData, folder: Path) -> tuple[Path, Path]:
-    from iqalens.leaf.workflows import calibrate_run, evaluate_run
+    from iqalens.leaf.calibration.workflow import calibrate_run
+    from iqalens.leaf.evaluate import evaluate_run
 
     calibrated = folder / "calibrate"
     calibrate_run(student, data.manifest, 6, calibrated, method="linear", split="train", progress=False)

@@ -214,7 +214,7 @@ def test_calibrate_head_finetune_needs_a_store_and_labels(
 
 def test_last_block_finetuning_needs_pooling_last() -> None:
     """The multiscale feature pools stages below the last block, which a trunk/tail split cannot keep."""
-    from iqalens.leaf.finetune import split_backbone
+    from iqalens.leaf.calibration.finetune import split_backbone
     from iqalens.leaf.student import Student, StudentConfig
 
     cfg = StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pretrained=False)

@@ -262,7 +262,7 @@ def _distill(store: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[st
 
 
 def _calibrate(student: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
-    from iqalens.leaf.workflows import calibrate_run
+    from iqalens.leaf.calibration.workflow import calibrate_run
 
     return calibrate_run(
         student, manifest, cfg.label_budget, out, split="train", seed=cfg.seed, progress=cfg.progress
@@ -272,7 +272,7 @@ def _calibrate(student: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dic
 def _evaluate(model: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
     import json
 
-    from iqalens.leaf.workflows import evaluate_run
+    from iqalens.leaf.evaluate import evaluate_run
 
     metrics = evaluate_run(
         model, manifest, out, split="test", n_boot=200, seed=cfg.seed, progress=cfg.progress

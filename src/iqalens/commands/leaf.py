@@ -199,7 +199,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_finetune(args)
     if args.store or args.last_block:
         raise CliError("--store and --last-block belong to --method head-finetune")
-    from iqalens.leaf.workflows import calibrate_run
+    from iqalens.leaf.calibration.workflow import calibrate_run
 
     metrics = calibrate_run(
         args.student,
@@ -221,7 +221,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_finetune(args: argparse.Namespace) -> int:
-    from iqalens.leaf.finetune import FinetuneSettings, finetune_run
+    from iqalens.leaf.calibration.finetune import FinetuneSettings, finetune_run
 
     if not args.store:
         raise CliError("--method head-finetune needs --store (the teacher's judgments, the regulariser)")
@@ -258,7 +258,7 @@ def _calibrate_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from iqalens.evaluation.metrics import ci_unavailable
-    from iqalens.leaf.workflows import evaluate_run
+    from iqalens.leaf.evaluate import evaluate_run
 
     metrics = evaluate_run(
         args.model,

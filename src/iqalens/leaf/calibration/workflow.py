@@ -1,14 +1,14 @@
-"""Calibrate a student with a few MOS labels, and evaluate any model on a manifest.
+"""Calibrate a student with a few MOS labels (mode (a)): the library entry point behind ``iqalens calibrate``.
 
-These are the library entry points behind ``iqalens calibrate`` and ``iqalens evaluate``: they
-score the manifest's images with the model (raw student scores for calibration), draw the label
-budget reproducibly, fit the mapping, and write run folders with config, metrics and predictions.
+It scores the manifest's labelled images with the student (raw scores), draws the label budget
+reproducibly (:mod:`~iqalens.leaf.calibration.budgets`), fits the map
+(:mod:`~iqalens.leaf.calibration.maps`, or :func:`~iqalens.leaf.calibration.label_free_map.label_free` at
+budget 0) and writes a run folder holding the student, ``calibration.json`` and the typed result.
+Mode (b), the head fine-tune, is :mod:`iqalens.leaf.calibration.finetune`.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,22 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.datasets.manifest import Manifest, read_manifest
-from iqalens.evaluation.metrics import evaluate
-from iqalens.leaf.calibration import draw_budget, fit, label_free, parse_budget, save_calibrator
-from iqalens.leaf.results import CalibrationResult, EvaluationResult
+from iqalens.datasets.manifest import read_manifest
+from iqalens.leaf.calibration.budgets import draw_budget, parse_budget
+from iqalens.leaf.calibration.label_free_map import label_free
+from iqalens.leaf.calibration.maps import fit, save_calibrator
+from iqalens.leaf.evaluate import rows_with_mos
+from iqalens.leaf.results import CalibrationResult
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, load_scorer, score_paths
 from iqalens.leaf.student import save_student
 from iqalens.results import write_result
 from iqalens.runs import start_run
-
-
-def _scored_rows(manifest: Manifest, split: str | None) -> Manifest:
-    rows = [r for r in manifest.rows if not math.isnan(r.mos) and (split is None or r.split == split)]
-    if not rows:
-        where = f" in split {split!r}" if split else ""
-        raise ValueError(f"the manifest has no images with a MOS{where}")
-    return manifest.with_rows(rows)
 
 
 def calibrate_run(
@@ -60,7 +54,7 @@ def calibrate_run(
         raise ValueError("calibrate needs a student run folder (not an .onnx file)")
     manifest, _ = read_manifest(labels)
     has_splits = any(r.split for r in manifest.rows)
-    pool = _scored_rows(manifest, split if has_splits else None)
+    pool = rows_with_mos(manifest, split if has_splits else None)
     results = score_paths(scorer, [pool.resolve(r) for r in pool.rows], progress=progress)
     ok = [(row, res.raw) for row, res in zip(pool.rows, results, strict=True) if res.ok]
     if not ok:
@@ -113,63 +107,4 @@ def calibrate_run(
         "calibration": calibrator.to_dict(),
     }
     write_result(folder, CalibrationResult(**metrics))
-    return metrics
-
-
-def evaluate_run(
-    model: str | os.PathLike[str] | None,
-    manifest_path: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    split: str | None = "test",
-    n_boot: int = 1000,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score a manifest's images (its ``split`` if it has splits) and compare with their MOS.
-
-    Writes ``metrics.json`` (SRCC, PLCC raw and after the 4-parameter logistic, KRCC, RMSE, 95%
-    bootstrap intervals resampling whole references, per-source breakdown) and ``predictions.csv``.
-    With fewer than :data:`iqalens.evaluation.metrics.MIN_BOOTSTRAP_GROUPS` reference images there are
-    no intervals: ``ci_unavailable`` says so instead.
-    """
-    scorer = load_scorer(model)
-    manifest, _ = read_manifest(manifest_path)
-    has_splits = any(r.split for r in manifest.rows)
-    pool = _scored_rows(manifest, split if has_splits else None)
-    results = score_paths(scorer, [pool.resolve(r) for r in pool.rows], progress=progress)
-    pairs = [(row, res) for row, res in zip(pool.rows, results, strict=True) if res.ok]
-    pred = np.array([float(res.score) for _, res in pairs])
-    mos = np.array([row.mos for row, _ in pairs])
-    result = evaluate(
-        pred,
-        mos,
-        sources=[r.source for r, _ in pairs],
-        n_boot=n_boot,
-        seed=seed,
-        groups=[r.reference for r, _ in pairs],
-        group_name="reference images",
-    )
-    folder = start_run(
-        out_dir,
-        "evaluate",
-        {
-            "model": str(model or "bundled default"),
-            "manifest": str(manifest_path),
-            "split": split,
-            "n_boot": n_boot,
-        },
-        seed,
-    )
-    metrics = {
-        "images": len(pairs),
-        "unreadable": [res.path for res in results if not res.ok],
-        "mos_note": manifest.provenance.get("proxy_mos", "MOS as given by the manifest"),
-        **result.to_dict(),
-    }
-    write_result(folder, EvaluationResult(**metrics))
-    with open(folder / "predictions.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "reference", "source", "mos", "prediction"])
-        for (row, _res), p in zip(pairs, pred, strict=True):
-            writer.writerow([row.path, row.reference, row.source, row.mos, p])
     return metrics

@@ -1,6 +1,6 @@
 """Calibration mode (b) on a real student: fine-tune its head on a few MOS labels, regularised by the teacher.
 
-What ``iqalens calibrate --method head-finetune`` does. Mode (a) (:mod:`iqalens.leaf.calibration`)
+What ``iqalens calibrate --method head-finetune`` does. Mode (a) (:mod:`iqalens.leaf.calibration.maps`)
 fits a monotone map and cannot change which image the student ranks higher; mode (b) lets the labels
 change the ranking too, at the risk of overfitting a handful of them. The distillation loss on the
 teacher's judgments of the same pool of images (:func:`iqalens.leaf.head.finetune_head`) keeps the
@@ -24,7 +24,7 @@ labels are no basis for new ones). The output run folder is a complete student
 ``iqalens evaluate --model RUN`` accept it.
 
 **Data.** The pool is the manifest's rows with a MOS (in ``split`` when the manifest has splits); the
-budget's labels are drawn from it (:func:`iqalens.leaf.calibration.draw_budget`), and the regulariser
+budget's labels are drawn from it (:func:`iqalens.leaf.calibration.budgets.draw_budget`), and the regulariser
 uses the teacher's judgments of every pool image that the store holds (matched by content hash).
 """
 
@@ -44,7 +44,8 @@ from torch import nn
 from iqalens.datasets.manifest import read_manifest
 from iqalens.evaluation.metrics import plcc, srcc
 from iqalens.files import content_hash
-from iqalens.leaf.calibration import Calibrator, draw_budget, parse_budget, save_calibrator
+from iqalens.leaf.calibration.budgets import draw_budget, parse_budget
+from iqalens.leaf.calibration.maps import Calibrator, save_calibrator
 from iqalens.leaf.features import backbone_features
 from iqalens.leaf.head import HeadConfig, finetune_head
 from iqalens.leaf.losses import LossConfig
