@@ -12,6 +12,7 @@ import pytest
 
 from iqalens.cli import main
 from iqalens.datasets.manifest import Manifest, ManifestRow, MosScale, write_manifest
+from iqalens.leaf.targets import TeacherChoiceError, choose_teacher
 from test_distill import make_store
 
 
@@ -83,7 +84,11 @@ def test_budget_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.Capture
     assert "budget 'ten'" in capsys.readouterr().err
     assert main([*base, "--seeds", "x"]) == 2
     assert main([*base, "--teacher-id", "nobody"]) == 2
-    assert "holds:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds:" in err and "--teacher-id" in err  # the command names its flags, the library does not
+    with pytest.raises(TeacherChoiceError) as caught:
+        choose_teacher(store, "nobody")
+    assert "holds:" in str(caught.value) and "--" not in str(caught.value)
     assert main([*base, "--arms", "leaf,oracle"]) == 2
     assert main([*base, "--l2", "strong"]) == 2
     assert main([*base, "--l2", "-1"]) == 2

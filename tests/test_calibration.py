@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from iqalens.datasets.manifest import MosScale
+from iqalens.errors import InvalidInputError, UnknownNameError
 from iqalens.evaluation.mapping import MonotoneMap, logistic4
 from iqalens.evaluation.metrics import rmse
 from iqalens.leaf.calibration import (
@@ -172,9 +173,11 @@ def test_too_few_points_raise(method: str) -> None:
 
 
 def test_fit_errors() -> None:
-    with pytest.raises(ValueError, match="unknown calibration method"):
+    with pytest.raises(UnknownNameError, match="unknown calibration method 'spline'; known: linear"):
         fit([1, 2, 3], [1, 2, 3], "spline")
-    with pytest.raises(ValueError, match="all scores are equal"):
+    with pytest.raises(UnknownNameError, match="unknown calibration method"):
+        draw_budget(10, 5, method="spline")
+    with pytest.raises(InvalidInputError, match="all scores are equal"):
         fit([1, 1, 1, 1, 1, 1], [1, 2, 3, 4, 5, 6], "logistic4")
     with pytest.raises(ValueError, match="finite"):
         fit([1, 2, np.nan], [1, 2, 3], "linear")
@@ -316,7 +319,7 @@ def test_label_free_errors() -> None:
         label_free((5.0, 1.0))
     with pytest.raises(ValueError, match="needs the unlabelled scores"):
         label_free((1.0, 5.0), "quantile")
-    with pytest.raises(ValueError, match="'linear' or 'quantile'"):
+    with pytest.raises(UnknownNameError, match="'linear' or 'quantile'"):
         label_free((1.0, 5.0), "cdf")
 
 

@@ -100,6 +100,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
     from iqalens.leaf.calibration import parse_budget
     from iqalens.leaf.label_budget import BudgetConfig, choose_teacher, run_label_budget, table_markdown
     from iqalens.leaf.student import StudentConfig
+    from iqalens.leaf.targets import TeacherChoiceError
 
     budgets = tuple(_budget(b) for b in _items(args.budgets))
     for b in budgets:  # reject malformed budgets before any work (the pool size is not known yet)
@@ -116,7 +117,10 @@ def _cmd_budget(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         stratify=args.stratify,
     )
-    teacher_id, prompt_version = choose_teacher(args.store, args.teacher_id, args.prompt_version)
+    try:
+        teacher_id, prompt_version = choose_teacher(args.store, args.teacher_id, args.prompt_version)
+    except TeacherChoiceError as exc:
+        raise TeacherChoiceError(f"{exc} (choose with --teacher-id/--prompt-version)") from None
     result = run_label_budget(
         args.manifest,
         args.store,

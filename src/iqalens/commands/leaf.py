@@ -222,26 +222,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_finetune(args: argparse.Namespace) -> int:
     from iqalens.leaf.calibration.finetune import FinetuneSettings, finetune_run
+    from iqalens.leaf.targets import TeacherChoiceError
 
     if not args.store:
         raise CliError("--method head-finetune needs --store (the teacher's judgments, the regulariser)")
     settings = FinetuneSettings(
         steps=args.steps, lr=args.lr, reg_weight=args.reg_weight, last_block=args.last_block
     )
-    metrics = finetune_run(
-        args.student,
-        args.labels,
-        args.budget,
-        args.store,
-        args.output,
-        teacher_id=args.teacher_id,
-        prompt_version=args.prompt_version,
-        split=args.split or None,
-        seed=args.seed,
-        stratify=args.stratify,
-        settings=settings,
-        progress=not args.quiet,
-    )
+    try:
+        metrics = finetune_run(
+            args.student,
+            args.labels,
+            args.budget,
+            args.store,
+            args.output,
+            teacher_id=args.teacher_id,
+            prompt_version=args.prompt_version,
+            split=args.split or None,
+            seed=args.seed,
+            stratify=args.stratify,
+            settings=settings,
+            progress=not args.quiet,
+        )
+    except TeacherChoiceError as exc:
+        raise TeacherChoiceError(f"{exc} (choose with --teacher-id/--prompt-version)") from None
     before, after = metrics["pool_unlabelled_before"], metrics["pool_unlabelled_after"]
     print(
         f"fine-tuned {metrics['trained']} -> {args.output}: {metrics['labels_used']} of "

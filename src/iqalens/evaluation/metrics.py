@@ -20,7 +20,8 @@ fitted (its ``note`` says why), the mean MOS when the predictions are constant.
 
 Constant input: a correlation is undefined when either side is constant; the functions return NaN
 (no warning) rather than raise, so that one constant group does not stop a whole report. Too few
-points (fewer than :data:`MIN_POINTS`) or non-finite values raise :class:`ValueError`.
+points (fewer than :data:`MIN_POINTS`) or non-finite values raise
+:class:`~iqalens.errors.InvalidInputError` (a :class:`ValueError`).
 
 Confidence intervals (:func:`evaluate`) are percentile bootstrap intervals: images are resampled with
 replacement, or whole groups (e.g. all distorted versions of one reference) when ``groups`` is given,
@@ -66,13 +67,13 @@ def _as_pair(pred: ArrayLike, mos: ArrayLike, min_points: int = MIN_POINTS) -> t
     x = np.asarray(pred, dtype=np.float64)
     y = np.asarray(mos, dtype=np.float64)
     if x.ndim != 1 or y.ndim != 1:
-        raise ValueError(f"scores must be 1-D arrays, got shapes {x.shape} and {y.shape}")
+        raise InvalidInputError(f"scores must be 1-D arrays, got shapes {x.shape} and {y.shape}")
     if x.shape != y.shape:
-        raise ValueError(f"predictions and MOS differ in length: {x.size} vs {y.size}")
+        raise InvalidInputError(f"predictions and MOS differ in length: {x.size} vs {y.size}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("predictions and MOS must be finite (found NaN or inf)")
+        raise InvalidInputError("predictions and MOS must be finite (found NaN or inf)")
     if x.size < min_points:
-        raise ValueError(f"need at least {min_points} points, got {x.size}")
+        raise InvalidInputError(f"need at least {min_points} points, got {x.size}")
     return x, y
 
 
@@ -246,7 +247,7 @@ def _labels(values: ArrayLike | None, n: int, what: str) -> np.ndarray | None:
         return None
     arr = np.asarray(values, dtype=object)
     if arr.shape != (n,):
-        raise ValueError(f"{what} must have one entry per image ({n}), got shape {arr.shape}")
+        raise InvalidInputError(f"{what} must have one entry per image ({n}), got shape {arr.shape}")
     return np.array([str(v) for v in arr], dtype=object)
 
 
@@ -273,9 +274,9 @@ def evaluate(
     """
     x, y = _as_pair(pred, mos)
     if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+        raise InvalidInputError(f"ci must be in (0, 1), got {ci}")
     if n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+        raise InvalidInputError(f"n_boot must be >= 0, got {n_boot}")
     src = _labels(sources, x.size, "sources")
     grp = _labels(groups, x.size, "groups")
     values, fit = _point_metrics(x, y)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from iqalens.datasets.manifest import Manifest, read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.evaluation.metrics import evaluate
 from iqalens.leaf.results import EvaluationResult
 from iqalens.leaf.scoring import load_scorer, score_paths
@@ -27,7 +28,7 @@ def rows_with_mos(manifest: Manifest, split: str | None) -> Manifest:
     rows = [r for r in manifest.rows if not math.isnan(r.mos) and (split is None or r.split == split)]
     if not rows:
         where = f" in split {split!r}" if split else ""
-        raise ValueError(f"the manifest has no images with a MOS{where}")
+        raise InvalidInputError(f"the manifest has no images with a MOS{where}")
     return manifest.with_rows(rows)
 
 

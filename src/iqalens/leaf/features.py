@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_replace, content_hash
 from iqalens.images import load_rgb
 from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
@@ -121,10 +122,10 @@ def cache_features(
     out.mkdir(parents=True, exist_ok=True)
     keys = list(hashes) if hashes is not None else [content_hash(p) for p in paths]
     if len(keys) != len(paths):
-        raise ValueError("need one hash per path")
+        raise InvalidInputError("need one hash per path")
     meta_file = out / FEATURES_META
     if meta_file.is_file() and not same_feature_setting(json.loads(meta_file.read_text()), cfg):
-        raise ValueError(f"{out} holds features of another backbone setting; use a new folder")
+        raise InvalidInputError(f"{out} holds features of another backbone setting; use a new folder")
     todo = [i for i, h in enumerate(keys) if not (out / f"{h}.npy").is_file()]
     student: Student | None = None
     if todo:

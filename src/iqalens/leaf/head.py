@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqalens.errors import ConfigError, InvalidInputError
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
 from iqalens.leaf.targets import TeacherTargets
 
@@ -79,12 +80,12 @@ class HeadConfig:
                 setattr(self, name, LossConfig(**getattr(self, name)))
         self.l2_candidates = tuple(float(v) for v in self.l2_candidates)
         if self.l2 < 0 or any(v < 0 for v in self.l2_candidates):
-            raise ValueError("l2 and l2_candidates must be >= 0")
+            raise ConfigError("l2 and l2_candidates must be >= 0")
         for name in ("distill_steps", "label_steps", "finetune_steps", "point_batch", "label_batch"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.finetune_lambda < 0:
-            raise ValueError("finetune_lambda must be >= 0")
+            raise ConfigError("finetune_lambda must be >= 0")
 
 
 @contextlib.contextmanager
@@ -152,7 +153,7 @@ def _adamw(head: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optim
 def distill_head(x: torch.Tensor, teacher: TeacherTargets, cfg: HeadConfig, seed: int) -> FeatureHead:
     """Train a new head on the teacher's judgments only (joint loss, fixed number of steps)."""
     if teacher.points.size == 0 and teacher.pairs.shape[0] == 0:
-        raise ValueError("no teacher judgments on the train pool: nothing to distil")
+        raise InvalidInputError("no teacher judgments on the train pool: nothing to distil")
     head = _new_head(x.shape[1], cfg, seed)
     opt, loss = _adamw(head, cfg.lr, cfg.weight_decay), JointLoss(cfg.loss)
     rng = np.random.default_rng([seed, 1])
@@ -175,7 +176,7 @@ def train_labels_only(
     label determines no ranking.
     """
     if labelled.size < LABELS_ONLY_MIN:
-        raise ValueError(
+        raise InvalidInputError(
             f"a labels-only student needs at least {LABELS_ONLY_MIN} labels, got {labelled.size}; "
             "it is undefined at this budget"
         )
@@ -211,7 +212,7 @@ def finetune_head(
     on pooled features, or a student's last block plus head on cached activations
     (:mod:`iqalens.leaf.calibration.finetune`)."""
     if labelled.size == 0:
-        raise ValueError("fine-tuning needs at least one label")
+        raise InvalidInputError("fine-tuning needs at least one label")
     tuned = copy.deepcopy(head)
     opt = _adamw(tuned, cfg.finetune_lr, cfg.weight_decay)
     reg = JointLoss(cfg.finetune_reg)

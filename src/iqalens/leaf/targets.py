@@ -15,7 +15,13 @@ from typing import Protocol
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.store import JudgmentStore
+
+
+class TeacherChoiceError(InvalidInputError):
+    """A store holds no teacher, or several, matching the given id and prompt version (the message
+    lists what it holds; a command adds its own way to choose)."""
 
 
 def choose_teacher(
@@ -31,7 +37,7 @@ def choose_teacher(
     chosen = [g for g in groups if teacher_id in (None, g[0]) and prompt_version in (None, g[1])]
     if len(chosen) != 1:
         listed = "; ".join(f"{t} / {v}" for t, v in groups) or "none"
-        raise ValueError(f"choose one teacher with --teacher-id/--prompt-version; {store} holds: {listed}")
+        raise TeacherChoiceError(f"choose one teacher id and prompt version; {store} holds: {listed}")
     return chosen[0]
 
 

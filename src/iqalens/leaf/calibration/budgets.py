@@ -12,6 +12,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
+from iqalens.errors import InvalidInputError, UnknownNameError
 from iqalens.leaf.names import CALIBRATION_METHODS as METHODS
 from iqalens.leaf.names import CALIBRATION_MIN_POINTS as MIN_POINTS
 
@@ -23,9 +24,9 @@ def parse_budget(budget: int | float | str, n: int) -> int:
     Percentages and fractions round to the nearest count (halves up). A budget above ``n`` is an error.
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InvalidInputError(f"n must be >= 0, got {n}")
     if isinstance(budget, bool):
-        raise ValueError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
+        raise InvalidInputError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
     if isinstance(budget, str):
         text = budget.strip()
         try:
@@ -37,23 +38,25 @@ def parse_budget(budget: int | float | str, n: int) -> int:
             else:
                 count = int(text)
         except ValueError:
-            raise ValueError(
+            raise InvalidInputError(
                 f"budget {budget!r} is neither a count (e.g. 50) nor a percentage in [0, 100]%"
             ) from None
     elif isinstance(budget, int | np.integer):
         count = int(budget)
     elif isinstance(budget, float):
         if not 0.0 <= budget <= 1.0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"a float budget is a fraction in [0, 1], got {budget}; write '{budget:g}%' for a percentage"
             )
         count = math.floor(n * budget + 0.5)
     else:
-        raise ValueError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
+        raise InvalidInputError(f"budget must be a count, a percentage or a fraction, got {budget!r}")
     if count < 0:
-        raise ValueError(f"budget must be >= 0, got {budget!r}")
+        raise InvalidInputError(f"budget must be >= 0, got {budget!r}")
     if count > n:
-        raise ValueError(f"budget {budget!r} asks for {count} labels but only {n} images are available")
+        raise InvalidInputError(
+            f"budget {budget!r} asks for {count} labels but only {n} images are available"
+        )
     return count
 
 
@@ -90,9 +93,9 @@ def draw_budget(
     k = parse_budget(budget, n)
     if method is not None:
         if method not in MIN_POINTS:
-            raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+            raise UnknownNameError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
         if k < MIN_POINTS[method]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"budget {budget!r} gives {k} labels out of {n}; {method} calibration needs at least "
                 f"{MIN_POINTS[method]}"
             )
@@ -101,9 +104,9 @@ def draw_budget(
         return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
     s = np.asarray(strata, dtype=np.float64)
     if s.shape != (n,) or not np.all(np.isfinite(s)):
-        raise ValueError(f"strata must hold {n} finite scores, got shape {s.shape}")
+        raise InvalidInputError(f"strata must hold {n} finite scores, got shape {s.shape}")
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise InvalidInputError(f"n_bins must be >= 1, got {n_bins}")
     order = np.argsort(s, kind="stable")
     bins = np.empty(n, dtype=np.int64)
     bins[order] = np.arange(n) * min(n_bins, n) // n

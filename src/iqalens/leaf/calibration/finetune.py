@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import ConfigError, InvalidInputError
 from iqalens.evaluation.metrics import plcc, srcc
 from iqalens.files import content_hash
 from iqalens.leaf.calibration.budgets import draw_budget, parse_budget
@@ -73,11 +74,11 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1:
-            raise ValueError(f"steps and batch must be >= 1, got {self.steps} and {self.batch}")
+            raise ConfigError(f"steps and batch must be >= 1, got {self.steps} and {self.batch}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight}")
+            raise ConfigError(f"reg_weight must be >= 0, got {self.reg_weight}")
 
     def head_config(self, dropout: float) -> HeadConfig:
         return HeadConfig(
@@ -118,8 +119,9 @@ def split_backbone(student: Student) -> tuple[nn.Module, nn.Module]:
     kind = student.config.backbone
     if student.config.pooling != "last":
         # The multiscale feature also pools earlier stages, which a tail above the trunk never sees.
-        raise ValueError(
-            f"--last-block needs a student with pooling 'last', not {student.config.pooling!r}; "
+        raise InvalidInputError(
+            "fine-tuning the last block needs a student with pooling 'last', not "
+            f"{student.config.pooling!r}; "
             "fine-tune the head only"
         )
     if kind == "efficientnet-lite0":
@@ -135,8 +137,8 @@ def split_backbone(student: Student) -> tuple[nn.Module, nn.Module]:
     if kind == "tiny":
         layers = backbone.net  # type: ignore[union-attr]
         return layers[:4], layers[4:]
-    raise ValueError(
-        f"--last-block supports the efficientnet-lite0 and tiny backbones, not {kind!r}; "
+    raise InvalidInputError(
+        f"fine-tuning the last block supports the efficientnet-lite0 and tiny backbones, not {kind!r}; "
         "fine-tune the head only"
     )
 
@@ -213,7 +215,7 @@ def finetune_run(
     cfg = settings or FinetuneSettings()
     scorer = load_scorer(student_run)
     if not isinstance(scorer, StudentScorer):
-        raise ValueError("calibrate needs a student run folder (not an .onnx file)")
+        raise InvalidInputError("calibrate needs a student run folder (not an .onnx file)")
     student = copy.deepcopy(scorer.student).eval()
     manifest, _ = read_manifest(labels)
     has_splits = any(r.split for r in manifest.rows)
@@ -223,10 +225,14 @@ def finetune_run(
         if math.isfinite(r.mos) and (not has_splits or split is None or r.split == split)
     ]
     if not rows:
-        raise ValueError(f"{labels}: no images with a MOS" + (f" in split {split!r}" if has_splits else ""))
+        raise InvalidInputError(
+            f"{labels}: no images with a MOS" + (f" in split {split!r}" if has_splits else "")
+        )
     scales = {r.mos_scale for r in rows}
     if len(scales) != 1 or None in scales:
-        raise ValueError(f"{labels}: fine-tuning needs one MOS scale, found {sorted(map(str, scales))}")
+        raise InvalidInputError(
+            f"{labels}: fine-tuning needs one MOS scale, found {sorted(map(str, scales))}"
+        )
     scale = rows[0].mos_scale
     assert scale is not None
     low, high = scale.low, scale.high
@@ -234,14 +240,18 @@ def finetune_run(
     mos = np.array([r.mos for r in rows])
     k = parse_budget(budget, len(rows))
     if k == 0:
-        raise ValueError("head fine-tuning needs at least one label; budget 0 is the label-free mapping")
+        raise InvalidInputError(
+            "head fine-tuning needs at least one label; budget 0 is the label-free mapping"
+        )
     tid, pv = choose_teacher(store, teacher_id, prompt_version)
     started = time.perf_counter()
 
     # inputs of the trainable part, computed once with the frozen layers below it
     if cfg.last_block:
         if student.config.test_grid != 1:
-            raise ValueError("--last-block needs a student scored on one crop (test_grid 1)")
+            raise InvalidInputError(
+                "fine-tuning the last block needs a student scored on one crop (test_grid 1)"
+            )
         trunk, tail = split_backbone(student)
     else:
         trunk, tail = student.backbone, None
@@ -259,9 +269,9 @@ def finetune_run(
     probs, expected, rel, pairs, pp, pr = teacher_arrays(store, tid, pv, [content_hash(p) for p in paths])
     teacher = TeacherTargets.restricted(np.arange(len(rows)), probs, expected, rel, pairs, pp, pr)
     if teacher.points.size == 0 and teacher.pairs.shape[0] == 0 and cfg.reg_weight > 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"{store} holds no judgments of {tid} / {pv} for these images: nothing to regularise with "
-            "(teach them first, or pass --reg-weight 0)"
+            "(teach them first, or set the regulariser weight to 0)"
         )
     y01 = (mos - low) / (high - low)
     tuned = finetune_head(module, x, labelled, y01, teacher, cfg.head_config(student.config.dropout), seed)

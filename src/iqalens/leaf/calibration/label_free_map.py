@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from iqalens.datasets.manifest import MosScale
+from iqalens.errors import InvalidInputError, UnknownNameError
 from iqalens.leaf.calibration.maps import Calibrator
 
 
@@ -33,7 +34,7 @@ def label_free(
     low, high = (mos_range.low, mos_range.high) if isinstance(mos_range, MosScale) else mos_range
     low, high = float(low), float(high)
     if not low < high:
-        raise ValueError(f"MOS range must have low < high, got ({low}, {high})")
+        raise InvalidInputError(f"MOS range must have low < high, got ({low}, {high})")
     if method == "linear":
         return Calibrator(
             "linear",
@@ -42,12 +43,12 @@ def label_free(
             clip=(low, high),
         )
     if method != "quantile":
-        raise ValueError(f"label-free method must be 'linear' or 'quantile', got {method!r}")
+        raise UnknownNameError(f"label-free method must be 'linear' or 'quantile', got {method!r}")
     if scores is None:
-        raise ValueError("quantile label-free mapping needs the unlabelled scores")
+        raise InvalidInputError("quantile label-free mapping needs the unlabelled scores")
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.size < 2 or not np.all(np.isfinite(s)) or np.ptp(s) == 0:
-        raise ValueError("quantile label-free mapping needs at least 2 finite, non-constant scores")
+        raise InvalidInputError("quantile label-free mapping needs at least 2 finite, non-constant scores")
     q = np.linspace(0.0, 1.0, max(2, int(n_knots)))
     xs = np.quantile(s, q)
     if reference_mos is None:
@@ -56,7 +57,7 @@ def label_free(
     else:
         ref = np.asarray(reference_mos, dtype=np.float64)
         if ref.ndim != 1 or ref.size < 2 or not np.all(np.isfinite(ref)):
-            raise ValueError("reference_mos must hold at least 2 finite values")
+            raise InvalidInputError("reference_mos must hold at least 2 finite values")
         ys = np.clip(np.quantile(ref, q), low, high)
         target = f"quantiles of a reference MOS sample (n={ref.size})"
     # repeated score quantiles would make np.interp ambiguous: keep one knot per score value

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from iqalens.errors import InvalidInputError, UnknownNameError
 from iqalens.evaluation.mapping import (
     MonotoneMap,
     fit_isotonic,
@@ -70,26 +71,26 @@ def load_calibrator(path: str | os.PathLike[str]) -> Calibrator:
         data = json.loads(p.read_text())
         return Calibrator.from_dict(data)
     except (OSError, json.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"{p}: cannot read calibrator: {exc}") from exc
+        raise InvalidInputError(f"{p}: cannot read calibrator: {exc}") from exc
 
 
 def _validate(x: ArrayLike, y: ArrayLike, method: str) -> tuple[np.ndarray, np.ndarray]:
     if method not in MIN_POINTS:
-        raise ValueError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
+        raise UnknownNameError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
     if xs.ndim != 1 or xs.shape != ys.shape:
-        raise ValueError(f"scores and MOS must be 1-D of equal length, got {xs.shape} and {ys.shape}")
+        raise InvalidInputError(f"scores and MOS must be 1-D of equal length, got {xs.shape} and {ys.shape}")
     if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-        raise ValueError("scores and MOS must be finite (found NaN or inf)")
+        raise InvalidInputError("scores and MOS must be finite (found NaN or inf)")
     need = MIN_POINTS[method]
     if xs.size < need:
-        raise ValueError(
+        raise InvalidInputError(
             f"{method} calibration needs at least {need} labelled points, got {xs.size}; "
             "use a larger budget or a simpler mapping"
         )
     if np.ptp(xs) == 0.0:
-        raise ValueError("all scores are equal: no monotone map can be fitted from them")
+        raise InvalidInputError("all scores are equal: no monotone map can be fitted from them")
     return xs, ys
 
 
@@ -149,7 +150,8 @@ def _auto(x: np.ndarray, y: np.ndarray) -> Calibrator:
 def fit(x: ArrayLike, y: ArrayLike, method: str = "logistic4") -> Calibrator:
     """Fit a monotone map from scores ``x`` to MOS ``y`` (see the module docstring for methods).
 
-    Raises :class:`ValueError` for an unknown method, fewer points than :data:`MIN_POINTS` asks,
+    Raises :class:`~iqalens.errors.UnknownNameError` for an unknown method and
+    :class:`~iqalens.errors.InvalidInputError` for fewer points than :data:`MIN_POINTS` asks,
     non-finite values, or constant scores.
     """
     xs, ys = _validate(x, y, method)

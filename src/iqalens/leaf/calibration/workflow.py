@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.calibration.budgets import draw_budget, parse_budget
 from iqalens.leaf.calibration.label_free_map import label_free
 from iqalens.leaf.calibration.maps import fit, save_calibrator
@@ -51,14 +52,14 @@ def calibrate_run(
     """
     scorer = load_scorer(student_run)
     if not isinstance(scorer, StudentScorer):
-        raise ValueError("calibrate needs a student run folder (not an .onnx file)")
+        raise InvalidInputError("calibrate needs a student run folder (not an .onnx file)")
     manifest, _ = read_manifest(labels)
     has_splits = any(r.split for r in manifest.rows)
     pool = rows_with_mos(manifest, split if has_splits else None)
     results = score_paths(scorer, [pool.resolve(r) for r in pool.rows], progress=progress)
     ok = [(row, res.raw) for row, res in zip(pool.rows, results, strict=True) if res.ok]
     if not ok:
-        raise ValueError(f"none of the labelled images of {labels} could be scored")
+        raise InvalidInputError(f"none of the labelled images of {labels} could be scored")
     raw = np.array([float(r) for _, r in ok])
     mos = np.array([row.mos for row, _ in ok])
     scale = ok[0][0].mos_scale
@@ -68,7 +69,7 @@ def calibrate_run(
         idx = draw_budget(len(ok), budget, seed=seed, strata=raw if stratify else None, method=method)
     if len(idx) == 0:
         if scale is None:
-            raise ValueError("label-free calibration needs the manifest's mos_scale")
+            raise InvalidInputError("label-free calibration needs the manifest's mos_scale")
         calibrator = label_free(scale)
     else:
         calibrator = fit(raw[idx], mos[idx], method=method)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from iqalens.errors import ConfigError, UnknownNameError
 from iqalens.leaf.calibration import MIN_POINTS
 from iqalens.leaf.head import HeadConfig
 from iqalens.leaf.names import ARMS
@@ -37,11 +38,13 @@ class BudgetConfig:
         self.arms = tuple(self.arms)
         unknown = sorted(set(self.arms) - set(ARMS))
         if unknown or not self.arms:
-            raise ValueError(f"arms must be among {', '.join(ARMS)}, got {list(self.arms)}")
+            raise UnknownNameError(f"arms must be among {', '.join(ARMS)}, got {list(self.arms)}")
         if not self.seeds or not self.budgets:
-            raise ValueError("need at least one budget and one seed")
+            raise ConfigError("need at least one budget and one seed")
         if self.calibration not in MIN_POINTS:
-            raise ValueError(f"unknown calibration {self.calibration!r}; known: {', '.join(MIN_POINTS)}")
+            raise UnknownNameError(
+                f"unknown calibration {self.calibration!r}; known: {', '.join(MIN_POINTS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iqalens.datasets.manifest import MosScale, read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.files import content_hash
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.student import StudentConfig
@@ -50,36 +51,38 @@ class BudgetData:
         self.pair_p = np.asarray(self.pair_p, dtype=np.float64)
         self.pair_reliability = np.asarray(self.pair_reliability, dtype=np.float64)
         if self.features.ndim != 2:
-            raise ValueError(f"features must be N x D, got shape {self.features.shape}")
+            raise InvalidInputError(f"features must be N x D, got shape {self.features.shape}")
         for name in ("mos", "groups", "split", "teacher_expected", "teacher_reliability"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name} must have {n} entries, got shape {getattr(self, name).shape}")
+                raise InvalidInputError(
+                    f"{name} must have {n} entries, got shape {getattr(self, name).shape}"
+                )
         m = self.pairs.shape[0]
         if self.pair_p.shape != (m,) or self.pair_reliability.shape != (m,):
-            raise ValueError("pair_p and pair_reliability must have one entry per pair")
+            raise InvalidInputError("pair_p and pair_reliability must have one entry per pair")
         if m and (self.pairs.min() < 0 or self.pairs.max() >= n):
-            raise ValueError("pair indices out of range")
+            raise InvalidInputError("pair indices out of range")
         low, high = (float(v) for v in self.mos_range)
         if not low < high:
-            raise ValueError(f"mos_range must have low < high, got {self.mos_range}")
+            raise InvalidInputError(f"mos_range must have low < high, got {self.mos_range}")
         self.mos_range = (low, high)
         if not self.names:
             self.names = [str(i) for i in range(n)]
         train, test = self.indices("train"), self.indices("test")
         if train.size == 0 or test.size < 3:
-            raise ValueError(
+            raise InvalidInputError(
                 f"need train images and at least 3 test images, got {train.size} and {test.size}"
             )
         shared = sorted(set(self.groups[train]) & set(self.groups[test]))
         if shared:
-            raise ValueError(
+            raise InvalidInputError(
                 f"train and test splits share {len(shared)} content group(s) (e.g. {shared[0]!r}); "
                 "the protocol needs a content-disjoint test split"
             )
         for name in ("train", "test"):
             idx = self.indices(name)
             if not np.all(np.isfinite(self.mos[idx])):
-                raise ValueError(f"every {name} image needs a finite MOS")
+                raise InvalidInputError(f"every {name} image needs a finite MOS")
 
     def indices(self, split: str) -> np.ndarray:
         """Indices of one split, in data order."""
@@ -94,9 +97,9 @@ def split_by_group(groups: Sequence[str], test_fraction: float = 0.25, seed: int
     g = np.asarray(groups, dtype=str)
     uniq = np.unique(g)
     if uniq.size < 2:
-        raise ValueError("a content-disjoint split needs at least two content groups")
+        raise InvalidInputError("a content-disjoint split needs at least two content groups")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise InvalidInputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     order = np.random.default_rng(seed).permutation(uniq.size)
     n_test = min(uniq.size - 1, max(1, round(test_fraction * uniq.size)))
     test_groups = set(uniq[order[:n_test]])
@@ -117,10 +120,12 @@ def load_budget_data(
     m, _ = read_manifest(manifest)
     rows = [r for r in m.rows if r.split in ("train", "test") and math.isfinite(r.mos)]
     if not rows:
-        raise ValueError(f"{manifest}: no train/test rows with MOS")
+        raise InvalidInputError(f"{manifest}: no train/test rows with MOS")
     scales = {r.mos_scale for r in rows}
     if len(scales) != 1 or None in scales:
-        raise ValueError(f"{manifest}: the protocol needs one MOS scale, found {sorted(map(str, scales))}")
+        raise InvalidInputError(
+            f"{manifest}: the protocol needs one MOS scale, found {sorted(map(str, scales))}"
+        )
     scale: MosScale = scales.pop()  # type: ignore[assignment]
     paths = [m.resolve(r) for r in rows]
     hashes = [content_hash(p) for p in paths]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError, UnknownNameError
+
 #: File stem of the curve inside a run folder (``.png`` and ``.svg`` are written).
 CURVE_STEM = "budget_curve"
 _SVG_SALT = "iqalens-budget"  # fixed element ids: the same summary gives byte-identical SVG
@@ -46,9 +48,9 @@ def budget_figure(summary: Sequence[dict[str, Any]], metric: str = "srcc", title
     from iqalens.plots import budget_figure as draw
 
     if metric not in _METRIC_NAMES:
-        raise ValueError(f"metric must be one of {', '.join(_METRIC_NAMES)}, got {metric!r}")
+        raise UnknownNameError(f"metric must be one of {', '.join(_METRIC_NAMES)}, got {metric!r}")
     if not summary:
-        raise ValueError("nothing to plot: the summary is empty")
+        raise InvalidInputError("nothing to plot: the summary is empty")
     budgets = list(dict.fromkeys(str(e["budget"]) for e in summary))
     counts = {str(e["budget"]): int(e["n_labels"]) for e in summary}
     arms = []
@@ -82,7 +84,7 @@ def save_budget_curve(
 
     unknown = sorted(set(formats) - {"png", "svg"})
     if unknown:
-        raise ValueError(f"formats must be png and/or svg, got {', '.join(unknown)}")
+        raise UnknownNameError(f"formats must be png and/or svg, got {', '.join(unknown)}")
     fig = budget_figure(summary, metric, title)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
