@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import numpy as np
 
@@ -111,7 +111,8 @@ class QualityScorer:
         results: list[ScoreResult | None] = [None] * len(items)
         path_at = [i for i, item in enumerate(items) if isinstance(item, str | os.PathLike)]
         if path_at:
-            scored = score_paths(self.model, [items[i] for i in path_at], batch_size, progress=progress)
+            paths = [cast("str | os.PathLike[str]", items[i]) for i in path_at]
+            scored = score_paths(self.model, paths, batch_size, progress=progress)
             for i, result in zip(path_at, scored, strict=True):
                 results[i] = result
         array_at = [i for i in range(len(items)) if results[i] is None]

@@ -221,7 +221,7 @@ class InputBank:
 def _encoder_features(model: AlignableModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Vision-encoder features of prepared inputs, through ``encoder_features`` when the model has it."""
     if hasattr(model, "encoder_features"):
-        return model.encoder_features(inputs)  # type: ignore[attr-defined]
+        return model.encoder_features(inputs)
     n = len(next(iter(inputs.values())))
     return model.forward_align(
         inputs, torch.zeros(n, dtype=torch.long), list(CLASSES)

@@ -190,7 +190,7 @@ class _Run:
             seed=cfg.seed,
         )
         if hasattr(model, "to"):
-            model.to(device)  # type: ignore[attr-defined]
+            model.to(device)
         self.trainable = Trainable(model, cfg)
         encoder_frozen = "vision_encoder" not in cfg.train
         self.kind = "encoded" if encoder_frozen and hasattr(model, "encode_frozen") else "pixels"

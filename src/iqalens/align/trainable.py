@@ -55,7 +55,7 @@ class Trainable:
             module = self.components[comp]
             if comp in cfg.lora:
                 targets = (
-                    model.lora_targets(comp)  # type: ignore[attr-defined]
+                    model.lora_targets(comp)
                     if hasattr(model, "lora_targets")
                     else default_lora_targets(module)
                 )

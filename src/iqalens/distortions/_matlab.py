@@ -53,11 +53,12 @@ def filter_replicate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     convention is shifted by one for even sizes, which the ``origin`` argument corrects.
     """
     origin = [-1 if n % 2 == 0 else 0 for n in kernel.shape]
+    # (scipy-stubs type ``origin`` as one int; scipy also takes one per axis, hence the ignores)
     if image.ndim == 2:
-        return ndimage.correlate(image, kernel, mode="nearest", origin=origin)
+        return ndimage.correlate(image, kernel, mode="nearest", origin=origin)  # type: ignore[call-overload]
     out = np.empty_like(image, dtype=np.float64)
     for c in range(image.shape[2]):
-        out[..., c] = ndimage.correlate(image[..., c], kernel, mode="nearest", origin=origin)
+        out[..., c] = ndimage.correlate(image[..., c], kernel, mode="nearest", origin=origin)  # type: ignore[call-overload]
     return out
 
 

@@ -185,7 +185,7 @@ def non_eccentricity(x: np.ndarray, count: float, rng: np.random.Generator) -> n
     span_w = (w - size - radius) - radius
     span_h = (h - size - radius) - radius
 
-    def inside(start: float, n: int) -> int:  # 1-based start of a patch that fits in n pixels
+    def inside(start: float | np.ndarray, n: int) -> int:  # 1-based start of a patch that fits in n pixels
         return min(max(int(start), 1), n - size + 1)
 
     for u in rng.random((int(count), 4)):

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage, special
@@ -129,7 +130,9 @@ _MATLAB_HALF /= _MATLAB_HALF.sum()
 _OPENCV_HALF = _cubic(np.array([1.5, 0.5, -0.5, -1.5]), -0.75)
 
 
-def _halve_axis(x: np.ndarray, axis: int, taps: np.ndarray, before: int, n_out: int, mode: str) -> np.ndarray:
+def _halve_axis(
+    x: np.ndarray, axis: int, taps: np.ndarray, before: int, n_out: int, mode: Literal["symmetric", "edge"]
+) -> np.ndarray:
     after = 2 * n_out + len(taps) - before - x.shape[axis] - 2
     pad = [(0, 0)] * x.ndim
     pad[axis] = (before, max(after, 0) + 1)
@@ -167,7 +170,7 @@ def mscn(grey: np.ndarray, border: str) -> np.ndarray:
     ``border`` is ``"nearest"`` (NIQE's replicate padding) or ``"constant"`` (zero padding, as
     MATLAB ``filter2(.., 'same')`` and scipy ``convolve2d(.., 'same')``).
     """
-    kw = {"mode": border, "cval": 0.0}
+    kw: dict[str, Any] = {"mode": border, "cval": 0.0}
     mu = ndimage.correlate1d(ndimage.correlate1d(grey, _G1, axis=0, **kw), _G1, axis=1, **kw)
     ex2 = ndimage.correlate1d(ndimage.correlate1d(grey * grey, _G1, axis=0, **kw), _G1, axis=1, **kw)
     out = (grey - mu) / (np.sqrt(np.abs(ex2 - mu * mu)) + 1.0)

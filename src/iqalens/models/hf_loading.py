@@ -45,7 +45,7 @@ __all__ = [
 
 
 @functools.cache
-def processor_class_without_video(cls: type) -> type:
+def processor_class_without_video(cls: Any) -> type[Any]:
     """``cls`` (a transformers ``ProcessorMixin`` subclass) with its video sub-processor removed.
 
     Why: without torchvision, transformers cannot load or even type-check a video processor, so
@@ -57,7 +57,7 @@ def processor_class_without_video(cls: type) -> type:
     if not any("video" in name for name in cls.get_attributes()):
         return cls
 
-    class _WithoutVideo(cls):  # type: ignore[misc, valid-type]
+    class _WithoutVideo(cls):
         @classmethod
         def get_attributes(klass) -> list[str]:
             return [name for name in super().get_attributes() if "video" not in name]
@@ -180,7 +180,7 @@ def load_vlm(
 
     hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
     processor = load_processor(name, processor_kwargs, **hub)
-    model = AutoModelForImageTextToText.from_pretrained(
+    model: Any = AutoModelForImageTextToText.from_pretrained(
         name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
     )
     if model_kwargs and "device_map" in model_kwargs:

@@ -40,7 +40,9 @@ def largest_block_list(module: torch.nn.Module) -> torch.nn.ModuleList:
     """
     best: torch.nn.ModuleList | None = None
     for sub in module.modules():
-        homogeneous = isinstance(sub, torch.nn.ModuleList) and len({type(m) for m in sub}) == 1
+        if not isinstance(sub, torch.nn.ModuleList):
+            continue
+        homogeneous = len({type(m) for m in sub}) == 1
         if homogeneous and (best is None or len(sub) > len(best)):
             best = sub
     if best is None:
@@ -149,9 +151,9 @@ def token_pooler(input_ids: torch.Tensor, token_id: int) -> Pool:
 def pooled_sites_of_one_pass(
     forward: Callable[[], object],
     *,
-    vision_blocks: Sequence[torch.nn.Module],
+    vision_blocks: Sequence[torch.nn.Module] | torch.nn.ModuleList,
     language_model: torch.nn.Module,
-    lm_blocks: Sequence[torch.nn.Module],
+    lm_blocks: Sequence[torch.nn.Module] | torch.nn.ModuleList,
     pool_vision: Pool,
     pool_lm: Pool,
     n: int,

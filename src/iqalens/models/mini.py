@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -154,7 +154,7 @@ def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], s
 
 def _stage_ends(net: nn.Module) -> list[int]:
     """Indices of the last MBConv block of each stage (where the output channel count changes)."""
-    outs = [int(b._block_args.output_filters) for b in net._blocks]
+    outs = [int(b._block_args.output_filters) for b in cast(list[Any], net._blocks)]
     return [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
 
 

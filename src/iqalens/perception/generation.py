@@ -133,7 +133,11 @@ def cached_answers(
     """
     folder = _cache_folder(fs, model, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"model_id": fs.model_id, "checkpoint_id": fs.checkpoint_id, "manifest_hash": fs.manifest_hash}
+    meta: dict[str, Any] = {
+        "model_id": fs.model_id,
+        "checkpoint_id": fs.checkpoint_id,
+        "manifest_hash": fs.manifest_hash,
+    }
     meta |= {"settings": asdict(settings), "prompt": _prompt_id(model)}
     if not (folder / "meta.json").is_file():
         write_json(folder / "meta.json", meta)
