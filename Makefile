@@ -16,17 +16,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/iqalens demo --output runs/demo --overwrite
 
+# mypy reads its settings and baseline from pyproject.toml (docs/architecture.md, "Static checks").
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_distortions.py --output benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
