@@ -286,3 +286,35 @@ def test_demo_summary_says_why_there_is_no_interval(tmp_path: Path) -> None:
     text = format_summary(DemoResult(tmp_path, tmp_path / "report.html", {"total": 1.0}, headline))
     assert f"SRCC 0.371 (95% CI unavailable: {reason}), PLCC 0.400" in text
     assert "CI 0." not in text
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """IqalensError -> one line, exit 2 (with --debug, the traceback too); anything else -> exit 1."""
+    from iqalens import cli
+    from iqalens.commands import data as data_commands
+    from iqalens.errors import InvalidInputError
+
+    missing = str(tmp_path / "missing.png")
+    assert cli.main(["distort", missing, "--type", "1", "--level", "1", "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err and "missing.png" in err
+
+    def user_error(args: object) -> int:
+        raise InvalidInputError("the input is bad")
+
+    def bug(args: object) -> int:
+        raise ZeroDivisionError("oops")
+
+    argv = ["distort", "--list"]
+    monkeypatch.setattr(data_commands, "_cmd_distort", user_error)
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == "iqalens distort: error: the input is bad\n"
+    assert cli.main(["--debug", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("iqalens distort: error: the input is bad\n")
+    monkeypatch.setattr(data_commands, "_cmd_distort", bug)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: oops" in err and "internal error" in err

@@ -2,8 +2,9 @@
 
 Every subcommand is a thin wrapper over a library function; the command groups live in
 :mod:`iqalens.commands` (this module keeps ``demo``, the parser's assembly and :func:`main`). Errors a
-user can fix (bad input file, unknown distortion type, existing output) print one line and exit with
-status 2; nothing a user does should end in a traceback.
+user can fix (bad input file, unknown distortion type, existing output: the ``IqalensError`` family)
+print one line and exit with status 2 (``--debug`` adds the traceback); any other exception is a bug
+and ends with its traceback and status 1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from iqalens.commands import data as data_commands
@@ -18,9 +20,10 @@ from iqalens.commands import register_all
 from iqalens.commands._shared import CliError, parse_level
 from iqalens.version import __version__
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "CliError", "build_parser", "main"]
+__all__ = ["EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_USAGE", "CliError", "build_parser", "main"]
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
 
 #: What an interrupted command leaves behind, per subcommand (the command modules add theirs).
@@ -55,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "label-efficient quality scoring.",
     )
     parser.add_argument("--version", action="version", version=f"iqalens {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of user errors too (before the command)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     data_commands.register_distort(sub)
@@ -90,10 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
-    from iqalens.images import ImageLoadError
-    from iqalens.leaf.store import StoreError
-    from iqalens.leaf.teachers.base import TeacherError
+    """Entry point of the console script; returns the exit status.
+
+    A user error (:class:`~iqalens.errors.IqalensError`, or an OS error about a file: missing,
+    unreadable, unwritable) prints one line and exits with status 2; ``--debug`` adds its traceback.
+    Anything else is a bug of ours: Python's traceback and status 1.
+    """
+    from iqalens.errors import IqalensError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,12 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into e.g. `head`, which closed early: not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CliError, ImageLoadError, StoreError, TeacherError, ValueError, OSError) as exc:
+    except (IqalensError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"iqalens {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyError as exc:
-        print(f"iqalens {args.command}: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"iqalens {args.command}: internal error (a bug in iqalens, not in your input); "
+            "please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from iqalens.errors import InvalidInputError
+
 T = TypeVar("T")
 
 
@@ -21,5 +23,5 @@ def dataclass_from_dict(cls: type[T], data: Mapping[str, Any], what: str) -> T:
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {what} config key(s): {', '.join(unknown)}")
+        raise InvalidInputError(f"unknown {what} config key(s): {', '.join(unknown)}")
     return cls(**data)

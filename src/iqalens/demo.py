@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from iqalens.errors import InvalidInputError
 from iqalens.results import write_result
 from iqalens.runs import start_run
 
@@ -64,12 +65,12 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.levels = tuple(int(v) for v in self.levels)
         if not self.levels or any(not 1 <= v <= 5 for v in self.levels):
-            raise ValueError(f"levels must be among 1..5, got {self.levels}")
+            raise InvalidInputError(f"levels must be among 1..5, got {self.levels}")
         if self.max_photos is not None and self.max_photos < 3:
-            raise ValueError("the demo needs at least 3 photos (train, val and test contents)")
+            raise InvalidInputError("the demo needs at least 3 photos (train, val and test contents)")
         for name in ("workers", "align_steps", "align_train_images", "distill_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from iqalens.errors import InvalidInputError
+
 
 def _default_mode() -> int:
     mask = os.umask(0)
@@ -39,7 +41,7 @@ def content_hash(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-class FileNameError(ValueError):
+class FileNameError(InvalidInputError):
     """A file name iqalens refuses up front (see :func:`check_file_name`); the message names the file."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from iqalens.errors import InvalidInputError, IqalensError
 from iqalens.files import sibling_tempfile
 
 #: Extensions ``iter_image_files`` treats as images when scanning folders.
@@ -24,7 +25,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
-class ImageLoadError(Exception):
+class ImageLoadError(IqalensError):
     """An image could not be read; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
@@ -74,7 +75,7 @@ def load_rgb(path: str | os.PathLike[str]) -> np.ndarray:
 def to_rgb_array(im: Image.Image) -> np.ndarray:
     """Convert an opened Pillow image of any mode to H x W x 3 uint8 RGB."""
     if im.width == 0 or im.height == 0:
-        raise ValueError("image has zero size")
+        raise InvalidInputError("image has zero size")
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
@@ -111,7 +112,7 @@ def save_rgb(image: np.ndarray, path: str | os.PathLike[str], overwrite: bool = 
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(out.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{out}: unknown image extension {out.suffix!r}")
+        raise InvalidInputError(f"{out}: unknown image extension {out.suffix!r}")
     fd, tmp = sibling_tempfile(out, suffix=out.suffix)
     os.close(fd)
     # zlib level 1 instead of Pillow's 6: on photos it encodes 3-4x faster for files 8-20% larger

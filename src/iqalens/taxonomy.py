@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from iqalens.errors import InvalidInputError, UnknownNameError
+
 
 class PerceptionClass(StrEnum):
     """The closed answer set of the forced-choice task."""
@@ -133,7 +135,7 @@ def kadid_class(type_id: int, level: int | None = None, identity_as: str = "clea
     from iqalens.distortions import get_type
 
     if identity_as not in ("clean", EXCLUDED):
-        raise ValueError(f"identity_as must be 'clean' or 'excluded', got {identity_as!r}")
+        raise InvalidInputError(f"identity_as must be 'clean' or 'excluded', got {identity_as!r}")
     dist = get_type(type_id)
     if level is not None and (dist.id, level) in IDENTITY_CELLS:
         return identity_as
@@ -155,13 +157,15 @@ def database_class(database: str, code: str) -> str:
     """Class (or ``excluded``) of a public database's distortion, by its id or label name."""
     key = database.upper()
     if key not in DATABASE_TYPES:
-        raise KeyError(f"no class table for database {database!r}; known: {', '.join(DATABASE_TYPES)}")
+        raise UnknownNameError(
+            f"no class table for database {database!r}; known: {', '.join(DATABASE_TYPES)}"
+        )
     wanted = code.strip().lower()
     for d in DATABASE_TYPES[key]:
         if wanted in (d.code.lower(), d.name.lower()):
             return d.target
     known = ", ".join(d.code for d in DATABASE_TYPES[key])
-    raise KeyError(f"unknown {database} distortion {code!r}; known codes: {known}")
+    raise UnknownNameError(f"unknown {database} distortion {code!r}; known codes: {known}")
 
 
 def class_table_rows() -> list[tuple[str, str, str, str]]:

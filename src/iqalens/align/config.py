@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from iqalens.configs import dataclass_from_dict
+from iqalens.errors import InvalidInputError
 
 #: The trainable parts of an alignable model, in forward order (defined here, torch-free, so that
 #: building the command-line parser does not import torch; :mod:`iqalens.align.base` re-exports it).
@@ -38,7 +39,7 @@ def parse_components(text: str | Iterable[str]) -> tuple[str, ...]:
             continue
         name = short.get(name.lower(), name.lower())
         if name not in COMPONENTS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown component {raw.strip()!r}; choose from {', '.join(COMPONENTS)} (or V, P, L)"
             )
         out.add(name)
@@ -100,20 +101,24 @@ class AlignConfig:
         self.train = parse_components(self.train)
         self.lora = parse_components(self.lora)
         if not self.train:
-            raise ValueError("choose at least one component to train")
+            raise InvalidInputError("choose at least one component to train")
         extra = [c for c in self.lora if c not in self.train]
         if extra:
-            raise ValueError(f"LoRA components must also be trained (--train): {', '.join(extra)}")
+            raise InvalidInputError(f"LoRA components must also be trained (--train): {', '.join(extra)}")
         if self.constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {self.constraint!r}")
+            raise InvalidInputError(
+                f"constraint must be one of {', '.join(CONSTRAINTS)}, got {self.constraint!r}"
+            )
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise InvalidInputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "patience"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
             if getattr(self, name) < (1 if name == "lora_rank" else 0):
-                raise ValueError(
+                raise InvalidInputError(
                     f"{name} must be >= {1 if name == 'lora_rank' else 0}, got {getattr(self, name)}"
                 )
         for name in (
@@ -126,13 +131,13 @@ class AlignConfig:
             "grad_clip",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.w_template == self.w_align == self.w_constraint == 0:
-            raise ValueError("all objective weights are 0: nothing to train for")
+            raise InvalidInputError("all objective weights are 0: nothing to train for")
         if self.temperature <= 0 or self.align_temperature <= 0:
-            raise ValueError("temperatures must be > 0")
+            raise InvalidInputError("temperatures must be > 0")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     @property
     def objectives(self) -> dict[str, float]:

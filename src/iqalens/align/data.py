@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from iqalens.align.base import AlignableModel
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
 from iqalens.taxonomy import CLASSES
@@ -87,7 +88,9 @@ def select_rows(
             split = "val" if unit_hash(salt + (row.reference or row.path)) < val_fraction else "train"
         parts[split].append(row)
     if not parts["train"]:
-        raise ValueError(f"{manifest_path}: no labelled rows to train on (split 'train' or without a split)")
+        raise InvalidInputError(
+            f"{manifest_path}: no labelled rows to train on (split 'train' or without a split)"
+        )
 
     def rows_of(items: list[Any], cap: int, stream: int) -> Rows:
         if cap and len(items) > cap:
@@ -137,9 +140,9 @@ class InputBank:
 
     def __init__(self, model: AlignableModel, kind: str, file: Path | None = None) -> None:
         if kind not in ("pixels", "encoded"):
-            raise ValueError(f"kind must be 'pixels' or 'encoded', got {kind!r}")
+            raise InvalidInputError(f"kind must be 'pixels' or 'encoded', got {kind!r}")
         if kind == "encoded" and not hasattr(model, "encode_frozen"):
-            raise ValueError(f"{model.model_id} cannot cache encoder outputs (no encode_frozen)")
+            raise InvalidInputError(f"{model.model_id} cannot cache encoder outputs (no encode_frozen)")
         self.model, self.kind, self.file = model, kind, file
         self.entries: dict[str, dict[str, torch.Tensor]] = {}
         self._dirty = False

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from iqalens.align.base import COMPONENTS, AlignForward
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_save_safetensors
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.models.hf_checkpoint import (
@@ -161,7 +162,9 @@ class HFAlignable:
         if projector is None:
             merger = getattr(vision, "merger", None)
             if merger is None:
-                raise ValueError(f"{type(self.model).__name__}: no multi_modal_projector and no merger found")
+                raise InvalidInputError(
+                    f"{type(self.model).__name__}: no multi_modal_projector and no merger found"
+                )
             # Qwen2/2.5-VL: the merger sits inside the tower; split it off so components are disjoint.
             parts = {name: m for name, m in vision.named_children() if m is not merger}
             vision_encoder = ComponentGroup(parts, dict(vision.named_parameters(recurse=False)))
@@ -182,7 +185,7 @@ class HFAlignable:
         """Names (relative to ``components()[component]``) of its ``nn.Linear`` layers, LM head excluded
         (layers peft already wrapped are listed under their own names, so the list is stable)."""
         if component not in self._components:
-            raise ValueError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
+            raise InvalidInputError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
         return [
             name
             for name, module in self._components[component].named_modules()
@@ -202,7 +205,7 @@ class HFAlignable:
         kept and re-batched (:meth:`collate` pads entries of different widths).
         """
         if len(images) == 0:
-            raise ValueError("prepare needs at least one image")
+            raise InvalidInputError("prepare needs at least one image")
         raw = self.adapter.prepare(images)
         n = len(images)
         packed: dict[str, torch.Tensor] = {}
@@ -216,7 +219,9 @@ class HFAlignable:
             elif value.shape[0] == n:
                 packed[key] = value
             else:
-                raise ValueError(f"cannot split the processor output {key!r} {tuple(value.shape)} per image")
+                raise InvalidInputError(
+                    f"cannot split the processor output {key!r} {tuple(value.shape)} per image"
+                )
         return packed
 
     def collate(self, entries: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -292,7 +297,7 @@ class HFAlignable:
         pieces = [adapter.word_token_ids(w) for w in class_words]
         label_list = [int(v) for v in torch.as_tensor(labels).tolist()]
         if len(label_list) != n or min(label_list) < 0 or max(label_list) >= len(pieces):
-            raise ValueError(f"need {n} labels in [0, {len(pieces)}), got {label_list}")
+            raise InvalidInputError(f"need {n} labels in [0, {len(pieces)}), got {label_list}")
         full, lengths = self._teacher_forced(batch, [pieces[y] for y in label_list])
         image_mask = full["input_ids"] == adapter.image_token_id
         captured: dict[str, Any] = {}
@@ -406,7 +411,7 @@ class HFAlignable:
         """The trained components plus any that carries LoRA layers (they changed too)."""
         bad = sorted(set(trained) - set(COMPONENTS))
         if bad:
-            raise ValueError(f"unknown component(s) {bad}; choose from {', '.join(COMPONENTS)}")
+            raise InvalidInputError(f"unknown component(s) {bad}; choose from {', '.join(COMPONENTS)}")
         with_lora = [c for c, m in self._components.items() if any(_is_lora_layer(s) for s in m.modules())]
         return [c for c in COMPONENTS if c in trained or c in with_lora]
 
@@ -427,7 +432,7 @@ class HFAlignable:
             ):
                 layer = lora[owner.removesuffix(".base_layer")]
                 if getattr(layer, "use_dora", {}) and any(layer.use_dora.values()):
-                    raise ValueError("DoRA layers cannot be merged into a plain checkpoint")
+                    raise InvalidInputError("DoRA layers cannot be merged into a plain checkpoint")
                 if not getattr(layer, "disable_adapters", False):
                     merged = set(getattr(layer, "merged_adapters", []))
                     for a in layer.active_adapters:
@@ -442,7 +447,7 @@ class HFAlignable:
         """Write ``hf_aligned.safetensors`` + ``hf_aligned.json`` (see module doc); returns the folder."""
         stored = self._stored_components(trained)
         if not stored:
-            raise ValueError("nothing to save: no component was trained")
+            raise InvalidInputError("nothing to save: no component was trained")
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         state = self.trained_state(stored)
@@ -486,4 +491,4 @@ def as_alignable(model: Any) -> HFAlignable:
         return model
     if isinstance(model, HFVLMAdapter):
         return HFAlignable(model)
-    raise ValueError(f"{getattr(model, 'model_id', model)}: not a Hugging Face multimodal LLM adapter")
+    raise InvalidInputError(f"{getattr(model, 'model_id', model)}: not a Hugging Face multimodal LLM adapter")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from iqalens.errors import InvalidInputError
+
 ADAPTER = "align"
 
 
@@ -45,7 +47,7 @@ def add_lora(
     from peft import LoraConfig, inject_adapter_in_model
 
     if not targets:
-        raise ValueError(f"{type(module).__name__} has no layer LoRA can adapt")
+        raise InvalidInputError(f"{type(module).__name__} has no layer LoRA can adapt")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none")
     devices = {p.device for p in module.parameters()}
     state = torch.random.get_rng_state()

@@ -28,6 +28,7 @@ from torch import nn
 
 from iqalens.align.base import COMPONENTS, AlignForward
 from iqalens.align.objectives import similarity_cross_entropy
+from iqalens.errors import InvalidInputError
 from iqalens.models.efficientnet import LITE_MEAN, LITE_STD
 from iqalens.models.mini import MiniVLM
 from iqalens.models.preprocess import crop_boxes, normalise
@@ -133,7 +134,7 @@ class MiniAlignable:
         for word in class_words:
             ids = self.model.tokenizer(word, add_special_tokens=False)["input_ids"]
             if not ids:
-                raise ValueError(f"word {word!r} tokenizes to nothing")
+                raise InvalidInputError(f"word {word!r} tokenizes to nothing")
             rows.append(table[torch.tensor(ids, device=table.device)].mean(dim=0))
         return torch.stack(rows)
 

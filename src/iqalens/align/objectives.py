@@ -19,6 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from iqalens.errors import InvalidInputError
+
 
 def similarity_cross_entropy(
     similarities: torch.Tensor, labels: torch.Tensor, temperature: float
@@ -55,7 +57,7 @@ def weight_drift(current: Iterable[torch.Tensor], original: Iterable[torch.Tenso
         term = (cur.float() - orig.to(cur.device).float()).pow(2).sum()
         total = term if total is None else total + term
     if total is None:
-        raise ValueError("weight_drift needs at least one tensor")
+        raise InvalidInputError("weight_drift needs at least one tensor")
     return total
 
 

@@ -24,6 +24,7 @@ import torch
 from iqalens.align.base import AlignableModel
 from iqalens.align.data import _encoder_features
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.images import load_rgb
 from iqalens.perception.semantic import compare
@@ -71,7 +72,7 @@ def drift_measure(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
     """Top-1 agreement of the encoder's classifier and mean feature cosine, before vs after (1.0 = kept)."""
     fb, fa = np.asarray(before["features"], np.float64), np.asarray(after["features"], np.float64)
     if fb.shape != fa.shape:
-        raise ValueError(f"feature shapes differ before {fb.shape} and after {fa.shape}")
+        raise InvalidInputError(f"feature shapes differ before {fb.shape} and after {fa.shape}")
     cos = (fb * fa).sum(1) / np.maximum(np.linalg.norm(fb, axis=1) * np.linalg.norm(fa, axis=1), 1e-12)
     agree = None
     if before.get("top1") is not None and after.get("top1") is not None:

@@ -28,6 +28,7 @@ from iqalens.align.report import (
 )
 from iqalens.align.result import AlignResult
 from iqalens.align.train import MODEL_DIR, align, remove_run
+from iqalens.errors import InvalidInputError
 from iqalens.results import write_result
 
 
@@ -47,7 +48,9 @@ def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
         hf = None  # type: ignore[assignment]
     wrap = getattr(hf, "as_alignable", None)
     if wrap is None:
-        raise ValueError(f"{getattr(model, 'model_id', model)}: this model family does not support align yet")
+        raise InvalidInputError(
+            f"{getattr(model, 'model_id', model)}: this model family does not support align yet"
+        )
     return wrap(model)  # type: ignore[no-any-return]
 
 

@@ -55,6 +55,7 @@ from iqalens.align.config import AlignConfig, short_name
 from iqalens.align.data import InputBank, Rows, bank_file, select_rows
 from iqalens.align.objectives import accuracy, feature_drift, info_nce
 from iqalens.align.trainable import Trainable
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.perception.features import manifest_hash
 from iqalens.runs import start_run, write_json
@@ -393,7 +394,9 @@ def _saved_state(out: Path, cfg: AlignConfig) -> dict[str, Any] | None:
         return None
     saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     if saved["config"] != cfg.comparable():
-        raise ValueError(f"{path} was written with other settings; use a new output folder or --overwrite")
+        raise InvalidInputError(
+            f"{path} was written with other settings; use a new output folder or --overwrite"
+        )
     return saved
 
 
@@ -411,11 +414,11 @@ def _align(
     started = time.time()
     device, rank, world, words = setup
     if cfg.batch_size % world:
-        raise ValueError(
+        raise InvalidInputError(
             f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world})"
         )
     if len(words) != len(CLASSES):
-        raise ValueError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
+        raise InvalidInputError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
     saved = _saved_state(out, cfg)
     if saved is not None and saved.get("finished"):
         if (out / MODEL_DIR).is_dir():
@@ -526,5 +529,5 @@ def remove_run(out: Path) -> None:
     except (OSError, ValueError):
         command = None
     if command != "align":
-        raise ValueError(f"{out} exists and is not an align run folder; choose another output folder")
+        raise InvalidInputError(f"{out} exists and is not an align run folder; choose another output folder")
     shutil.rmtree(out)

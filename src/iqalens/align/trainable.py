@@ -19,6 +19,7 @@ from iqalens.align.base import COMPONENTS, AlignableModel
 from iqalens.align.config import AlignConfig
 from iqalens.align.lora import add_lora, default_lora_targets, lora_deltas, merge_lora
 from iqalens.align.objectives import weight_drift
+from iqalens.errors import InvalidInputError
 
 #: Components whose full weights are pretrained (they train at ``lr * pretrained_lr_scale``).
 PRETRAINED = ("vision_encoder", "language_model")
@@ -65,7 +66,9 @@ class Trainable:
                     p.requires_grad_(True)
             self.params |= {f"{comp}.{n}": p for n, p in module.named_parameters() if p.requires_grad}
         if not self.params:
-            raise ValueError(f"the chosen components ({', '.join(cfg.train)}) have no trainable parameters")
+            raise InvalidInputError(
+                f"the chosen components ({', '.join(cfg.train)}) have no trainable parameters"
+            )
         encoder_trains = "vision_encoder" in cfg.train and cfg.w_constraint > 0
         self.uses_features = encoder_trains and cfg.constraint == "features"
         self.uses_weights = encoder_trains and cfg.constraint == "weights"
@@ -107,7 +110,7 @@ class Trainable:
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         if state.keys() != self.params.keys():
-            raise ValueError("the saved training state does not match the trainable parameters")
+            raise InvalidInputError("the saved training state does not match the trainable parameters")
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(state[n].to(p.device))

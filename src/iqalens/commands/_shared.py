@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from iqalens.errors import IqalensError
 
-class CliError(Exception):
+
+class CliError(IqalensError):
     """A problem with the user's input; printed as one line, exit status 2."""
 
 

@@ -12,6 +12,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES, add_pooling_argument
+from iqalens.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from iqalens.leaf.head import HeadConfig
@@ -93,7 +94,7 @@ def head_config(l2: str) -> HeadConfig:
     try:
         return HeadConfig(l2=float(l2))
     except ValueError:
-        raise ValueError(f"--l2 must be 'auto' or a number >= 0, got {l2!r}") from None
+        raise InvalidInputError(f"--l2 must be 'auto' or a number >= 0, got {l2!r}") from None
 
 
 def _cmd_budget(args: argparse.Namespace) -> int:
@@ -108,7 +109,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
     try:
         seeds = tuple(int(s) for s in _items(args.seeds))
     except ValueError:
-        raise ValueError(f"--seeds must be integers, got {' '.join(args.seeds)!r}") from None
+        raise InvalidInputError(f"--seeds must be integers, got {' '.join(args.seeds)!r}") from None
     config = BudgetConfig(
         head=head_config(args.l2),
         budgets=budgets,

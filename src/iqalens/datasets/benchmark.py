@@ -28,6 +28,7 @@ from iqalens.datasets.proxy_mos import PROXY_NOTE, PROXY_SCALE, proxy_mos
 from iqalens.datasets.splits import assign_splits, check_fractions
 from iqalens.distortions import all_types, distort, get_type
 from iqalens.distortions._registry import check_level
+from iqalens.errors import InvalidInputError
 from iqalens.files import check_file_name, content_hash
 from iqalens.images import ImageLoadError, iter_image_files, load_rgb, save_rgb
 from iqalens.runs import write_json
@@ -154,11 +155,13 @@ def reference_ids(paths: Sequence[Path]) -> list[str]:
     folded = [i.strip().casefold() for i in ids]
     dupes = sorted({repr(i) for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
     if dupes:
-        raise ValueError(f"reference photos must have unique file names; duplicated: {', '.join(dupes)}")
+        raise InvalidInputError(
+            f"reference photos must have unique file names; duplicated: {', '.join(dupes)}"
+        )
     for path, ref_id in zip(paths, ids, strict=True):
         longest = image_name(ref_id, 25, 5)
         if len(os.fsencode(longest)) > NAME_MAX:
-            raise ValueError(
+            raise InvalidInputError(
                 f"reference photo {str(path)!r}: its file name is too long for the benchmark's image names "
                 f"({longest!r} would be {len(os.fsencode(longest))} bytes, file systems allow {NAME_MAX}); "
                 "rename it"
@@ -184,12 +187,12 @@ def collect_references(
         if p.is_dir():
             found = [f for f in iter_image_files(p) if skip is None or not f.resolve().is_relative_to(skip)]
             if not found:
-                raise ValueError(f"no image files found in {p}")
+                raise InvalidInputError(f"no image files found in {p}")
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
         else:
-            raise ValueError(f"reference {str(p)!r} does not exist")
+            raise InvalidInputError(f"reference {str(p)!r} does not exist")
     for path in paths:
         check_file_name(path)
     return paths
@@ -219,7 +222,9 @@ def balanced_cells(spec: BenchmarkSpec, rng: np.random.Generator) -> list[tuple[
         if cell not in USUALLY_IDENTITY_CELLS:
             by_class[kadid_class(cell[0], cell[1], spec.identity_as)].append(cell)
     if not by_class:
-        raise ValueError("--balance needs at least one distorted (type, level) cell that changes the image")
+        raise InvalidInputError(
+            "--balance needs at least one distorted (type, level) cell that changes the image"
+        )
     target = min(len(v) for v in by_class.values())
     cells: list[tuple[int, int]] = []
     for cls in sorted(by_class):
@@ -235,9 +240,9 @@ def normalized_spec(spec: BenchmarkSpec) -> BenchmarkSpec:
     levels = tuple(dict.fromkeys(check_level(lv) for lv in spec.levels))
     check_fractions(spec.split_fractions)
     if spec.identity_as not in ("clean", EXCLUDED):
-        raise ValueError(f"identity_as must be 'clean' or 'excluded', got {spec.identity_as!r}")
+        raise InvalidInputError(f"identity_as must be 'clean' or 'excluded', got {spec.identity_as!r}")
     if min(spec.size) < 8:
-        raise ValueError(f"benchmark size must be at least 8x8, got {spec.size}")
+        raise InvalidInputError(f"benchmark size must be at least 8x8, got {spec.size}")
     return replace(spec, types=types, levels=levels)
 
 
@@ -252,7 +257,7 @@ def _check_build_record(folder: Path, record: dict[str, object]) -> None:
         earlier = json.loads(path.read_text())
         if earlier != record:
             differs = sorted(k for k in record if earlier.get(k) != record[k])
-            raise ValueError(
+            raise InvalidInputError(
                 f"{folder} holds a benchmark built with other {', '.join(differs)}; "
                 "build into a new folder (or delete this one) instead of resuming"
             )

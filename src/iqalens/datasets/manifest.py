@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import FileNameError, atomic_write_text, check_file_name
 from iqalens.runs import package_versions, write_json
 from iqalens.taxonomy import CLASSES, EXCLUDED
@@ -42,7 +43,7 @@ COLUMNS: tuple[str, ...] = (
 SPLITS = ("train", "val", "test", "")
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidInputError):
     """A manifest (or label file) is malformed; the message names the file and the row."""
 
 
@@ -61,10 +62,10 @@ class MosScale:
     def parse(cls, text: str) -> MosScale:
         parts = text.split(":")
         if len(parts) != 3 or parts[2] not in ("higher", "lower"):
-            raise ValueError(f"mos_scale must look like 'min:max:higher', got {text!r}")
+            raise InvalidInputError(f"mos_scale must look like 'min:max:higher', got {text!r}")
         low, high = float(parts[0]), float(parts[1])
         if not low < high:
-            raise ValueError(f"mos_scale min must be below max, got {text!r}")
+            raise InvalidInputError(f"mos_scale min must be below max, got {text!r}")
         return cls(low, high, parts[2] == "higher")
 
 

@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 
 from iqalens.datasets.manifest import MosScale
+from iqalens.errors import InvalidInputError
 
 #: KADID-10k's DMOS scale (higher = better).
 PROXY_SCALE = MosScale(1.0, 5.0, True)
@@ -44,5 +45,5 @@ def proxy_mos(type_id: int | None, level: int | None) -> float:
     if type_id is None:
         return table[CLEAN_CELL]
     if level is None:
-        raise ValueError("a distorted image needs its level for a proxy MOS")
+        raise InvalidInputError("a distorted image needs its level for a proxy MOS")
     return table.get((int(type_id), int(level)), math.nan)

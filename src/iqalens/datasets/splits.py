@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from iqalens.datasets.manifest import ManifestRow
+from iqalens.errors import InvalidInputError
 
 
 def assign_splits(
@@ -40,7 +41,9 @@ def assign_splits(
 def check_fractions(fractions: tuple[float, ...]) -> None:
     """Three non-negative split fractions summing to 1, or a ValueError saying so."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise InvalidInputError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
 
 
 def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError, UnknownNameError
+
 #: KADID-10k's seven groups, in the order of the database paper.
 GROUPS: tuple[str, ...] = (
     "blur",
@@ -81,13 +83,13 @@ _TYPES: dict[int, DistortionType] = {}
 def register(dist: DistortionType) -> DistortionType:
     """Add ``dist`` to the table; ids and names must be unique."""
     if dist.id in _TYPES:
-        raise ValueError(f"distortion id {dist.id} registered twice")
+        raise InvalidInputError(f"distortion id {dist.id} registered twice")
     if any(t.name == dist.name for t in _TYPES.values()):
-        raise ValueError(f"distortion name {dist.name!r} registered twice")
+        raise InvalidInputError(f"distortion name {dist.name!r} registered twice")
     if dist.group not in GROUPS:
-        raise ValueError(f"unknown group {dist.group!r} for {dist.name}")
+        raise InvalidInputError(f"unknown group {dist.group!r} for {dist.name}")
     if len(dist.levels) != 5:
-        raise ValueError(f"{dist.name} must have exactly 5 level parameters")
+        raise InvalidInputError(f"{dist.name} must have exactly 5 level parameters")
     _TYPES[dist.id] = dist
     return dist
 
@@ -107,7 +109,7 @@ def all_types() -> tuple[DistortionType, ...]:
 def check_level(level: int) -> int:
     """Validate a KADID level (1 = mildest .. 5 = strongest)."""
     if isinstance(level, bool) or not isinstance(level, int | np.integer) or not 1 <= level <= 5:
-        raise ValueError(f"level must be an integer from 1 to 5, got {level!r}")
+        raise InvalidInputError(f"level must be an integer from 1 to 5, got {level!r}")
     return int(level)
 
 
@@ -124,7 +126,7 @@ def get_type(key: int | str) -> DistortionType:
             if t.name == name:
                 return t
     known = ", ".join(f"{t.id}={t.name}" for t in all_types())
-    raise KeyError(f"unknown distortion type {key!r}; known types: {known}")
+    raise UnknownNameError(f"unknown distortion type {key!r}; known types: {known}")
 
 
 def mapmm(x: np.ndarray) -> np.ndarray:
@@ -147,7 +149,7 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
 
 def _check_rgb8(image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected an H x W x 3 uint8 RGB array, got dtype {image.dtype} shape {image.shape}"
         )
 

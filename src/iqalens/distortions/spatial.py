@@ -16,6 +16,7 @@ from scipy import sparse
 
 from iqalens.distortions._matlab import nearest_index, nearest_scale_indices, take_grid
 from iqalens.distortions._registry import DistortionType, register
+from iqalens.errors import InvalidInputError
 
 
 def _round_half_away(v: np.ndarray | float) -> np.ndarray:
@@ -106,7 +107,7 @@ class CubicWarper:
 
     def __init__(self, height: int, width: int) -> None:
         if height < 3 or width < 3:
-            raise ValueError(f"cubic warping needs at least 3 x 3 pixels, got {height} x {width}")
+            raise InvalidInputError(f"cubic warping needs at least 3 x 3 pixels, got {height} x {width}")
         self.shape = (height, width)
         strip = max(1, self._STRIP_PIXELS // width) * width
         self._strip = min(strip, height * width)
@@ -117,7 +118,7 @@ class CubicWarper:
     def __call__(self, planes: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
         c, h, w = planes.shape
         if (h, w) != self.shape or sy.shape != self.shape or sx.shape != self.shape:
-            raise ValueError(f"planes {planes.shape} and shifts {sy.shape} must match {self.shape}")
+            raise InvalidInputError(f"planes {planes.shape} and shifts {sy.shape} must match {self.shape}")
         pad_r = math.ceil(float(np.max(np.abs(sx))))
         pad_c = math.ceil(float(np.max(np.abs(sy))))
         padding = ((0, 0), (pad_r, pad_r), (pad_c, pad_c))
@@ -238,7 +239,7 @@ def otsu_thresholds(hist: np.ndarray, n_thresholds: int) -> np.ndarray:
     n_bins = p.size
     n_classes = n_thresholds + 1
     if not 1 <= n_thresholds < n_bins:
-        raise ValueError(f"need 1 <= thresholds < bins, got {n_thresholds} and {n_bins}")
+        raise InvalidInputError(f"need 1 <= thresholds < bins, got {n_thresholds} and {n_bins}")
     c0 = np.concatenate(([0.0], np.cumsum(p)))
     c1 = np.concatenate(([0.0], np.cumsum(p * np.arange(n_bins))))
     # score[a, b]: class of bins a..b (a <= b); -inf where a > b.

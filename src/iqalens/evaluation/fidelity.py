@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
+
 #: PSNR reported for identical images (a finite stand-in for infinity, so tables and means stay finite).
 PSNR_IDENTICAL = 99.0
 
@@ -11,7 +13,7 @@ PSNR_IDENTICAL = 99.0
 def mse(reference: np.ndarray, distorted: np.ndarray) -> float:
     """Mean squared error in 8-bit units over all pixels and channels."""
     if reference.shape != distorted.shape:
-        raise ValueError(f"shape mismatch: {reference.shape} vs {distorted.shape}")
+        raise InvalidInputError(f"shape mismatch: {reference.shape} vs {distorted.shape}")
     diff = reference.astype(np.float64) - distorted.astype(np.float64)
     return float(np.mean(diff * diff))
 

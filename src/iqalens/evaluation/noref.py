@@ -66,6 +66,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage, special
 
+from iqalens.errors import InvalidInputError
+
 #: NIQE patch size at full resolution (the paper's and the pristine model's).
 NIQE_PATCH = 96
 
@@ -95,7 +97,7 @@ def _as_image(image: np.ndarray) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3):
         return arr
-    raise ValueError(f"expected an H x W x 3 RGB or H x W grey image, got shape {arr.shape}")
+    raise InvalidInputError(f"expected an H x W x 3 RGB or H x W grey image, got shape {arr.shape}")
 
 
 def matlab_grey(image: np.ndarray) -> np.ndarray:
@@ -227,7 +229,7 @@ def niqe_model() -> NiqeModel:
     mu = np.ravel(params["pop_mu"]).astype(np.float64)
     cov = np.asarray(params["pop_cov"], dtype=np.float64)
     if mu.shape != (36,) or cov.shape != (36, 36):
-        raise ValueError(f"unexpected NIQE model shapes {mu.shape}, {cov.shape}")
+        raise InvalidInputError(f"unexpected NIQE model shapes {mu.shape}, {cov.shape}")
     return NiqeModel(mu, cov)
 
 
@@ -278,7 +280,9 @@ def niqe_features(image: np.ndarray) -> np.ndarray:
     h, w = grey.shape
     rows, cols = h // NIQE_PATCH, w // NIQE_PATCH
     if rows == 0 or cols == 0:
-        raise ValueError(f"NIQE needs an image of at least {NIQE_PATCH}x{NIQE_PATCH} pixels, got {w}x{h}")
+        raise InvalidInputError(
+            f"NIQE needs an image of at least {NIQE_PATCH}x{NIQE_PATCH} pixels, got {w}x{h}"
+        )
     grey = grey[: rows * NIQE_PATCH, : cols * NIQE_PATCH]
     full = _niqe_scale_features(mscn(grey, "nearest"), NIQE_PATCH)
     half = _niqe_scale_features(mscn(imresize_half(grey), "nearest"), NIQE_PATCH // 2)
@@ -356,7 +360,7 @@ def parse_libsvm_model(text: str, n_features: int) -> tuple[np.ndarray, np.ndarr
         header[key] = value.strip()
     kind = (header.get("svm_type"), header.get("kernel_type"))
     if kind[1] != "rbf" or kind[0] not in ("epsilon_svr", "nu_svr"):
-        raise ValueError(f"expected an RBF regression model, got svm_type/kernel_type {kind}")
+        raise InvalidInputError(f"expected an RBF regression model, got svm_type/kernel_type {kind}")
     coefs, rows = [], []
     for line in lines:
         parts = line.split()
@@ -369,7 +373,7 @@ def parse_libsvm_model(text: str, n_features: int) -> tuple[np.ndarray, np.ndarr
             row[int(i) - 1] = float(v)
         rows.append(row)
     if len(rows) != int(header.get("total_sv", len(rows))):
-        raise ValueError(f"model declares {header.get('total_sv')} support vectors, found {len(rows)}")
+        raise InvalidInputError(f"model declares {header.get('total_sv')} support vectors, found {len(rows)}")
     return np.array(rows), np.array(coefs), float(header["gamma"]), float(header["rho"])
 
 
@@ -384,7 +388,7 @@ def brisque_model() -> BrisqueModel:
     lo = np.array(scaling["min_"], dtype=np.float64)
     hi = np.array(scaling["max_"], dtype=np.float64)
     if lo.shape != (36,) or hi.shape != (36,) or sv.shape[1] != 36:
-        raise ValueError("unexpected BRISQUE model shapes")
+        raise InvalidInputError("unexpected BRISQUE model shapes")
     return BrisqueModel(sv, coefs, gamma, rho, lo, hi)
 
 
@@ -432,7 +436,7 @@ def brisque_features(image: np.ndarray) -> np.ndarray:
     arr = _as_image(image)
     grey = arr.astype(np.float64) if arr.ndim == 2 else arr.astype(np.float64) @ _SKIMAGE_GREY
     if min(grey.shape) < 8:
-        raise ValueError(
+        raise InvalidInputError(
             f"BRISQUE needs an image of at least 8x8 pixels, got {grey.shape[1]}x{grey.shape[0]}"
         )
     return np.array(_brisque_scale_features(grey) + _brisque_scale_features(opencv_cubic_half(grey)))

@@ -57,6 +57,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.distill_checkpoint import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
 from iqalens.leaf.distill_config import DistillConfig
 from iqalens.leaf.distill_data import (
@@ -249,10 +250,10 @@ def _distill(
     started = time.time()
     for name in ("point_batch", "pair_batch"):
         if 0 < getattr(cfg, name) < world:
-            raise ValueError(f"{name} ({getattr(cfg, name)}) must be 0 or >= the world size ({world})")
+            raise InvalidInputError(f"{name} ({getattr(cfg, name)}) must be 0 or >= the world size ({world})")
     train, val, paths, skipped = load_splits(store_path, teacher_id, prompt_version, cfg)
     if not train.points and not train.pairs:
-        raise ValueError("no training judgments left after the validation split")
+        raise InvalidInputError("no training judgments left after the validation split")
     if not val.points and not val.pairs:
         warnings.warn(
             "the validation split is empty: no early stopping, the last weights are kept", stacklevel=2

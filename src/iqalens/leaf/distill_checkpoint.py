@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.distill_config import DistillConfig
 from iqalens.training import atomic_torch_save
 
@@ -105,7 +106,7 @@ def load_checkpoint(
     """
     ckpt = torch.load(path, map_location=device, weights_only=False)
     if _legacy_compatible(ckpt["config"]) != comparable_config(config):
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} was written with other settings; use a new output folder or delete the checkpoint"
         )
     model.load_state_dict(ckpt["model"])

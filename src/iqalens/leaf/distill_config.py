@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from iqalens.configs import dataclass_from_dict
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.losses import LossConfig
 from iqalens.leaf.student import StudentConfig
 
@@ -56,11 +57,11 @@ class DistillConfig:
             self.loss = LossConfig(**self.loss)
         for name in ("max_steps", "checkpoint_every", "eval_every", "patience"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.point_batch < 0 or self.pair_batch < 0 or self.point_batch + self.pair_batch == 0:
-            raise ValueError("point_batch and pair_batch must be >= 0 and not both 0")
+            raise InvalidInputError("point_batch and pair_batch must be >= 0 and not both 0")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

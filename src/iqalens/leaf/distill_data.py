@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iqalens.errors import InvalidInputError
 from iqalens.images import load_rgb
 from iqalens.leaf.distill_config import DistillConfig
 from iqalens.leaf.losses import PairTargets, PointTargets
@@ -83,7 +84,9 @@ def load_splits(
         point_records = store.points(teacher_id, prompt_version)
         pair_records = store.pairs(teacher_id, prompt_version)
     if not point_records and not pair_records:
-        raise ValueError(f"{store_path}: no judgments for teacher {teacher_id!r}, prompt {prompt_version!r}")
+        raise InvalidInputError(
+            f"{store_path}: no judgments for teacher {teacher_id!r}, prompt {prompt_version!r}"
+        )
 
     paths: dict[str, str] = {}
     for r in point_records:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
+
 #: The five quality levels, best first, as the prompts name them.
 LEVELS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "bad")
 #: Score of each level (excellent = 5 .. bad = 1).
@@ -47,7 +49,7 @@ class PointJudgment:
         """Normalise ``probs`` (non-negative, over LEVELS) and derive expected score and reliability."""
         p = np.asarray(probs, dtype=np.float64)
         if p.shape != (5,) or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-            raise ValueError(f"need 5 non-negative level probabilities, got {list(probs)}")
+            raise InvalidInputError(f"need 5 non-negative level probabilities, got {list(probs)}")
         p = p / p.sum()
         return cls(
             probs=tuple(float(v) for v in p),  # type: ignore[arg-type]
@@ -84,7 +86,7 @@ class PairJudgment:
         """Combine the answers of both presentation orders (see module docstring)."""
         for v in (p_ab, p_ba):
             if not 0.0 <= v <= 1.0 or math.isnan(v):
-                raise ValueError(f"pair probabilities must be in [0, 1], got {p_ab}, {p_ba}")
+                raise InvalidInputError(f"pair probabilities must be in [0, 1], got {p_ab}, {p_ba}")
         p = (p_ab + 1.0 - p_ba) / 2.0
         consistency = 1.0 - abs(p_ab - (1.0 - p_ba))
         return cls(p, consistency * abs(2.0 * p - 1.0), p_ab, p_ba, derived=False)

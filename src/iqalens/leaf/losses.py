@@ -39,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iqalens.errors import InvalidInputError
+
 PAIR_LOSSES: tuple[str, ...] = ("fidelity", "bt")
 _EPS = 1e-8
 
@@ -118,11 +120,13 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.pair_loss not in PAIR_LOSSES:
-            raise ValueError(f"pair_loss must be one of {', '.join(PAIR_LOSSES)}, got {self.pair_loss!r}")
+            raise InvalidInputError(
+                f"pair_loss must be one of {', '.join(PAIR_LOSSES)}, got {self.pair_loss!r}"
+            )
         if min(self.w_kl, self.w_reg, self.w_pair) < 0 or self.w_kl + self.w_reg + self.w_pair <= 0:
-            raise ValueError("loss weights must be >= 0 and not all 0")
+            raise InvalidInputError("loss weights must be >= 0 and not all 0")
         if self.pair_temperature <= 0:
-            raise ValueError(f"pair_temperature must be > 0, got {self.pair_temperature}")
+            raise InvalidInputError(f"pair_temperature must be > 0, got {self.pair_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +185,6 @@ class JointLoss:
             fn = fidelity_pair_loss if c.pair_loss == "fidelity" else bt_pair_loss
             add("pair", c.w_pair, fn(pairs.p, score_a, score_b, r, c.pair_temperature))
         if total is None:
-            raise ValueError("no loss term could be computed: give point and/or pair inputs")
+            raise InvalidInputError("no loss term could be computed: give point and/or pair inputs")
         terms["total"] = float(total.detach())
         return total, terms

@@ -26,6 +26,8 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
+
 Strategy = Literal["random", "stratified", "knn"]
 Metric = Literal["cosine", "euclidean"]
 STRATEGIES: tuple[str, ...] = ("random", "stratified", "knn")
@@ -38,11 +40,11 @@ _KNN_BLOCK = 1024
 
 def _check_budget(n: int, pairs_per_image: int) -> int:
     if n < 2:
-        raise ValueError(f"need at least 2 images to form pairs, got {n}")
+        raise InvalidInputError(f"need at least 2 images to form pairs, got {n}")
     if isinstance(pairs_per_image, bool) or not isinstance(pairs_per_image, (int, np.integer)):
         raise TypeError(f"pairs_per_image must be an integer, got {pairs_per_image!r}")
     if pairs_per_image < 1:
-        raise ValueError(f"pairs_per_image must be >= 1, got {pairs_per_image}")
+        raise InvalidInputError(f"pairs_per_image must be >= 1, got {pairs_per_image}")
     return int(min(pairs_per_image, n - 1))
 
 
@@ -114,14 +116,14 @@ def stratified_pairs(
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1:
-        raise ValueError(f"scores must be one number per image, got shape {s.shape}")
+        raise InvalidInputError(f"scores must be one number per image, got shape {s.shape}")
     if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values")
+        raise InvalidInputError("scores contain NaN or infinite values")
     n = len(s)
     k = _check_budget(n, pairs_per_image)
     w = 2 * k if window is None else int(window)
     if w < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        raise InvalidInputError(f"window must be >= 1, got {window}")
     rng = np.random.default_rng(seed)
     if k >= n - 1:
         return _all_pairs(n, rng)
@@ -129,7 +131,7 @@ def stratified_pairs(
     order = shuffled[np.argsort(s[shuffled], kind="stable")]  # rank -> image index
     m = min(2 * w, n - 1)  # candidates per image
     if k > m:
-        raise ValueError(f"window {w} gives {m} candidates per image, fewer than pairs_per_image={k}")
+        raise InvalidInputError(f"window {w} gives {m} candidates per image, fewer than pairs_per_image={k}")
     rank = np.arange(n)
     start = np.clip(rank - w, 0, n - 1 - m)  # window [start, start + m], self included
     offset = _distinct_draws(rng, n, m, k)
@@ -157,11 +159,11 @@ def knn_pairs(
     # float32 embeddings stay float32 (half the memory; ample precision to rank neighbours).
     x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
     if x.ndim != 2:
-        raise ValueError(f"features must be a 2-D array (images x dimensions), got shape {x.shape}")
+        raise InvalidInputError(f"features must be a 2-D array (images x dimensions), got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("features contain NaN or infinite values")
+        raise InvalidInputError("features contain NaN or infinite values")
     if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        raise InvalidInputError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
     n = len(x)
     k = _check_budget(n, pairs_per_image)
     rng = np.random.default_rng(seed)
@@ -194,13 +196,15 @@ def pairs_from_neighbours(neighbours: np.ndarray, *, seed: int = 0) -> np.ndarra
     """
     nb = np.asarray(neighbours)
     if nb.ndim != 2 or not np.issubdtype(nb.dtype, np.integer):
-        raise ValueError(f"neighbours must be a 2-D integer array (images x k), got {nb.dtype} {nb.shape}")
+        raise InvalidInputError(
+            f"neighbours must be a 2-D integer array (images x k), got {nb.dtype} {nb.shape}"
+        )
     n = len(nb)
     if nb.size and (nb.min() < 0 or nb.max() >= n):
-        raise ValueError(f"neighbour indices must be in [0, {n})")
+        raise InvalidInputError(f"neighbour indices must be in [0, {n})")
     own = np.repeat(np.arange(n), nb.shape[1])
     if np.any(own == nb.ravel()):
-        raise ValueError("an image is listed as its own neighbour")
+        raise InvalidInputError("an image is listed as its own neighbour")
     return _finish(np.stack([own, nb.ravel()], axis=1), np.random.default_rng(seed))
 
 
@@ -222,21 +226,21 @@ def sample_pairs(
     """
     n = len(items)
     if len(set(items)) != n:
-        raise ValueError("items contain duplicates; de-duplicate them (e.g. by content hash) first")
+        raise InvalidInputError("items contain duplicates; de-duplicate them (e.g. by content hash) first")
     if strategy == "random":
         idx = random_pairs(n, pairs_per_image, seed=seed)
     elif strategy == "stratified":
         if scores is None:
-            raise ValueError("strategy 'stratified' needs scores (e.g. the teacher's expected scores)")
+            raise InvalidInputError("strategy 'stratified' needs scores (e.g. the teacher's expected scores)")
         if len(scores) != n:
-            raise ValueError(f"got {len(scores)} scores for {n} items")
+            raise InvalidInputError(f"got {len(scores)} scores for {n} items")
         idx = stratified_pairs(scores, pairs_per_image, seed=seed, window=window)
     elif strategy == "knn":
         if features is None:
-            raise ValueError("strategy 'knn' needs a feature matrix (one row per item)")
+            raise InvalidInputError("strategy 'knn' needs a feature matrix (one row per item)")
         if len(features) != n:
-            raise ValueError(f"got {len(features)} feature rows for {n} items")
+            raise InvalidInputError(f"got {len(features)} feature rows for {n} items")
         idx = knn_pairs(features, pairs_per_image, seed=seed, metric=metric)
     else:
-        raise ValueError(f"unknown pair strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise InvalidInputError(f"unknown pair strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     return [(items[a], items[b]) for a, b in idx.tolist()]

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import content_hash
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.store_export import export_table, read_export
@@ -88,7 +89,7 @@ def _now() -> str:
 
 def _key(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
     return value
 
 
@@ -154,7 +155,7 @@ class JudgmentStore:
 
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]], batch_size: int) -> int:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         written = 0
         batch: list[tuple[Any, ...]] = []
         try:
@@ -260,7 +261,7 @@ class JudgmentStore:
                         f"expected a PairJudgment for {hash_a!r}, {hash_b!r}, got {type(judgment).__name__}"
                     )
                 if hash_a == hash_b:
-                    raise ValueError(f"self-pair {hash_a!r}: a pair needs two different images")
+                    raise InvalidInputError(f"self-pair {hash_a!r}: a pair needs two different images")
                 yield (
                     teacher_id,
                     prompt_version,

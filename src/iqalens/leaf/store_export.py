@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Literal
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import sibling_tempfile
 from iqalens.leaf.store_schema import (
     PAIR_COLUMNS,
@@ -43,11 +44,11 @@ def export_table(
     See :meth:`iqalens.leaf.store.JudgmentStore.export`.
     """
     if table not in ("points", "pairs"):
-        raise ValueError(f"table must be 'points' or 'pairs', got {table!r}")
+        raise InvalidInputError(f"table must be 'points' or 'pairs', got {table!r}")
     out = Path(path)
     fmt = fmt or ("parquet" if out.suffix.lower() in (".parquet", ".pq") else "csv")
     if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+        raise InvalidInputError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     pa = pq = None
     if fmt == "parquet":
         pa, pq = _import_pyarrow()

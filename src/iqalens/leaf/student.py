@@ -62,6 +62,7 @@ from PIL import Image
 from torch import nn
 
 from iqalens.configs import dataclass_from_dict
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_replace
 from iqalens.images import load_rgb
 from iqalens.leaf.names import BACKBONES, POOLINGS
@@ -106,25 +107,25 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+            raise InvalidInputError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.pooling is None:
             self.pooling = "multiscale" if self.backbone == "efficientnet-lite0" else "last"
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+            raise InvalidInputError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.backbone == "hf" and self.pooling != "last":
-            raise ValueError(
+            raise InvalidInputError(
                 "pooling 'multiscale' is implemented for the efficientnet-lite0 and tiny backbones; "
                 "an 'hf' backbone supports pooling 'last' only"
             )
         if self.backbone == "hf" and self.hf_path is None and self.hf_config is None:
-            raise ValueError("backbone 'hf' needs hf_path (a local model folder) or hf_config")
+            raise InvalidInputError("backbone 'hf' needs hf_path (a local model folder) or hf_config")
         if self.image_size < 8 or self.resize_shorter < self.image_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"need image_size >= 8 and resize_shorter >= image_size, got {self.image_size}, "
                 f"{self.resize_shorter}"
             )
         if self.test_grid < 1:
-            raise ValueError(f"test_grid must be >= 1, got {self.test_grid}")
+            raise InvalidInputError(f"test_grid must be >= 1, got {self.test_grid}")
         if self.mean is not None:
             self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         if self.std is not None:
@@ -486,7 +487,7 @@ def load_student(folder: str | os.PathLike[str], map_location: str | torch.devic
             raise FileNotFoundError(f"{src} is not a student folder: {f.name} is missing")
     data = json.loads(cfg_file.read_text())
     if data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{cfg_file}: unsupported student format {data.get('format_version')!r}")
+        raise InvalidInputError(f"{cfg_file}: unsupported student format {data.get('format_version')!r}")
     config = StudentConfig.from_dict(data["student"])
     student = Student(config, load_pretrained=False)
     state = load_file(str(weights), device=str(map_location))

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqalens.errors import InvalidInputError
 from iqalens.models.base import ComponentFeatures, ModelKind
 
 __all__ = ["DEFAULT_PROMPT", "DualEncoderAdapter"]
@@ -69,11 +70,11 @@ class DualEncoderAdapter:
         name = str(path_or_id)
         config = AutoConfig.from_pretrained(name, **hub_kwargs)
         if config.model_type not in _FAMILIES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{name}: model_type {config.model_type!r} is not a dual encoder; supported: {_FAMILIES}"
             )
         if "{}" not in prompt:
-            raise ValueError(f"prompt must contain '{{}}' where the class word goes, got {prompt!r}")
+            raise InvalidInputError(f"prompt must contain '{{}}' where the class word goes, got {prompt!r}")
         self.model_id = name
         self.family: str = config.model_type
         self.prompt = prompt
@@ -132,7 +133,7 @@ class DualEncoderAdapter:
     def extract(self, images: Sequence[np.ndarray]) -> ComponentFeatures:
         """Per-site pooled features: vision layers (patch mean) and the image embedding."""
         if len(images) == 0:
-            raise ValueError("extract needs at least one image")
+            raise InvalidInputError("extract needs at least one image")
         layers: list[list[np.ndarray]] = []
         proj: list[np.ndarray] = []
         for chunk in self._batches(images):
@@ -155,7 +156,7 @@ class DualEncoderAdapter:
         for word in words:
             ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
             if not ids:
-                raise ValueError(f"word {word!r} tokenizes to nothing")
+                raise InvalidInputError(f"word {word!r} tokenizes to nothing")
             rows.append(table[torch.tensor(ids, device=table.device)].mean(dim=0))
         return torch.stack(rows).float().cpu().numpy()
 
@@ -168,7 +169,7 @@ class DualEncoderAdapter:
     def class_log_scores(self, images: Sequence[np.ndarray], class_words: Sequence[str]) -> np.ndarray:
         """[N, C] cosine similarity of each image embedding to ``prompt.format(word)``'s embedding."""
         if not class_words:
-            raise ValueError("class_log_scores needs at least one class word")
+            raise InvalidInputError("class_log_scores needs at least one class word")
         text = torch.from_numpy(self.text_embeddings([self.prompt.format(w) for w in class_words]))
         scores = []
         for chunk in self._batches(images):

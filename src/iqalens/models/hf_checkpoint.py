@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from iqalens.errors import InvalidInputError
 from iqalens.models.hf_vlm import HFVLMAdapter
 
 __all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "is_hf_aligned", "load_hf_aligned"]
@@ -48,7 +49,7 @@ def load_hf_aligned(
             raise FileNotFoundError(f"{src} is not an aligned HF checkpoint: {name} is missing")
     config = json.loads((src / CONFIG_FILE).read_text())
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{src / CONFIG_FILE}: unsupported format {config.get('format_version')!r}")
+        raise InvalidInputError(f"{src / CONFIG_FILE}: unsupported format {config.get('format_version')!r}")
     options = dict(config.get("adapter") or {})
     kwargs: dict[str, Any] = {
         "dtype": options.get("dtype", "float32"),
@@ -65,7 +66,7 @@ def load_hf_aligned(
     known = adapter.model.state_dict()
     unknown = sorted(set(state) - set(known))
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"{src}: {len(unknown)} saved tensors do not exist in the base model, e.g. {unknown[:3]}"
         )
     adapter.model.load_state_dict(state, strict=False)

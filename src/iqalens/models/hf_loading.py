@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from iqalens.errors import InvalidInputError
 from iqalens.models.prompts import Prompt
 
 __all__ = [
@@ -136,10 +137,12 @@ def answer_token_ids(tokenizer: Any, words: Sequence[str], context: str | None) 
         else:
             alone = tokenizer(word, add_special_tokens=False)["input_ids"]
         if not alone:
-            raise ValueError(f"the tokenizer produces no token for answer word {word!r}")
+            raise InvalidInputError(f"the tokenizer produces no token for answer word {word!r}")
         ids.append(int(alone[0]))
     if len(set(ids)) != len(ids):
-        raise ValueError(f"answer words {list(words)} share first tokens {ids}; they cannot be told apart")
+        raise InvalidInputError(
+            f"answer words {list(words)} share first tokens {ids}; they cannot be told apart"
+        )
     return ids
 
 
@@ -148,7 +151,7 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
         return dtype
     resolved = getattr(torch, dtype, None)
     if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16, float16 or auto)")
+        raise InvalidInputError(f"unknown dtype {dtype!r} (use float32, bfloat16, float16 or auto)")
     return resolved
 
 

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqalens.errors import InvalidInputError
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.models.hf_loading import build_prompt_text, checkpoint_name, load_vlm
 from iqalens.models.hf_vlm_decoding import decode_rows, sequence_log_probs, stop_token_ids
@@ -131,7 +132,7 @@ class HFVLMAdapter:
         processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         name, short = checkpoint_name(path_or_id)
         self.model_id = model_id or f"hf:{short}"
         #: What was loaded and how: an aligned checkpoint (:mod:`iqalens.align.hf`) names its base
@@ -165,7 +166,7 @@ class HFVLMAdapter:
         inner = self.model.model
         vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
         if vision is None or not hasattr(inner, "language_model"):
-            raise ValueError(f"{type(self.model).__name__}: no vision tower / language model found")
+            raise InvalidInputError(f"{type(self.model).__name__}: no vision tower / language model found")
         self.vision_tower: torch.nn.Module = vision
         self.language_model: torch.nn.Module = inner.language_model
         self.vision_blocks = largest_block_list(vision)
@@ -175,7 +176,7 @@ class HFVLMAdapter:
         if token_id is None:
             token_id = getattr(config, "image_token_index", None)
         if token_id is None:
-            raise ValueError(f"{type(self.model).__name__}: the config names no image token id")
+            raise InvalidInputError(f"{type(self.model).__name__}: the config names no image token id")
         self.image_token_id = int(token_id)
         params = inspect.signature(self.model.forward).parameters
         self._keep_logits = "logits_to_keep" in params
@@ -228,7 +229,7 @@ class HFVLMAdapter:
             for site, batch in zip(lm, h, strict=True):
                 site.append(batch)
         if not projector:
-            raise ValueError("extract() needs at least one image")
+            raise InvalidInputError("extract() needs at least one image")
         return ComponentFeatures(
             vision_layers=[to_numpy(s) for s in vision],
             projector=to_numpy(projector),
@@ -300,7 +301,7 @@ class HFVLMAdapter:
         else:  # the word merged with the end of the prefix: fall back to the word with its space
             ids = self.tokenizer(f" {word}", add_special_tokens=False)["input_ids"]
         if not ids:
-            raise ValueError(f"the tokenizer produces no token for {word!r}")
+            raise InvalidInputError(f"the tokenizer produces no token for {word!r}")
         return [int(i) for i in ids]
 
     @torch.inference_mode()
@@ -316,7 +317,7 @@ class HFVLMAdapter:
     def class_log_scores(self, images: Sequence[np.ndarray], class_words: Sequence[str]) -> np.ndarray:
         """[N, C] log-probability of each class word's full token sequence after the answer prefix."""
         if not class_words:
-            raise ValueError("class_log_scores needs at least one class word")
+            raise InvalidInputError("class_log_scores needs at least one class word")
         seqs = [self.word_token_ids(w) for w in class_words]
         out = np.zeros((len(images), len(seqs)), dtype=np.float64)
         for i, image in enumerate(images):
@@ -366,12 +367,14 @@ class HFVLMAdapter:
         tokens and stripped.
         """
         if samples < 0 or max_new_tokens < 1:
-            raise ValueError(f"need samples >= 0 and max_new_tokens >= 1, got {samples}, {max_new_tokens}")
+            raise InvalidInputError(
+                f"need samples >= 0 and max_new_tokens >= 1, got {samples}, {max_new_tokens}"
+            )
         if samples and not temperature > 0:
-            raise ValueError(f"sampling needs a temperature > 0, got {temperature}")
+            raise InvalidInputError(f"sampling needs a temperature > 0, got {temperature}")
         seed_list = list(seeds) if seeds is not None else list(range(len(images)))
         if len(seed_list) != len(images):
-            raise ValueError(f"{len(seed_list)} seeds for {len(images)} images")
+            raise InvalidInputError(f"{len(seed_list)} seeds for {len(images)} images")
         stop = stop_token_ids(self.model, self.tokenizer)
         out: list[tuple[str, list[str]]] = []
         for image, seed in zip(images, seed_list, strict=True):
@@ -417,7 +420,7 @@ class HFVLMAdapter:
         the ``lm.l`` sites, and averaged over the word's pieces.
         """
         if not words:
-            raise ValueError("contextual_word_embeddings needs at least one word")
+            raise InvalidInputError("contextual_word_embeddings needs at least one word")
         prefix = self.prompt.answer_prefix or ""
         base = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         lead = self._leading_special_ids(prefix or "x")

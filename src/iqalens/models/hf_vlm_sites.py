@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from iqalens.errors import InvalidInputError
+
 __all__ = [
     "first_tensor",
     "largest_block_list",
@@ -46,7 +48,7 @@ def largest_block_list(module: torch.nn.Module) -> torch.nn.ModuleList:
         if homogeneous and (best is None or len(sub) > len(best)):
             best = sub
     if best is None:
-        raise ValueError(f"no layer stack found in {type(module).__name__}")
+        raise InvalidInputError(f"no layer stack found in {type(module).__name__}")
     return best
 
 
@@ -98,7 +100,9 @@ def tiles_per_image(
         if per_tile:
             counts = (inputs["input_ids"] == image_token_id).sum(1)
             return [int(c) // int(per_tile) for c in counts.tolist()]
-        raise ValueError(f"{pixel_values.shape[0]} image tiles for {n_images} images: cannot group them")
+        raise InvalidInputError(
+            f"{pixel_values.shape[0]} image tiles for {n_images} images: cannot group them"
+        )
     return [1] * n_images
 
 
@@ -126,10 +130,10 @@ def vision_pooler(tiles: list[int], n_patches: int | None) -> Pool:
             h = h[0]  # a flat sequence with a batch axis of 1
         if h.dim() == 2:  # Qwen: [sum of patches, D], images contiguous
             if h.shape[0] != sum(tiles):
-                raise ValueError(f"vision tower gave {h.shape[0]} rows for {sum(tiles)} patches")
+                raise InvalidInputError(f"vision tower gave {h.shape[0]} rows for {sum(tiles)} patches")
             return mean_per_image(h, tiles)
         if h.shape[0] != sum(tiles):
-            raise ValueError(f"vision tower gave {h.shape[0]} tiles, expected {sum(tiles)}")
+            raise InvalidInputError(f"vision tower gave {h.shape[0]} tiles, expected {sum(tiles)}")
         if n_patches is not None and h.shape[1] == n_patches + 1:
             h = h[:, 1:]  # CLS token
         return mean_per_image(h.mean(1), tiles)

@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from iqalens.configs import dataclass_from_dict
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_save_safetensors
 from iqalens.models.base import ComponentFeatures, ModelKind
 from iqalens.models.efficientnet import LITE_MEAN, LITE_STD, build_efficientnet_lite0
@@ -134,9 +135,9 @@ class MiniConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.resize_shorter < self.image_size:
-            raise ValueError(f"need image_size >= 32 and resize_shorter >= image_size, got {self}")
+            raise InvalidInputError(f"need image_size >= 32 and resize_shorter >= image_size, got {self}")
         if not 1 <= self.grid <= 7:
-            raise ValueError(f"grid must be in 1..7, got {self.grid}")
+            raise InvalidInputError(f"grid must be in 1..7, got {self.grid}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniConfig:
@@ -244,7 +245,7 @@ class MiniVLM(nn.Module):
         """The module of a component by its ``iqalens align`` name."""
         modules = {"vision_encoder": self.encoder, "projector": self.projector, "language_model": self.lm}
         if name not in modules:
-            raise ValueError(f"unknown component {name!r}; the mini model has {', '.join(modules)}")
+            raise InvalidInputError(f"unknown component {name!r}; the mini model has {', '.join(modules)}")
         return modules[name]
 
     def language_model(self, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -276,7 +277,7 @@ class MiniVLM(nn.Module):
     def extract(self, images: Sequence[np.ndarray], batch_size: int = 32) -> ComponentFeatures:
         """Per-site pooled features: 9 vision sites, the projected tokens' mean, 7 MiniLM sites."""
         if len(images) == 0:
-            raise ValueError("extract needs at least one image")
+            raise InvalidInputError("extract needs at least one image")
         k = self.config.grid**2
         vis: list[list[np.ndarray]] = []
         proj: list[np.ndarray] = []
@@ -309,7 +310,7 @@ class MiniVLM(nn.Module):
         for word in words:
             ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
             if not ids:
-                raise ValueError(f"word {word!r} tokenizes to nothing")
+                raise InvalidInputError(f"word {word!r} tokenizes to nothing")
             rows.append(table[torch.tensor(ids)].mean(dim=0))
         return torch.stack(rows).numpy().astype(np.float32)
 
@@ -323,7 +324,7 @@ class MiniVLM(nn.Module):
         of :meth:`word_embeddings`, one row per ``lm.l`` site (the contextual semantic distance)."""
         template = template or self.contextual_template
         if "{}" not in template or not template.endswith("{}"):
-            raise ValueError(f"template must end with '{{}}' where the word goes, got {template!r}")
+            raise InvalidInputError(f"template must end with '{{}}' where the word goes, got {template!r}")
         prefix = self.tokenizer(template[:-2].strip(), add_special_tokens=False)["input_ids"]
         per_layer: list[list[torch.Tensor]] = []
         for word in words:
@@ -331,13 +332,13 @@ class MiniVLM(nn.Module):
             enc = self.tokenizer(template.format(word), return_tensors="pt")
             start = 1 + len(prefix)  # after [CLS] and the template's words
             if not pieces or enc["input_ids"][0, start : start + len(pieces)].tolist() != pieces:
-                raise ValueError(f"cannot locate the pieces of {word!r} in {template.format(word)!r}")
+                raise InvalidInputError(f"cannot locate the pieces of {word!r} in {template.format(word)!r}")
             hidden = self.lm(**enc, output_hidden_states=True).hidden_states
             per_layer = per_layer or [[] for _ in hidden]
             for acc, h in zip(per_layer, hidden, strict=True):
                 acc.append(h[0, start : start + len(pieces)].mean(dim=0))
         if not per_layer:
-            raise ValueError("contextual_word_embeddings needs at least one word")
+            raise InvalidInputError("contextual_word_embeddings needs at least one word")
         return np.stack([torch.stack(rows).numpy() for rows in per_layer]).astype(np.float32)
 
     @torch.no_grad()
@@ -346,7 +347,7 @@ class MiniVLM(nn.Module):
     ) -> np.ndarray:
         """[N, C] cosine similarity of the image sentence embedding to each class word's embedding."""
         if not class_words:
-            raise ValueError("class_log_scores needs at least one class word")
+            raise InvalidInputError("class_log_scores needs at least one class word")
         text = self.text_sentence_embedding(class_words)
         memo, self._sentence_memo = self._sentence_memo, None
         if memo is not None and memo[1] == self._weights_version() and memo[0] == _fingerprint(images):
@@ -378,7 +379,7 @@ class MiniVLM(nn.Module):
         """
         bad = sorted(set(components) - set(_COMPONENTS))
         if bad or "projector" not in components:
-            raise ValueError(
+            raise InvalidInputError(
                 f"components must include 'projector' and be among {_COMPONENTS}, got {components}"
             )
         out = Path(folder)
@@ -412,7 +413,7 @@ class MiniVLM(nn.Module):
                 raise FileNotFoundError(f"{src} is not a mini-model checkpoint: {name} is missing")
         data = json.loads((src / CONFIG_FILE).read_text())
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{src / CONFIG_FILE}: unsupported format {data.get('format_version')!r}")
+            raise InvalidInputError(f"{src / CONFIG_FILE}: unsupported format {data.get('format_version')!r}")
         model = cls(MiniConfig.from_dict(data["config"]), model_id=data.get("model_id", str(src)))
         state = load_file(str(src / WEIGHTS_FILE))
         for comp in data["components"]:
@@ -492,7 +493,7 @@ def prealign(
         images = [load_rgb(p) for p in sample_paths()]
     views = augmented_views(images) if augment else list(images)
     if not views:
-        raise ValueError("prealign needs at least one image")
+        raise InvalidInputError("prealign needs at least one image")
     names = imagenet_class_names()
     with torch.no_grad():
         heads, probs = [], []

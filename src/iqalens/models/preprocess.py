@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from iqalens.errors import InvalidInputError
+
 __all__ = ["crop_boxes", "normalise", "resize_shorter"]
 
 
@@ -36,7 +38,7 @@ def crop_boxes(height: int, width: int, size: int, grid: int = 1) -> list[tuple[
     and last crops touch the borders; repeated corners (an axis with no slack) are listed once.
     """
     if size > height or size > width:
-        raise ValueError(f"crop {size} larger than image {height}x{width}")
+        raise InvalidInputError(f"crop {size} larger than image {height}x{width}")
 
     def axis(length: int) -> list[int]:
         if grid == 1:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from iqalens.errors import InvalidInputError
 from iqalens.taxonomy import CLASSES
 
 __all__ = ["ANSWER_ALIASES", "NEGATORS", "NEGATION_WINDOW", "UNPARSED", "AnswerParser", "parse_answer"]
@@ -118,14 +119,14 @@ class AnswerParser:
         aliases: Mapping[str, Sequence[str]] = ANSWER_ALIASES,
     ) -> None:
         if len(class_words) != len(CLASSES):
-            raise ValueError(f"need one class word per class ({len(CLASSES)}), got {len(class_words)}")
+            raise InvalidInputError(f"need one class word per class ({len(CLASSES)}), got {len(class_words)}")
         self.classes = list(CLASSES)
         owner: dict[str, str] = {}
         for name, word in zip(CLASSES, class_words, strict=True):
             for alias in (*aliases.get(name, ()), word):
                 key = " ".join(re.split(r"[\s_-]+", alias.strip().lower()))
                 if owner.setdefault(key, name) != name:
-                    raise ValueError(f"alias {alias!r} names both {owner[key]} and {name}")
+                    raise InvalidInputError(f"alias {alias!r} names both {owner[key]} and {name}")
         # Longest first, so that at one position the longest alias is the one the regex takes.
         ordered = sorted(owner, key=lambda a: (-len(a), a))
         self._owner = owner

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.perception.answers import UNPARSED
 from iqalens.taxonomy import CLASSES
 
@@ -46,7 +47,7 @@ def sample_from_scores(scores: np.ndarray, samples: int, temperature: float, see
     """[N, K] class indices drawn from softmax(scores / temperature) per row (seeded, float64)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or samples < 1 or not temperature > 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"need [N, C] scores, samples >= 1, temperature > 0; got {s.shape}, {samples}, {temperature}"
         )
     z = s / temperature
@@ -75,9 +76,9 @@ def answer_consistency(
     y = np.asarray(labels, dtype=np.int64)
     c = len(class_names)
     if a.ndim != 2 or a.shape[0] != len(y) or a.shape[1] < 1 or len(y) == 0:
-        raise ValueError(f"need [N, K] answers for N = {len(y)} > 0 labels, got {a.shape}")
+        raise InvalidInputError(f"need [N, K] answers for N = {len(y)} > 0 labels, got {a.shape}")
     if a.min() < 0 or a.max() > c:
-        raise ValueError(f"answers must be class indices in [0, {c}] ({c} = {UNPARSED})")
+        raise InvalidInputError(f"answers must be class indices in [0, {c}] ({c} = {UNPARSED})")
     counts = np.zeros((len(a), c + 1), dtype=np.int64)
     np.add.at(counts, (np.repeat(np.arange(len(a)), a.shape[1]), a.ravel()), 1)
     modal = counts.argmax(axis=1)  # ties -> lowest index: canonical order, unparsed last

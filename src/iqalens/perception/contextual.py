@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.perception.features import FeatureSet, atomic_npy
 from iqalens.perception.semantic import semantic_distance
 
@@ -72,7 +73,7 @@ def cached_contextual_words(model: ContextualWordModel, fs: FeatureSet, template
             atomic_npy(path, states)
     width = fs.site(sites[0]).shape[1] if sites else None
     if states.ndim != 3 or states.shape[:2] != (len(sites), len(words)) or states.shape[2] != width:
-        raise ValueError(
+        raise InvalidInputError(
             f"{fs.model_id}: contextual word states have shape {states.shape}, expected "
             f"[{len(sites)} lm sites, {len(words)} words, {width}]"
         )
@@ -85,7 +86,7 @@ def contextual_distance(
     """Per-layer curve and last-layer per-class statistics (see module doc) on the rows in ``mask``."""
     sites = lm_site_names(fs)
     if not sites:
-        raise ValueError(f"{fs.model_id} has no language-model sites")
+        raise InvalidInputError(f"{fs.model_id} has no language-model sites")
     labels = fs.labels[mask]
     curve: list[dict[str, Any]] = []
     last: dict[str, Any] = {}

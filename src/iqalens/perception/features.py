@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.errors import InvalidInputError
 from iqalens.files import sibling_tempfile
 from iqalens.images import load_rgb
 from iqalens.models.base import ComponentModel
@@ -202,9 +203,9 @@ def _load_parts(folder: Path, n_rows: int) -> tuple[dict[int, list[np.ndarray]],
 def _check_batch(model_id: str, n: int, site_arrays: list[np.ndarray], scores: np.ndarray, c: int) -> None:
     for k, a in enumerate(site_arrays):
         if a.ndim != 2 or a.shape[0] != n:
-            raise ValueError(f"{model_id}: site {k} features have shape {a.shape}, expected [{n}, D]")
+            raise InvalidInputError(f"{model_id}: site {k} features have shape {a.shape}, expected [{n}, D]")
     if scores.shape != (n, c):
-        raise ValueError(f"{model_id}: class_log_scores gave shape {scores.shape}, expected {(n, c)}")
+        raise InvalidInputError(f"{model_id}: class_log_scores gave shape {scores.shape}, expected {(n, c)}")
 
 
 def labelled_rows(manifest_path: str | os.PathLike[str]) -> tuple[Any, list[Any]]:
@@ -212,7 +213,7 @@ def labelled_rows(manifest_path: str | os.PathLike[str]) -> tuple[Any, list[Any]
     manifest, _ = read_manifest(manifest_path)
     labelled = [r for r in manifest.rows if r.perception_class in CLASSES]
     if not labelled:
-        raise ValueError(f"{manifest_path}: no rows with one of the classes {', '.join(CLASSES)}")
+        raise InvalidInputError(f"{manifest_path}: no rows with one of the classes {', '.join(CLASSES)}")
     return manifest, labelled
 
 
@@ -235,10 +236,10 @@ def extract_features(
     whose embeddings the semantic distance uses), one per class in :data:`CLASSES` order.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
     words = list(class_words)
     if len(words) != len(CLASSES):
-        raise ValueError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
+        raise InvalidInputError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
     manifest, labelled = labelled_rows(manifest_path)
     ckpt = checkpoint_of(model, checkpoint_id)
     mhash = manifest_hash(manifest_path)
@@ -262,7 +263,9 @@ def extract_features(
         earlier = json.loads(meta_file.read_text())
         same = {k: earlier.get(k) for k in meta if k != "manifest"}
         if same != {k: v for k, v in meta.items() if k != "manifest"}:
-            raise ValueError(f"{folder} holds another extraction ({earlier.get('model_id')}); remove it")
+            raise InvalidInputError(
+                f"{folder} holds another extraction ({earlier.get('model_id')}); remove it"
+            )
     else:
         write_json(meta_file, meta)
 
@@ -292,7 +295,7 @@ def extract_features(
     else:
         word_emb = np.asarray(model.word_embeddings(words), dtype=np.float32)
         if word_emb.ndim != 2 or word_emb.shape[0] != len(words):
-            raise ValueError(f"{model.model_id}: word_embeddings gave shape {word_emb.shape}")
+            raise InvalidInputError(f"{model.model_id}: word_embeddings gave shape {word_emb.shape}")
         atomic_npy(words_file, word_emb)
 
     return FeatureSet(
@@ -350,7 +353,7 @@ def _extract_missing(
                 site_names = cf.site_names
                 write_json(names_file, site_names)
             elif cf.site_names != site_names:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{model.model_id}: sites changed between batches ({site_names} vs {cf.site_names})"
                 )
             _atomic_npz(
@@ -367,6 +370,6 @@ def _extract_missing(
     assert site_names is not None
     n_sites = len(feats[0])
     if n_sites != len(site_names):
-        raise ValueError(f"{folder}: cached parts have {n_sites} sites, expected {len(site_names)}")
+        raise InvalidInputError(f"{folder}: cached parts have {n_sites} sites, expected {len(site_names)}")
     sites = [np.stack([feats[i][k] for i in range(n)]) for k in range(n_sites)]
     return sites, np.stack([scores[i] for i in range(n)]), site_names

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.taxonomy import CLASSES
 
 
@@ -30,13 +31,13 @@ def forced_choice(
     y = np.asarray(labels, dtype=np.int64)
     c = len(class_names)
     if s.ndim != 2 or s.shape != (len(y), c):
-        raise ValueError(f"scores must be [N, {c}] with N = {len(y)} labels, got {s.shape}")
+        raise InvalidInputError(f"scores must be [N, {c}] with N = {len(y)} labels, got {s.shape}")
     if len(y) == 0:
-        raise ValueError("forced choice needs at least one image")
+        raise InvalidInputError("forced choice needs at least one image")
     if y.min() < 0 or y.max() >= c:
-        raise ValueError(f"labels must be class indices in [0, {c})")
+        raise InvalidInputError(f"labels must be class indices in [0, {c})")
     if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or infinite values")
+        raise InvalidInputError("scores contain NaN or infinite values")
     pred = s.argmax(axis=1)
     confusion = np.zeros((c, c), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)

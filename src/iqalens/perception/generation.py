@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.images import load_rgb
 from iqalens.perception.answers import UNPARSED, AnswerParser
@@ -78,9 +79,9 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if self.samples < 0 or self.max_new_tokens < 1:
-            raise ValueError(f"need samples >= 0 and max_new_tokens >= 1, got {self}")
+            raise InvalidInputError(f"need samples >= 0 and max_new_tokens >= 1, got {self}")
         if self.samples and not self.temperature > 0:
-            raise ValueError(f"sampling needs a temperature > 0, got {self.temperature}")
+            raise InvalidInputError(f"sampling needs a temperature > 0, got {self.temperature}")
 
 
 def image_seed(seed: int, row: int) -> int:
@@ -96,7 +97,7 @@ def _prompt_id(model: Any) -> str:
 
 def _cache_folder(fs: FeatureSet, model: Any, settings: GenerationSettings) -> Path:
     if fs.cache_dir is None:
-        raise ValueError(
+        raise InvalidInputError(
             "free generation is cached next to the features; the feature set has no cache folder"
         )
     payload = json.dumps({"settings": asdict(settings), "prompt": _prompt_id(model)}, sort_keys=True)
@@ -146,7 +147,9 @@ def cached_answers(
     if todo:
         manifest, labelled = labelled_rows(manifest_path)
         if len(labelled) != len(fs):
-            raise ValueError(f"{manifest_path} has {len(labelled)} labelled rows, the features {len(fs)}")
+            raise InvalidInputError(
+                f"{manifest_path} has {len(labelled)} labelled rows, the features {len(fs)}"
+            )
         bar = tqdm(
             total=len(rows),
             initial=len(rows) - len(todo),
@@ -167,7 +170,9 @@ def cached_answers(
                     max_new_tokens=settings.max_new_tokens,
                 )
                 if len(answers) != len(chunk) or any(len(s) != settings.samples for _, s in answers):
-                    raise ValueError(f"{fs.model_id}: generate_answers returned the wrong number of answers")
+                    raise InvalidInputError(
+                        f"{fs.model_id}: generate_answers returned the wrong number of answers"
+                    )
                 part = {"index": chunk, "greedy": [g for g, _ in answers], "samples": [s for _, s in answers]}
                 atomic_write_text(folder / f"part_{chunk[0]:07d}.json", json.dumps(part, ensure_ascii=False))
                 done |= dict(zip(chunk, answers, strict=True))
@@ -196,7 +201,7 @@ def free_generation_metrics(
     y = np.asarray(labels, dtype=np.int64)
     c = len(class_names)
     if len(texts) != len(y) or len(y) == 0:
-        raise ValueError(f"need one answer per label (> 0), got {len(texts)} answers, {len(y)} labels")
+        raise InvalidInputError(f"need one answer per label (> 0), got {len(texts)} answers, {len(y)} labels")
     pred = np.array([parser.index(t) for t in texts], dtype=np.int64)
     confusion = np.zeros((c, c + 1), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)

@@ -23,6 +23,7 @@ import torch
 
 from iqalens.datasets.manifest import ManifestRow
 from iqalens.datasets.splits import assign_splits
+from iqalens.errors import InvalidInputError
 from iqalens.taxonomy import CLASSES
 
 
@@ -54,7 +55,7 @@ def fit_probe(
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.int64)
     if xa.ndim != 2 or len(xa) != len(ya) or len(xa) == 0:
-        raise ValueError(f"need [N, D] features with N labels, got {xa.shape} and {ya.shape}")
+        raise InvalidInputError(f"need [N, D] features with N labels, got {xa.shape} and {ya.shape}")
     mean = xa.mean(axis=0)
     std = xa.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)
@@ -102,7 +103,7 @@ def probe_splits(
     train = np.array([s == "train" for s in sp])
     test = np.array([s == "test" for s in sp])
     if not train.any() or not test.any():
-        raise ValueError(
+        raise InvalidInputError(
             f"probes need train and test rows; the splits hold {sorted(set(sp))} "
             "(rebuild the benchmark with splits, or clear the split column to have one assigned)"
         )
@@ -110,7 +111,7 @@ def probe_splits(
         r for r, t in zip(references, test, strict=True) if t
     }
     if shared:
-        raise ValueError(
+        raise InvalidInputError(
             f"train and test share {len(shared)} reference(s) (e.g. {sorted(shared)[0]!r}); "
             "probes need content-disjoint splits"
         )

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.models.base import ComponentModel
 from iqalens.perception.answers import AnswerParser
@@ -109,9 +110,9 @@ def perceive(
     generations for the consistency when ``samples`` > 0; ``max_new_tokens`` bounds each answer.
     """
     if samples < 0:
-        raise ValueError(f"samples must be >= 0, got {samples}")
+        raise InvalidInputError(f"samples must be >= 0, got {samples}")
     if samples and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+        raise InvalidInputError(f"temperature must be > 0 for sampling, got {temperature}")
     out = Path(out_dir)
     config = {
         "model_id": model.model_id,

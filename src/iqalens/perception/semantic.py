@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.errors import InvalidInputError
 from iqalens.taxonomy import CLASSES
 
 #: Per-class quantities :func:`compare` reports; for ``mean_rank`` lower is better.
@@ -26,7 +27,7 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.asarray(a, dtype=np.float64)
     w = np.asarray(b, dtype=np.float64)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
-        raise ValueError(
+        raise InvalidInputError(
             f"visual features {x.shape} and word embeddings {w.shape} must share their width "
             "(the projector maps into the language model's input space)"
         )
@@ -48,7 +49,9 @@ def semantic_distance(
     sims = cosine_matrix(visual, word_embeddings)
     c = len(class_names)
     if sims.shape != (len(y), c):
-        raise ValueError(f"need {c} class words and one label per image, got similarities {sims.shape}")
+        raise InvalidInputError(
+            f"need {c} class words and one label per image, got similarities {sims.shape}"
+        )
     idx = np.arange(len(y))
     true = sims[idx, y]
     wrong = sims.copy()
@@ -104,7 +107,7 @@ def compare(before_metrics: Mapping[str, Any], after_metrics: Mapping[str, Any])
     sb = before_metrics.get("semantic", before_metrics)
     sa = after_metrics.get("semantic", after_metrics)
     if list(sb.get("classes", [])) != list(sa.get("classes", [])):
-        raise ValueError("the two runs use different class lists; they cannot be compared per class")
+        raise InvalidInputError("the two runs use different class lists; they cannot be compared per class")
 
     def entry(b: float | None, a: float | None) -> dict[str, float | None]:
         return {

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.report.collect import collect
 from iqalens.report.html import Cell, esc, page, slug, table
@@ -57,7 +58,7 @@ def build_report(found: Collection, title: str = DEFAULT_TITLE, sources: Sequenc
     for _, spec in kinds:
         if spec.section is not None and spec.section.key not in sections:
             if spec.section.key in _RESERVED:
-                raise ValueError(f"report section {spec.section.key!r}: that anchor is the page's own")
+                raise InvalidInputError(f"report section {spec.section.key!r}: that anchor is the page's own")
             sections[spec.section.key] = spec.section
     taken: set[str] = set(_RESERVED) | set(sections)
     summary_rows: list[list[str | Cell]] = []

@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from iqalens.errors import UnknownNameError
+from iqalens.errors import InvalidInputError, UnknownNameError
 from iqalens.leaf.store import APPLICATION_ID, StoreError
 from iqalens.report.kinds import REPORT_KINDS
 from iqalens.report.legacy import legacy_kind, legacy_result
@@ -124,7 +124,7 @@ def load_path(kind: str, path: Path, name: str, stored: StoredResult | None = No
     entry = REPORT_KINDS.entry(kind)
     spec = entry.load()
     if spec.load is None:
-        raise ValueError(f"a {kind} result has nothing to draw")
+        raise InvalidInputError(f"a {kind} result has nothing to draw")
     result = None
     if spec.result_type is not None:
         if stored is not None:
@@ -204,12 +204,12 @@ def collect(paths: Sequence[str | os.PathLike[str]], max_depth: int = DEFAULT_DE
     reportable is found at all.
     """
     if not paths:
-        raise ValueError("name at least one run folder, judgments store or score file")
+        raise InvalidInputError("name at least one run folder, judgments store or score file")
     found = Collection()
     for item in paths:
         path = Path(item)
         if not path.exists():
-            raise ValueError(f"{path} does not exist")
+            raise InvalidInputError(f"{path} does not exist")
         if path.is_file():
             if is_judgments_store(path):
                 _load("store", path, path, found)
@@ -222,7 +222,7 @@ def collect(paths: Sequence[str | os.PathLike[str]], max_depth: int = DEFAULT_DE
     if not found.runs:
         named = ", ".join(str(p) for p in paths)
         why = f" ({'; '.join(f'{p}: {r}' for p, r in found.skipped[:3])})" if found.skipped else ""
-        raise ValueError(
+        raise InvalidInputError(
             f"nothing reportable in {named}: no perceive, align, distill, calibrate, evaluate, label-budget "
             f"or demo run folder, judgments store or score file found{why}"
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iqalens.errors import InvalidInputError
 from iqalens.registry import Registry
 from iqalens.report.records import Run
 
@@ -61,7 +62,7 @@ class ReportKind:
     def __post_init__(self) -> None:
         drawn = (self.section, self.load, self.headline, self.article)
         if not self.container and any(part is None for part in drawn):
-            raise ValueError(f"report kind {self.label!r}: give section, load, headline and article")
+            raise InvalidInputError(f"report kind {self.label!r}: give section, load, headline and article")
 
 
 #: Every kind ``iqalens report`` can show, in the order its sections and blocks appear.

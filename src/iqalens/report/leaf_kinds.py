@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 import iqalens.report.leaf_section as draw
+from iqalens.errors import InvalidInputError
 from iqalens.leaf.results import BudgetResult, CalibrationResult, DistillResult, EvaluationResult
 from iqalens.leaf.store import JudgmentStore
 from iqalens.report.kinds import ReportKind, Section
@@ -136,7 +137,7 @@ def load_budget(folder: Path, name: str, result: BudgetResult | None) -> BudgetR
     else:
         summary = list(results.get("summary", []))
     if not summary:
-        raise ValueError("a label-budget run without summary.csv (interrupted?)")
+        raise InvalidInputError("a label-budget run without summary.csv (interrupted?)")
     summary = [{k: (to_float(v) if k in _BUDGET_NUMBERS else v) for k, v in row.items()} for row in summary]
     cfg = config.get("config", {})
     protocol_cfg = results.get("config") or cfg.get("protocol") or {}

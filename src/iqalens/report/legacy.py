@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
+from iqalens.errors import InvalidInputError
 from iqalens.report.reading import json_or_empty, read_json, run_config
 from iqalens.results import RESULT_FILE, decode_result, peek_result
 
@@ -83,10 +84,10 @@ def legacy_result(folder: Path, kind: str, result_type: type[R]) -> R | None:
     if not path.is_file():
         if kind in _METRICS_OPTIONAL:
             return None
-        raise ValueError(f"no {RESULT_FILE} in {folder} (an interrupted run?)")
+        raise InvalidInputError(f"no {RESULT_FILE} in {folder} (an interrupted run?)")
     metrics = read_json(path)
     if not isinstance(metrics, dict):
-        raise ValueError(f"{path} is not a JSON object")
+        raise InvalidInputError(f"{path} is not a JSON object")
     return decode_result(result_type, _upgrade(kind, metrics), str(path))
 
 

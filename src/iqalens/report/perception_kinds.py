@@ -12,6 +12,7 @@ from pathlib import Path
 
 import iqalens.report.perception_section as draw
 from iqalens.align.result import AlignResult
+from iqalens.errors import InvalidInputError
 from iqalens.perception.result import PerceptionResult
 from iqalens.report.kinds import ReportKind, Section
 from iqalens.report.legacy import typed_or_legacy
@@ -85,7 +86,9 @@ def load_align(folder: Path, name: str, result: AlignResult | None) -> AlignRun:
     before = _side(folder / "before", f"{name}/before")
     after = _side(folder / "after", f"{name}/after")
     if result is None and before is None and after is None:
-        raise ValueError("an align run without metrics.json or before/after diagnostics (interrupted?)")
+        raise InvalidInputError(
+            "an align run without metrics.json or before/after diagnostics (interrupted?)"
+        )
     cfg = config.get("config", {})
     base = metrics.get("base_model") or cfg.get("base_model") or cfg.get("model") or "?"
     model = f"{metrics.get('model_id') or folder / 'model'} fine-tuned from {base}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from iqalens.datasets.manifest import sidecar_path
+from iqalens.errors import InvalidInputError
 from iqalens.report.records import MosSource, Provenance
 
 #: Run files larger than this are refused rather than read into memory.
@@ -23,7 +24,7 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 
 def read_json(path: Path) -> Any:
     if path.stat().st_size > MAX_JSON_BYTES:
-        raise ValueError(f"{path} is too large to be a run file")
+        raise InvalidInputError(f"{path} is too large to be a run file")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -32,6 +32,7 @@ from iqalens.datasets.importers._common import (
 )
 from iqalens.datasets.manifest import Manifest, ManifestError, ManifestRow, make_provenance
 from iqalens.datasets.splits import assign_splits
+from iqalens.errors import InvalidInputError
 from iqalens.taxonomy import CLASSES, EXCLUDED, database_class, kadid_class
 
 __all__ = [
@@ -122,7 +123,7 @@ def get_importer(name: str) -> Importer:
     key = _key(name)
     key = _ALIASES.get(key, key)
     if key not in IMPORTERS:
-        raise ValueError(f"unknown database {name!r}; known: {', '.join(IMPORTERS)}")
+        raise InvalidInputError(f"unknown database {name!r}; known: {', '.join(IMPORTERS)}")
     return IMPORTERS[key]
 
 
@@ -338,10 +339,12 @@ def _unified_roots(roots: Mapping[str, PathLike]) -> dict[str, PathLike]:
     for name, root in roots.items():
         key = get_importer(name).key
         if key not in UNIFIED_DATABASES:
-            raise ValueError(f"unified merges {', '.join(UNIFIED_DATABASES)}; {name!r} is not one of them")
+            raise InvalidInputError(
+                f"unified merges {', '.join(UNIFIED_DATABASES)}; {name!r} is not one of them"
+            )
         chosen[key] = root
     if not chosen:
-        raise ValueError(f"unified needs the root of at least one of {', '.join(UNIFIED_DATABASES)}")
+        raise InvalidInputError(f"unified needs the root of at least one of {', '.join(UNIFIED_DATABASES)}")
     return chosen
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
+from iqalens.errors import InvalidInputError
 from iqalens.evaluation.noref import brisque, brisque_model, niqe, niqe_model
 from iqalens.images import ImageLoadError, load_rgb
 from iqalens.leaf.judgments import LEVEL_SCORES, PairJudgment, PointJudgment
@@ -98,7 +99,7 @@ class ClassicalMapping:
 def level_distribution(mu: float, sigma: float) -> np.ndarray:
     """N(mu, sigma^2) discretised onto the level scores 5..1 (in ``LEVELS`` order), open end bins."""
     if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise InvalidInputError(f"sigma must be positive, got {sigma}")
     upper = np.append(np.inf, LEVEL_SCORES[:-1] - 0.5)  # 5: [4.5, inf), 4: [3.5, 4.5), ...
     lower = np.append(LEVEL_SCORES[:-1] - 0.5, -np.inf)
     p = special.ndtr((upper - mu) / sigma) - special.ndtr((lower - mu) / sigma)
@@ -125,7 +126,7 @@ def fit_logistic(metric: np.ndarray, mos: np.ndarray) -> LogisticMap:
     ok = np.isfinite(m) & np.isfinite(y)
     m, y = m[ok], y[ok]
     if len(m) < 4:
-        raise ValueError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
+        raise InvalidInputError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
     spread = float(np.std(m)) or 1.0
 
     def unpack(theta: np.ndarray) -> LogisticMap:

@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from iqalens.errors import InvalidInputError
 from iqalens.images import load_rgb
 from iqalens.leaf.prompts import Prompt
 
@@ -118,17 +119,17 @@ def first_token_logprobs(data: Any) -> dict[str, float]:
     ``LookupError`` for a completion without log-probabilities (a configuration problem).
     """
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise ValueError("body has no 'choices' list")
+        raise InvalidInputError("body has no 'choices' list")
     choice = data["choices"][0]
     if not isinstance(choice, dict):
-        raise ValueError("choices[0] is not an object")
+        raise InvalidInputError("choices[0] is not an object")
     logprobs = choice.get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not content:
         raise LookupError("the reply has no logprobs (choices[0].logprobs.content is missing or empty)")
     first = content[0]
     if not isinstance(first, dict):
-        raise ValueError("logprobs.content[0] is not an object")
+        raise InvalidInputError("logprobs.content[0] is not an object")
     top = first.get("top_logprobs") or []
     if isinstance(top, dict):  # the legacy completions form {token: logprob}
         top = [{"token": k, "logprob": v} for k, v in top.items()]
@@ -140,7 +141,7 @@ def first_token_logprobs(data: Any) -> dict[str, float]:
         try:
             token, lp = str(e["token"]), float(e["logprob"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"malformed top_logprobs entry {e!r}") from None
+            raise InvalidInputError(f"malformed top_logprobs entry {e!r}") from None
         out.setdefault(token, lp)
     if not out:
         raise LookupError("the reply's logprobs list no tokens")
@@ -202,7 +203,7 @@ def _png_bit_depth(path: str | os.PathLike[str]) -> int:
 def build_messages(prompt: Prompt, data_urls: Sequence[str]) -> list[dict[str, Any]]:
     """OpenAI chat messages for ``prompt`` with its images given as data URLs."""
     if len(data_urls) != prompt.n_images:
-        raise ValueError(f"prompt takes {prompt.n_images} images, got {len(data_urls)}")
+        raise InvalidInputError(f"prompt takes {prompt.n_images} images, got {len(data_urls)}")
     content: list[dict[str, Any]] = []
     for kind, value in prompt.parts:
         if kind == "image":
