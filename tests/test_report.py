@@ -468,3 +468,19 @@ def test_a_new_report_kind_is_one_module_and_one_register_call(
     assert "throwaway" not in REPORT_KINDS
     with pytest.raises(ValueError, match="kind 'throwaway', which this iqalens cannot report"):
         collect([tmp_path / "runs"])
+
+
+def test_the_proxy_callout_names_each_proxy_once() -> None:
+    from types import SimpleNamespace
+
+    from iqalens.report.build import _proxy_callout
+
+    note = "proxy MOS = KADID-10k mean DMOS of the image's (type, level) cell"
+
+    def run(text: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            name="r", provenance=SimpleNamespace(mos=SimpleNamespace(note=text, proxy=True))
+        )
+
+    html = _proxy_callout([run(note), run(f"proxy MOS: {note}")])  # type: ignore[list-item]
+    assert html.count("KADID-10k mean DMOS") == 1

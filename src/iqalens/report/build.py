@@ -27,7 +27,14 @@ _RESERVED = frozenset({"summary", "skipped"})
 
 
 def _proxy_callout(runs: Sequence[Run]) -> str:
-    proxies = sorted({r.provenance.mos.note for r in runs if r.provenance.mos and r.provenance.mos.proxy})
+    # A calibration names its scale "proxy MOS: <the proxy's note>": the same proxy, said once.
+    proxies = sorted(
+        {
+            r.provenance.mos.note.removeprefix("proxy MOS: ")
+            for r in runs
+            if r.provenance.mos and r.provenance.mos.proxy
+        }
+    )
     unknown = [r.name for r in runs if r.provenance.mos and r.provenance.mos.proxy is None]
     parts = []
     if proxies:
