@@ -27,6 +27,10 @@ def test_import_is_lazy() -> None:
 
 
 def test_face_lists_the_api_and_rejects_other_names() -> None:
+    from iqalens import api
+
+    # The face repeats api.__all__ (so that `import iqalens` need not import numpy): the two must agree.
+    assert set(iqalens.__all__) - {"__version__"} == set(api.__all__)
     assert set(iqalens.__all__) <= set(dir(iqalens))
     assert callable(iqalens.load_scorer) and iqalens.__version__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
