@@ -193,7 +193,9 @@ class MonotoneMap:
 # fitting
 
 
-def _pair(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def paired_scores(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float64 1-D arrays of one length, finite and not empty, or a clear error
+    (every fit of a map, here and in LEAF's calibration, starts with this check)."""
     xs = np.asarray(x, dtype=np.float64)
     ys = np.asarray(y, dtype=np.float64)
     if xs.ndim != 1 or xs.shape != ys.shape:
@@ -218,7 +220,7 @@ def _rising(x: np.ndarray, y: np.ndarray) -> bool:
 
 def fit_linear(x: ArrayLike, y: ArrayLike, note: str | None = None) -> MonotoneMap:
     """Least-squares line; the mean of ``y`` (kind ``constant``) when ``x`` is constant."""
-    xs, ys = _pair(x, y)
+    xs, ys = paired_scores(x, y)
     if _is_constant(xs):
         return MonotoneMap(
             "constant", {"value": float(np.mean(ys))}, xs.size, "predictions are constant: mapped to mean MOS"
@@ -248,7 +250,7 @@ def fit_logistic4(
     scale-free: asymptotes within 10 ranges of the data, midpoint within 5 standard deviations of the
     mean, width between 1e-3 and 1e3 standard deviations.
     """
-    x, y = _pair(pred, mos)
+    x, y = paired_scores(pred, mos)
     if _is_constant(x):
         return fit_linear(x, y)
     linear = fit_linear(x, y)
@@ -311,7 +313,7 @@ def fit_logistic4(
 def fit_logistic5(x: ArrayLike, y: ArrayLike) -> MonotoneMap:
     """The five-parameter logistic by bounded least squares on z-scored data, several starts; a line
     (with a note) when the MOS are constant or every start fails. ``x`` must not be constant."""
-    xs, ys = _pair(x, y)
+    xs, ys = paired_scores(x, y)
     if _is_constant(ys):
         return fit_linear(xs, ys, "logistic5 requested: MOS are constant")
     mx, sx, my, sy = float(xs.mean()), float(xs.std()), float(ys.mean()), float(ys.std())
@@ -350,7 +352,7 @@ def fit_logistic5(x: ArrayLike, y: ArrayLike) -> MonotoneMap:
 def fit_isotonic(x: ArrayLike, y: ArrayLike) -> MonotoneMap:
     """The least-squares monotone fit (increasing or decreasing by the sign of the rank correlation):
     equal scores are pooled into one knot weighted by their count, then pool-adjacent-violators."""
-    xs, ys = _pair(x, y)
+    xs, ys = paired_scores(x, y)
     knots, inverse, counts = np.unique(xs, return_inverse=True, return_counts=True)
     pooled = np.bincount(inverse, weights=ys) / counts  # equal scores share one mean
     fitted = optimize.isotonic_regression(pooled, weights=counts, increasing=_rising(xs, ys)).x

@@ -44,6 +44,7 @@ from iqalens.evaluation.mapping import (
     fit_linear,
     fit_logistic4,
     fit_logistic5,
+    paired_scores,
 )
 from iqalens.evaluation.metrics import rmse
 from iqalens.leaf.names import AUTO_CANDIDATES
@@ -77,12 +78,7 @@ def load_calibrator(path: str | os.PathLike[str]) -> Calibrator:
 def _validate(x: ArrayLike, y: ArrayLike, method: str) -> tuple[np.ndarray, np.ndarray]:
     if method not in MIN_POINTS:
         raise UnknownNameError(f"unknown calibration method {method!r}; known: {', '.join(METHODS)}")
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray(y, dtype=np.float64)
-    if xs.ndim != 1 or xs.shape != ys.shape:
-        raise InvalidInputError(f"scores and MOS must be 1-D of equal length, got {xs.shape} and {ys.shape}")
-    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-        raise InvalidInputError("scores and MOS must be finite (found NaN or inf)")
+    xs, ys = paired_scores(x, y)
     need = MIN_POINTS[method]
     if xs.size < need:
         raise InvalidInputError(
