@@ -129,18 +129,22 @@ def test_make_teacher_rejects_unknown_specs() -> None:
         with pytest.raises(ValueError, match="teacher spec") as info:  # InvalidInputError is a ValueError
             make_teacher(spec)
         assert isinstance(info.value, InvalidInputError)
-        assert "'classical', 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL'" in str(info.value)  # from TEACHERS
+        assert "'classical', 'fr[:METRICS]', 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL'" in str(
+            info.value
+        )  # from TEACHERS
 
 
 def test_the_built_in_teachers_are_listed_without_importing_them() -> None:
     assert [(t.name, t.usage) for t in list_teachers()] == [
         ("classical", "'classical'"),
+        ("fr", "'fr[:METRICS]'"),
         ("hf", "'hf:PATH_OR_ID'"),
         ("openai", "'openai:MODEL@BASE_URL'"),
     ]
     assert list_teachers()[0].options == ("workers",)
-    assert (
-        teachers_help() == "'classical' (NIQE+BRISQUE, offline), 'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'"
+    assert teachers_help() == (
+        "'classical' (NIQE+BRISQUE, offline), 'fr[:METRICS]' (reference-aware, offline; needs a manifest), "
+        "'hf:PATH_OR_ID', or 'openai:MODEL@BASE_URL'"
     )
 
 

@@ -58,10 +58,13 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_concurrency=args.concurrency,
         max_deferred_rounds=args.retry_rounds,
+        manifests=[s for s in args.images if str(s).lower().endswith(".csv")],
+        references=args.references,
+        pair_mode=args.fr_pairs,
     )
 
     def warn(path: Path, reason: str) -> None:
-        print(f"iqalens teach: skipped unreadable {path}: {reason}", file=sys.stderr)
+        print(f"iqalens teach: skipped {path}: {reason}", file=sys.stderr)
 
     def warn_unanswered(item: str, problem: str) -> None:
         print(f"iqalens teach: unanswered {item}: {problem}", file=sys.stderr)
@@ -319,6 +322,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (classical teacher)")
     p.add_argument("--device", default=None, help="torch device (hf teacher), e.g. cuda")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent requests (openai teacher)")
+    p.add_argument(
+        "--references",
+        metavar="DIR",
+        default=None,
+        help="folder of reference images named after the manifest's reference ids (fr teacher; "
+        "default: each reference's clean row in the manifest)",
+    )
+    p.add_argument(
+        "--fr-pairs",
+        choices=["derived", "direct"],
+        default=None,
+        help="fr teacher pairs: derived from the point judgments (default) or compared measure by measure",
+    )
     p.add_argument(
         "--retry-rounds",
         type=int,

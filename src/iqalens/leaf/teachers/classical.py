@@ -42,29 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, special
 
-from iqalens.errors import InvalidInputError
 from iqalens.evaluation.noref import brisque, brisque_model, niqe, niqe_model
 from iqalens.images import ImageLoadError, load_rgb
-from iqalens.leaf.judgments import LEVEL_SCORES, PairJudgment, PointJudgment
+from iqalens.leaf.judgments import PairJudgment, PointJudgment
+from iqalens.leaf.teachers.level_maps import LogisticMap, fit_logistic, level_distribution
 
 #: Disagreement (in levels) assumed when only one metric could be computed.
 MISSING_METRIC_DELTA = 2.0
-
-
-@dataclass(frozen=True)
-class LogisticMap:
-    """Decreasing logistic q(m) = lo + (hi - lo) / (1 + exp((m - mid) / width))."""
-
-    lo: float
-    hi: float
-    mid: float
-    width: float
-
-    def __call__(self, m: float | np.ndarray) -> np.ndarray:
-        z = (np.asarray(m, dtype=np.float64) - self.mid) / self.width
-        return self.lo + (self.hi - self.lo) * special.expit(-z)
 
 
 @dataclass(frozen=True)
@@ -96,17 +81,6 @@ class ClassicalMapping:
         return level_distribution(mu, math.sqrt(self.sigma0**2 + (delta / 2.0) ** 2))
 
 
-def level_distribution(mu: float, sigma: float) -> np.ndarray:
-    """N(mu, sigma^2) discretised onto the level scores 5..1 (in ``LEVELS`` order), open end bins."""
-    if sigma <= 0:
-        raise InvalidInputError(f"sigma must be positive, got {sigma}")
-    upper = np.append(np.inf, LEVEL_SCORES[:-1] - 0.5)  # 5: [4.5, inf), 4: [3.5, 4.5), ...
-    lower = np.append(LEVEL_SCORES[:-1] - 0.5, -np.inf)
-    p = special.ndtr((upper - mu) / sigma) - special.ndtr((lower - mu) / sigma)
-    p = np.clip(p, 0.0, None)
-    return p / p.sum()
-
-
 # Fitted by `python benchmarks/classical_teacher.py fit` (fit_mapping on the 1008-image benchmark
 # of the bundled sample photos against the KADID proxy MOS; see the module docstring). Refit and
 # bump the version together: the version keys stored judgments.
@@ -117,27 +91,6 @@ FITTED_MAPPING = ClassicalMapping(
     sigma0=0.888544,
     version="niqe-brisque-map-v1",
 )
-
-
-def fit_logistic(metric: np.ndarray, mos: np.ndarray) -> LogisticMap:
-    """Least-squares decreasing logistic from metric values (lower = better) to MOS."""
-    m = np.asarray(metric, dtype=np.float64)
-    y = np.asarray(mos, dtype=np.float64)
-    ok = np.isfinite(m) & np.isfinite(y)
-    m, y = m[ok], y[ok]
-    if len(m) < 4:
-        raise InvalidInputError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
-    spread = float(np.std(m)) or 1.0
-
-    def unpack(theta: np.ndarray) -> LogisticMap:
-        # hi = lo + exp(.), width = exp(.): keeps the map decreasing during the search.
-        return LogisticMap(
-            float(theta[0]), float(theta[0] + math.exp(theta[1])), float(theta[2]), float(math.exp(theta[3]))
-        )
-
-    start = np.array([y.min(), math.log(max(np.ptp(y), 1e-3)), float(np.median(m)), math.log(spread / 2)])
-    res = optimize.least_squares(lambda t: unpack(t)(m) - y, start, method="lm", max_nfev=5000)
-    return unpack(res.x)
 
 
 def fit_mapping(

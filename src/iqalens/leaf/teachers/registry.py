@@ -21,7 +21,9 @@ The registered object is called as ``obj(arg, **options)`` when the entry has an
 - ``pattern``: a regular expression the argument must match in full (default: any non-empty text);
 - ``options``: space-separated names of the keyword options the backend accepts (``workers``,
   ``device``, ...); :func:`make_teacher` passes those that are set and ignores the others;
-- ``note``: a note after the spec in help texts (``NIQE+BRISQUE, offline``).
+- ``note``: a note after the spec in help texts (``NIQE+BRISQUE, offline``);
+- ``arg_optional``: any non-empty value makes the argument optional (``fr`` or ``fr:ms_ssim,gmsd``):
+  the object is then called with ``""`` when it is left out.
 
 This module imports no backend: listing the teachers for ``--help`` stays free of torch.
 """
@@ -48,6 +50,16 @@ TEACHERS.register_lazy(
     "NIQE + BRISQUE no-reference measures mapped to five quality levels (offline, no model)",
     note="NIQE+BRISQUE, offline",
     options="workers",
+)
+TEACHERS.register_lazy(
+    "fr",
+    "iqalens.leaf.teachers.fullref:FRTeacher",
+    "full-reference measures (MS-SSIM, GMSD, VSI, VIF, CIEDE2000) against each image's reference "
+    "(offline; synthetic benchmarks and other data with references only)",
+    arg="METRICS",
+    arg_optional="yes",
+    note="reference-aware, offline; needs a manifest",
+    options="workers manifests references pair_mode",
 )
 TEACHERS.register_lazy(
     "hf",
@@ -108,11 +120,17 @@ def make_teacher(spec: str, **options: Any) -> Teacher:
 def _accepts(entry: Entry[Any], arg: str) -> bool:
     if "arg" not in entry.extra:
         return True  # a bare name; anything after a ':' is ignored, as it always was
+    if entry.extra.get("arg_optional") and not arg:
+        return True
     return re.fullmatch(entry.extra.get("pattern", ".+"), arg, flags=re.DOTALL) is not None and bool(arg)
 
 
 def _usage(entry: Entry[Any]) -> str:
-    return f"'{entry.name}:{entry.extra['arg']}'" if "arg" in entry.extra else f"'{entry.name}'"
+    if "arg" not in entry.extra:
+        return f"'{entry.name}'"
+    if entry.extra.get("arg_optional"):
+        return f"'{entry.name}[:{entry.extra['arg']}]'"
+    return f"'{entry.name}:{entry.extra['arg']}'"
 
 
 def _options(entry: Entry[Any]) -> tuple[str, ...]:
