@@ -15,8 +15,8 @@ from pathlib import Path
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 #: Upper bounds of the two baselines (lower them as the lists shrink; never raise them).
-MYPY_BASELINE_MAX = 21
-C901_BASELINE_MAX = 9
+MYPY_BASELINE_MAX = 20
+C901_BASELINE_MAX = 8
 
 
 def _tool() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 from iqalens.commands import add_pooling_argument
 from iqalens.commands._shared import CliError
 from iqalens.leaf.exporters import EXPORTERS, exporters_help
+from iqalens.leaf.runtimes import RUNTIMES
 from iqalens.leaf.scorers import scorers_help
 from iqalens.leaf.teachers.registry import teachers_help
 
@@ -163,23 +164,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
     def skipped(path: str, reason: str) -> None:
         print(f"iqalens score: skipped {path}: {reason}", file=sys.stderr)
 
-    try:
+    try:  # results stream to the file or stdout as they come: memory stays flat for any number
         run = score_inputs(
             args.paths,
             args.model,
             args.format,
-            args.output,
+            args.output or sys.stdout,
             args.batch_size,
             progress=not args.quiet,
             on_error=skipped,
+            runtime=args.runtime,
+            keep_results=False,
         )
     except ModuleNotFoundError as exc:  # a runtime the model needs is not installed (onnxruntime)
         raise CliError(f"cannot load the model: {exc}") from exc
-    if args.output is None:
-        run.write(sys.stdout, args.format)
+    if not args.quiet:  # the provenance: which model, on which runtime, and why that one
+        m = run.model
+        how = f"{m.get('runtime')}" + (f" ({m['provider']})" if m.get("provider") else "")
+        print(f"iqalens score: {run.count} image(s), model {m.get('name')}, runtime {how}", file=sys.stderr)
+        if m.get("runtime_choice"):
+            print(f"iqalens score: runtime chosen: {m['runtime_choice']}", file=sys.stderr)
     if run.failures:
         print(
-            f"iqalens score: {len(run.failures)} of {len(run.results)} image(s) could not be scored",
+            f"iqalens score: {len(run.failures)} of {run.count} image(s) could not be scored",
             file=sys.stderr,
         )
         return 1
@@ -386,6 +393,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--output", "-o", help="output file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="what runs a student: auto (ONNX Runtime when installed, else torch; same scores to float32 "
+        "rounding), onnxruntime or torch (default: auto)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_score)
 

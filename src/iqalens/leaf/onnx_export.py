@@ -47,6 +47,10 @@ def _as_scorer(model_or_run: Any) -> StudentScorer:
         return model_or_run
     if isinstance(model_or_run, Student):
         return StudentScorer(model_or_run)
+    if model_or_run is None:  # the torch student, whatever runtime scoring would choose for it
+        from iqalens.leaf.default_model import load_default_scorer
+
+        return load_default_scorer()
     scorer = load_scorer(model_or_run)
     if not isinstance(scorer, StudentScorer):
         raise InvalidInputError(f"{model_or_run}: already an ONNX model; export needs a student run folder")
@@ -106,20 +110,34 @@ def export_onnx(model_or_run: Any, path: str | os.PathLike[str], opset: int = OP
 class OnnxScorer:
     """Scores images with an exported student under ONNX Runtime (CPU); same interface as StudentScorer.
 
-    ``threads`` sets ONNX Runtime's intra-op threads (None: its default, all cores).
+    ``threads`` sets ONNX Runtime's intra-op threads (None: its default, all cores). ``spinning=False``
+    stops those threads from busy-waiting between operators: ONNX Runtime spins by default, which is
+    fastest when nothing else runs, but in :func:`iqalens.leaf.scoring.score_paths` the decoding
+    threads need the cores the spinning would burn (None: ONNX Runtime's default). ``info`` is merged
+    into :meth:`describe` (e.g. how the runtime was chosen, :mod:`iqalens.leaf.runtimes`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        spinning: bool | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         from iqalens.leaf.calibration import Calibrator
         from iqalens.leaf.student import StudentConfig
 
         self.path = Path(path)
+        self.info = dict(info or {})
+        self.threads = threads
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -188,6 +206,7 @@ class OnnxScorer:
         described = {
             "name": self.name,
             "runtime": "onnxruntime",
+            "provider": self.session.get_providers()[0],
             "onnx": str(self.path),
             "student": self.config.to_dict(),
             "calibration": None if self.calibrator is None else self.calibrator.to_dict(),
@@ -196,4 +215,4 @@ class OnnxScorer:
             described["scale"] = self.calibrator.extra["scale"]  # set by calibrate_run
         elif self.calibrator is None:
             described["scale"] = dict(RAW_SCALE)
-        return described
+        return {**described, **self.info}

@@ -59,6 +59,7 @@ __all__ = [
     "list_scorers",
     "load_run_scorer",
     "load_scorer",
+    "scorer_kind",
     "scorers_help",
 ]
 
@@ -212,6 +213,15 @@ def load_scorer(model: str | os.PathLike[str] | None = None) -> ImageScorer:
         what = "is not a" if path.exists() else "does not exist; use a"
         raise ModelPathError(f"model {path} {what} {_usages()}")
     return entry.load()(path)
+
+
+def scorer_kind(model: str | os.PathLike[str] | None) -> str | None:
+    """The name of the :data:`SCORERS` entry a model argument selects (``default`` for None), without
+    loading anything; None when no entry matches."""
+    if model is None:
+        return next((e.name for e in SCORERS if e.extra.get("match") == "default"), None)
+    entry = _match(Path(model))
+    return None if entry is None else entry.name
 
 
 class ScorerInfo(NamedTuple):

@@ -29,28 +29,30 @@ kernel. Files are decoded by a thread pool one batch ahead of the network (:func
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
-import io
 import json
 import math
 import os
-import sys
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import Any, TextIO, cast
 
 from iqalens.errors import InvalidInputError
-from iqalens.images import ImageLoadError, iter_image_files, load_rgb
+from iqalens.images import IMAGE_EXTENSIONS, iter_image_files
+
+# re-exported: the pipeline's parts lived here before iqalens.leaf.pipeline
+from iqalens.leaf.pipeline import DEFAULT_PREFETCH, iter_scores
+from iqalens.leaf.pipeline import default_workers as default_workers
+from iqalens.leaf.pipeline import load_reduced as load_reduced
+from iqalens.leaf.pipeline import torch_threads as torch_threads
+from iqalens.leaf.pipeline import usable_cores as usable_cores
 from iqalens.leaf.scorers import CALIBRATION_FILE as CALIBRATION_FILE  # re-exported: the old home
-from iqalens.leaf.scorers import RAW_SCALE, ImageScorer, ScoreResult, load_scorer
+from iqalens.leaf.scorers import RAW_SCALE, ImageScorer, ScoreResult
 from iqalens.leaf.scorers import StudentScorer as StudentScorer
+from iqalens.leaf.scorers import load_scorer as load_scorer
 
 #: Output formats of :func:`write_results` / :func:`score_inputs`.
 FORMATS: tuple[str, ...] = ("csv", "json")
@@ -103,8 +105,103 @@ def score_scale(model: dict[str, Any] | None) -> dict[str, Any]:
 # -- inputs -------------------------------------------------------------------------------------
 
 
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """The image files under ``folder`` in the order of :func:`iqalens.images.iter_image_files`
+    (sorted paths; hidden files skipped; symlinked folders not entered), found lazily: one folder's
+    names are listed at a time, never the whole tree.
+
+    A depth-first walk visiting each folder's entries in name order yields exactly the sorted order of
+    the paths, because paths compare part by part."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk_images(Path(entry.path))
+            elif (
+                entry.is_file()
+                and not entry.name.startswith(".")
+                and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+            ):
+                yield Path(entry.path)
+        except OSError:  # vanished or unreadable entry: as rglob, skip it
+            continue
+
+
+def _peeked(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
+    yield first
+    yield from rest
+
+
+def _open_item(text: str) -> Iterator[Path]:
+    """The paths one input argument names, checked up front (an empty folder, a glob without matches
+    or a bad manifest raise :class:`InputError` here) and produced lazily."""
+    from iqalens.datasets.manifest import ManifestError, read_manifest
+
+    p = Path(text)
+    if p.is_dir():
+        found = _walk_images(p)
+        first = next(found, None)
+        if first is None:
+            raise InputError(f"no image files found in folder {p}")
+        return _peeked(first, found)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        try:
+            manifest, _ = read_manifest(p, check_files=False)
+        except ManifestError as exc:
+            raise InputError(str(exc)) from exc
+        if not manifest.rows:
+            raise InputError(f"manifest {p} has no rows")
+        return (manifest.resolve(row) for row in manifest.rows)
+    if not p.exists() and _GLOB_CHARS & set(text):
+        files: list[Path] = []
+        for m in sorted(glob.glob(text, recursive=True)):
+            mp = Path(m)
+            files += iter_image_files(mp) if mp.is_dir() else [mp]
+        if not files:
+            raise InputError(f"pattern {text!r} matches no files")
+        return iter(files)
+    return iter([p])  # a file (any extension: the loader decides), or a missing path reported later
+
+
+def iter_inputs(items: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """The image paths that files, folders (recursive), globs and ``.csv`` manifests name, in order,
+    produced lazily: a folder of 100k images is walked as it is scored, never listed first.
+
+    Every argument is checked when this is called (an empty folder, a glob without matches, a
+    malformed manifest raise :class:`InputError` before any path is produced); a file name iqalens
+    refuses (:func:`iqalens.files.check_file_name`) raises :class:`InputError` when it is reached.
+    A plain path that does not exist is kept, so that scoring reports it ("file not found") next to
+    the other results. Duplicates (same resolved path) are dropped: the one set this keeps holds a
+    string per path produced, the only memory that grows with the number of files.
+    """
+    opened = [_open_item(os.fspath(item)) for item in items]
+
+    def produce() -> Iterator[Path]:
+        from iqalens.files import FileNameError, check_file_name
+
+        seen: set[str] = set()
+        for paths in opened:
+            for p in paths:
+                key = str(p.resolve())
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    check_file_name(p)
+                except FileNameError as exc:
+                    raise InputError(str(exc)) from None
+                yield p
+
+    return produce()
+
+
 def collect_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files, folders (recursive), globs and ``.csv`` manifests into image paths, in order.
+    """Expand files, folders (recursive), globs and ``.csv`` manifests into image paths, in order
+    (:func:`iter_inputs`, as a list).
 
     A plain path that does not exist is kept, so that scoring reports it ("file not found") next to
     the other results; a folder without images, a glob without matches, a malformed manifest or a file
@@ -113,167 +210,34 @@ def collect_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     dropped. Other names come back verbatim in the results; a name that starts with ``-`` must be
     given on the command line after ``--`` or as ``./-x.png``.
     """
-    from iqalens.datasets.manifest import ManifestError, read_manifest
-    from iqalens.files import FileNameError, check_file_name
-
-    out: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(p: Path) -> None:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for item in items:
-        text = os.fspath(item)
-        p = Path(text)
-        if p.is_dir():
-            found = iter_image_files(p)
-            if not found:
-                raise InputError(f"no image files found in folder {p}")
-            for f in found:
-                add(f)
-        elif p.is_file() and p.suffix.lower() == ".csv":
-            try:
-                manifest, _ = read_manifest(p, check_files=False)
-            except ManifestError as exc:
-                raise InputError(str(exc)) from exc
-            if not manifest.rows:
-                raise InputError(f"manifest {p} has no rows")
-            for row in manifest.rows:
-                add(manifest.resolve(row))
-        elif not p.exists() and _GLOB_CHARS & set(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            files: list[Path] = []
-            for m in matches:
-                mp = Path(m)
-                files += iter_image_files(mp) if mp.is_dir() else [mp]
-            if not files:
-                raise InputError(f"pattern {text!r} matches no files")
-            for f in files:
-                add(f)
-        else:
-            add(p)  # a file (any extension: the loader decides), or a missing path reported later
-    for p in out:
-        try:
-            check_file_name(p)
-        except FileNameError as exc:
-            raise InputError(str(exc)) from None
-    return out
+    return list(iter_inputs(items))
 
 
 # -- scoring ------------------------------------------------------------------------------------
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_workers() -> int:
-    """Decoding threads for :func:`score_paths`: one per usable core, at most 4.
-
-    Pillow releases the GIL while it decodes and resizes, so threads decode in parallel with each other
-    and with the network; more threads than cores only add contention.
-    """
-    return max(1, min(4, usable_cores()))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch with at most ``n`` intra-op threads inside the block (None: unchanged), then restore.
-
-    Does nothing when torch was never imported (an ONNX Runtime scorer has its own thread pool).
-    """
-    torch = sys.modules.get("torch")
-    if n is None or torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _shorter_side(model: ImageScorer) -> int | None:
-    """The shorter side the model resizes to (None when the scorer does not say)."""
-    for holder in (getattr(model, "config", None), getattr(getattr(model, "student", None), "config", None)):
-        value = getattr(holder, "resize_shorter", None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def load_reduced(path: str | os.PathLike[str], shorter: int) -> np.ndarray:
-    """Like :func:`iqalens.images.load_rgb`, but a large image is decoded or shrunk to about twice
-    ``shorter`` first (JPEG: DCT-domain scaling via ``Image.draft``; other formats: ``Image.reduce``
-    by an integer factor), which makes camera photos many times cheaper to decode.
-
-    The pixels differ slightly from a full decode followed by the model's resize (the reduction is a
-    box filter at most ``shorter_side / (2 * shorter)``-fold), so scores differ slightly too: this is
-    the ``fast_decode`` option of :func:`score_paths`, off by default. Any problem falls back to
-    :func:`load_rgb`, which raises the usual :class:`ImageLoadError`.
-    """
-    from PIL import Image, ImageOps
-
-    from iqalens.images import to_rgb_array
-
-    target = 2 * shorter
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # as load_rgb: large is fine
-            with Image.open(path) as im:
-                w, h = im.size
-                if im.format == "JPEG" and min(w, h) >= 2 * target:
-                    scale = target / min(w, h)
-                    im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-                im.load()
-                factor = min(im.size) // target
-                if factor >= 2:
-                    im = im.reduce(factor)
-                return to_rgb_array(ImageOps.exif_transpose(im) or im)
-    except Exception:  # noqa: BLE001 - the exact loader below reports the reason
-        return load_rgb(path)
-
-
-_Loaded = tuple[np.ndarray | None, str | None]
-
-
-def _load_prepared(model: ImageScorer, path: str, shorter: int | None) -> _Loaded:
-    """Decode + preprocess one file; ``(prepared, None)`` or ``(None, reason)``. Runs in worker threads."""
-    try:
-        image = load_reduced(path, shorter) if shorter is not None else load_rgb(path)
-        return model.prepare(image), None
-    except ImageLoadError as exc:
-        return None, exc.reason
-    except (ValueError, MemoryError) as exc:  # e.g. a preprocessing step refusing the image
-        return None, f"cannot preprocess ({exc})"
-
-
 def score_paths(
     model: ImageScorer,
-    paths: Sequence[str | os.PathLike[str]],
+    paths: Iterable[str | os.PathLike[str]],
     batch_size: int = 16,
     progress: bool = False,
     on_error: Callable[[str, str], None] | None = None,
     workers: int | None = None,
     fast_decode: bool = False,
     network_threads: int | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> list[ScoreResult]:
-    """Score ``paths`` with ``model``; one :class:`ScoreResult` per path, in input order.
+    """Score ``paths`` with ``model``; one :class:`ScoreResult` per path, in input order
+    (:func:`iqalens.leaf.pipeline.iter_scores`, collected).
 
     Images are decoded and preprocessed by ``workers`` threads (default :func:`default_workers`; 0 =
-    in the calling thread), one batch ahead of the network: while batch k is scored, batch k + 1 is
-    being decoded, and at most two batches of prepared images are held, so memory stays bounded for
-    any number of large photos. Preprocessing does not depend on ``workers`` (each image is prepared
-    on its own); only the torch thread cap below may change a score's last float32 bits (another
-    kernel partition: measured at most 1.1e-7 relative on the default student). ``fast_decode``
-    decodes large images at reduced size (:func:`load_reduced`; slightly different scores, much faster
-    on camera photos). An unreadable file becomes an error result (``on_error(path, reason)`` is called
-    too) and never stops the others.
+    in the calling thread), ``prefetch`` batches ahead of the network, so memory stays bounded for any
+    number of large photos. Preprocessing does not depend on ``workers`` (each image is prepared on its
+    own); only the torch thread cap below may change a score's last float32 bits (another kernel
+    partition: measured at most 1.1e-7 relative on the default student). ``fast_decode`` decodes large
+    images at reduced size (:func:`load_reduced`; slightly different scores, much faster on camera
+    photos). An unreadable file becomes an error result (``on_error(path, reason)`` is called too) and
+    never stops the others.
 
     ``network_threads`` caps torch's intra-op threads while scoring (default: unchanged). On an idle
     2-core machine, with 2 decoding threads, the default student scored 33.9 images/s with torch's 2
@@ -282,61 +246,32 @@ def score_paths(
     preempted by another process stalls them all), so cap it to 1 on shared machines. ONNX Runtime
     scorers are not affected by this setting.
     """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-    n_workers = default_workers() if workers is None else int(workers)
-    if n_workers < 0:
-        raise InvalidInputError(f"workers must be >= 0, got {workers}")
     from tqdm import tqdm
 
-    shorter = _shorter_side(model) if fast_decode else None
-    names = [os.fspath(p) for p in paths]
-    starts = list(range(0, len(names), batch_size))
-    results: list[ScoreResult | None] = [None] * len(names)
-    bar = tqdm(total=len(names), desc="score", unit="img", disable=not progress)
-    pool = ThreadPoolExecutor(n_workers, thread_name_prefix="iqalens-decode") if n_workers else None
-
-    def submit(start: int) -> list[tuple[int, Future[_Loaded] | None]]:
-        """Start decoding one batch (without a pool: decoded later, when collected)."""
-        idx = range(start, min(start + batch_size, len(names)))
-        return [
-            (i, None if pool is None else pool.submit(_load_prepared, model, names[i], shorter)) for i in idx
-        ]
-
-    try:
-        with torch_threads(network_threads):
-            upcoming = submit(starts[0]) if starts else []
-            for b in range(len(starts)):
-                batch = upcoming
-                if b + 1 < len(starts):
-                    upcoming = submit(starts[b + 1])  # decoded while this batch is scored
-                good_idx: list[int] = []
-                prepared: list[np.ndarray] = []
-                for i, future in batch:
-                    array, reason = (
-                        _load_prepared(model, names[i], shorter) if future is None else future.result()
-                    )
-                    if array is None:
-                        results[i] = _failed(names[i], reason or "unknown error", on_error)
-                    else:
-                        good_idx.append(i)
-                        prepared.append(array)
-                if prepared:
-                    scores, raws = model.score_prepared(prepared, batch_size)
-                    for i, s, r in zip(good_idx, scores, raws, strict=True):
-                        results[i] = ScoreResult(names[i], float(s), float(r))
-                bar.update(len(batch))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    return [r for r in results if r is not None]
+    total = len(paths) if isinstance(paths, Sized) else None
+    with tqdm(total=total, desc="score", unit="img", disable=not progress) as bar:
+        return list(
+            iter_scores(
+                model,
+                paths,
+                batch_size,
+                workers=workers,
+                prefetch=prefetch,
+                fast_decode=fast_decode,
+                network_threads=network_threads,
+                on_error=on_error,
+                on_batch=_updater(bar),
+            )
+        )
 
 
-def _failed(path: str, reason: str, on_error: Callable[[str, str], None] | None) -> ScoreResult:
-    if on_error is not None:
-        on_error(path, reason)
-    return ScoreResult(path, None, None, reason)
+def _updater(bar: Any) -> Callable[[int], None]:
+    """``on_batch`` for :func:`iter_scores` that advances a tqdm bar."""
+
+    def update(n: int) -> None:
+        bar.update(n)
+
+    return update
 
 
 # -- outputs ------------------------------------------------------------------------------------
@@ -356,25 +291,74 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _result_json(r: ScoreResult) -> dict[str, Any]:
+    return {"path": r.path, "score": _num(r.score), "raw": _num(r.raw), "error": r.error}
+
+
+class ResultWriter:
+    """Writes results to ``out`` as they come, in ``csv`` or ``json``: the same text as
+    :func:`write_results` of all of them, in memory that does not grow with their number.
+
+    CSV rows go out at once (a pipe sees them as images are scored). The JSON document states its
+    counts before its results, so those are spooled to a temporary file and copied after the header
+    on :meth:`close`.
+    """
+
+    def __init__(self, out: TextIO, fmt: str = "csv", model: dict[str, Any] | None = None) -> None:
+        if fmt not in FORMATS:
+            raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.out, self.fmt, self.model = out, fmt, model
+        self.n_images = self.n_failed = 0
+        if fmt == "csv":
+            scale = score_scale(model)
+            self._tail = [_cell(scale[k]) for k in ("name", "low", "high", "higher_is_better")]
+            self._csv = csv.writer(out, lineterminator="\n")
+            self._csv.writerow(CSV_COLUMNS)
+        else:
+            self._spool: Any = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def add(self, r: ScoreResult) -> None:
+        """Write one result."""
+        self.n_images += 1
+        self.n_failed += not r.ok
+        if self.fmt == "csv":
+            score = "" if r.score is None else f"{r.score:.6f}"
+            raw = "" if r.raw is None else f"{r.raw:.6f}"
+            self._csv.writerow([r.path, score, raw, r.error or "", *self._tail])
+            return
+        item = json.dumps(_result_json(r), indent=2).replace("\n", "\n    ")
+        self._spool.write(("" if self.n_images == 1 else ",\n") + "    " + item)
+
+    def close(self) -> None:
+        """Finish the document (JSON: header, spooled results, footer); ``out`` stays open."""
+        if self.fmt == "csv":
+            return
+        head: dict[str, Any] = {
+            "model": self.model,
+            "n_images": self.n_images,
+            "n_failed": self.n_failed,
+            "results": [],
+        }
+        text = json.dumps(head, indent=2)
+        if self.n_images == 0:
+            self.out.write(text + "\n")
+        else:
+            self.out.write(text[: -len("[]\n}")] + "[\n")
+            self._spool.seek(0)
+            while chunk := self._spool.read(1 << 20):
+                self.out.write(chunk)
+            self.out.write("\n  ]\n}\n")
+        self._spool.close()
+
+
 def write_csv(results: Sequence[ScoreResult], out: TextIO, model: dict[str, Any] | None = None) -> None:
     """CSV with the :data:`CSV_COLUMNS`: ``path,score,raw,error`` first (empty cells for a failed
     image's numbers), then what ``score`` means, the same on every row: ``scale`` (its name),
     ``scale_low``, ``scale_high``, ``higher_is_better`` (``true``/``false``) from :func:`score_scale`
     of ``model`` (a scorer's describe()); empty where unknown. ``raw`` is always the raw student score."""
-    scale = score_scale(model)
-    tail = [_cell(scale[k]) for k in ("name", "low", "high", "higher_is_better")]
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer = ResultWriter(out, "csv", model)
     for r in results:
-        writer.writerow(
-            [
-                r.path,
-                "" if r.score is None else f"{r.score:.6f}",
-                "" if r.raw is None else f"{r.raw:.6f}",
-                r.error or "",
-                *tail,
-            ]
-        )
+        writer.add(r)
 
 
 def results_json(results: Sequence[ScoreResult], model: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -383,9 +367,7 @@ def results_json(results: Sequence[ScoreResult], model: dict[str, Any] | None = 
         "model": model,
         "n_images": len(results),
         "n_failed": sum(not r.ok for r in results),
-        "results": [
-            {"path": r.path, "score": _num(r.score), "raw": _num(r.raw), "error": r.error} for r in results
-        ],
+        "results": [_result_json(r) for r in results],
     }
 
 
@@ -412,16 +394,26 @@ def write_results(
 
 @dataclass(frozen=True)
 class ScoreRun:
-    """What :func:`score_inputs` did: one result per image, in input order, and the model that scored them."""
+    """What :func:`score_inputs` did: one result per image, in input order, and the model that scored them.
+
+    With ``keep_results=False`` :attr:`results` is empty (the results went to the output as they
+    came) and :attr:`n_images` and :attr:`failures` still say how it went."""
 
     results: list[ScoreResult]
     model: dict[str, Any]  # the scorer's describe(): its name, runtime, calibration and scale
     output: Path | None = None  # the file written, if any
+    n_images: int | None = None  # images scored or failed (None: len(results))
+    failed: list[ScoreResult] | None = field(default=None, repr=False)  # set when results are not kept
+
+    @property
+    def count(self) -> int:
+        """How many images were scored or failed."""
+        return len(self.results) if self.n_images is None else self.n_images
 
     @property
     def failures(self) -> list[ScoreResult]:
         """The images that could not be scored (each with its reason)."""
-        return [r for r in self.results if not r.ok]
+        return [r for r in self.results if not r.ok] if self.failed is None else list(self.failed)
 
     def write(self, out: TextIO, fmt: str = "csv") -> None:
         """Write the results as ``csv`` or ``json`` (see :func:`write_results`)."""
@@ -432,33 +424,97 @@ def score_inputs(
     inputs: Sequence[str | os.PathLike[str]],
     model: str | os.PathLike[str] | ImageScorer | None = None,
     fmt: str = "csv",
-    out: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | TextIO | None = None,
     batch_size: int = 16,
     progress: bool = True,
     on_error: Callable[[str, str], None] | None = None,
+    runtime: str = "auto",
+    keep_results: bool = True,
 ) -> ScoreRun:
-    """Score files, folders, globs and manifests (:func:`collect_inputs`) with ``model`` (a model path,
-    None for the default, or a loaded scorer); what ``iqalens score`` does, without printing.
+    """Score files, folders, globs and manifests (:func:`iter_inputs`) with ``model`` (a model path,
+    None for the default, or a loaded scorer) on ``runtime``
+    (:func:`iqalens.leaf.runtimes.load_runtime_scorer`: ``auto`` = ONNX Runtime when installed); what
+    ``iqalens score`` does, without printing.
 
-    Results are written to ``out`` as ``fmt`` (atomically) when it is given; otherwise the caller writes
-    them (:meth:`ScoreRun.write`). Unreadable images do not stop the others: they are results with an
-    error (``on_error(path, reason)`` is called for each) and are listed in :attr:`ScoreRun.failures`.
+    Inputs are walked, scored (:func:`iqalens.leaf.pipeline.iter_scores`) and written as they come:
+    to ``out`` as ``fmt`` when it is given, a path (written atomically: a temporary sibling renamed at
+    the end) or an open text stream; otherwise the caller writes them (:meth:`ScoreRun.write`).
+    ``keep_results=False`` keeps only the failures in memory (for very many images; then ``out``
+    should be given). Unreadable images do not stop the others: they are results with an error
+    (``on_error(path, reason)`` is called for each) and are listed in :attr:`ScoreRun.failures`.
     Raises :class:`InvalidInputError` (:class:`InputError`, :class:`~iqalens.leaf.scorers.ModelPathError`)
     before any scoring for an unknown format, no inputs, inputs that name nothing scoreable or a model
-    that cannot be used.
+    that cannot be used; a refused file name is only met when the walk reaches it (a path ``out`` is
+    then not written).
     """
+    from iqalens.leaf.runtimes import load_runtime_scorer
+
     if fmt not in FORMATS:
         raise InvalidInputError(f"output format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    paths = collect_inputs(inputs)
-    if not paths:
+    if not inputs:
         raise InputError("no input paths given")
-    scorer = model if hasattr(model, "score_prepared") else load_scorer(model)  # type: ignore[arg-type]
-    results = score_paths(scorer, paths, batch_size=batch_size, progress=progress, on_error=on_error)
-    run = ScoreRun(results, scorer.describe(), None if out is None else Path(out))
-    if out is not None:
-        from iqalens.files import atomic_write_text
+    paths = iter_inputs(inputs)
+    if hasattr(model, "score_prepared"):  # a loaded scorer
+        scorer = cast(ImageScorer, model)
+    else:
+        scorer = load_runtime_scorer(model, runtime)
+    collect = _Collector(scorer.describe(), fmt, keep_results)
 
-        buffer = io.StringIO()
-        run.write(buffer, fmt)
-        atomic_write_text(out, buffer.getvalue())
-    return run
+    def run(stream: TextIO | None) -> None:
+        collect.run(
+            iter_scores(scorer, paths, batch_size, on_error=on_error, on_batch=collect.bar(progress)), stream
+        )
+
+    target = None
+    if out is None or hasattr(out, "write"):
+        run(cast("TextIO | None", out))
+    else:
+        from iqalens.files import atomic_replace
+
+        target = Path(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                run(f)
+
+        atomic_replace(target, write)
+    if keep_results:
+        return ScoreRun(collect.kept, collect.model, target)
+    return ScoreRun([], collect.model, target, n_images=collect.count, failed=collect.failed)
+
+
+class _Collector:
+    """Takes the results of one :func:`score_inputs` run: writes each, counts them, keeps all of them
+    or only the failures."""
+
+    def __init__(self, model: dict[str, Any], fmt: str, keep: bool) -> None:
+        self.model, self.fmt, self.keep = model, fmt, keep
+        self.kept: list[ScoreResult] = []
+        self.failed: list[ScoreResult] = []
+        self.count = 0
+        self._bar: Any = None
+
+    def bar(self, progress: bool) -> Callable[[int], None]:
+        """The progress callback (a tqdm bar, closed when :meth:`run` ends)."""
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc="score", unit="img", disable=not progress)
+        return _updater(self._bar)
+
+    def run(self, results: Iterable[ScoreResult], stream: TextIO | None) -> None:
+        writer = None if stream is None else ResultWriter(stream, self.fmt, self.model)
+        try:
+            for r in results:
+                self.count += 1
+                if self.keep:
+                    self.kept.append(r)
+                elif not r.ok:
+                    self.failed.append(r)
+                if writer is not None:
+                    writer.add(r)
+            if writer is not None:
+                writer.close()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
