@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from iqalens.commands import add_pooling_argument
@@ -164,6 +165,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     def skipped(path: str, reason: str) -> None:
         print(f"iqalens score: skipped {path}: {reason}", file=sys.stderr)
 
+    if args.engine == "ray":
+        return _score_on_ray(args, skipped)
+    if args.format == "parquet":
+        raise CliError("--format parquet is written by --engine ray; the local engine writes csv or json")
     try:  # results stream to the file or stdout as they come: memory stays flat for any number
         run = score_inputs(
             args.paths,
@@ -187,6 +192,40 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if run.failures:
         print(
             f"iqalens score: {len(run.failures)} of {run.count} image(s) could not be scored",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _score_on_ray(args: argparse.Namespace, skipped: Callable[[str, str], None]) -> int:
+    """``score --engine ray``: shards next to the output, resumable, merged at the end."""
+    from iqalens.leaf.ray_engine import score_with_ray
+
+    if args.output is None:
+        raise CliError("--engine ray writes shards next to its output: give --output/-o")
+    run = score_with_ray(
+        args.paths,
+        args.output,
+        args.model,
+        args.format,
+        address=args.address,
+        runtime=args.runtime,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        on_error=skipped,
+    )
+    if not args.quiet:
+        m = run.model
+        print(
+            f"iqalens score: {run.n_images} image(s) on Ray ({run.shards_written} shard(s) written, "
+            f"{run.shards_skipped} already done), model {m.get('name')}, runtime {m.get('runtime')} -> "
+            f"{run.output}",
+            file=sys.stderr,
+        )
+    if run.failures:
+        print(
+            f"iqalens score: {len(run.failures)} of {run.n_images} image(s) could not be scored",
             file=sys.stderr,
         )
         return 1
@@ -390,9 +429,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", help="files, folders, globs or manifests (.csv)")
     p.add_argument("--model", help=scorers_help())
-    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument(
+        "--format", choices=["csv", "json", "parquet"], default="csv", help="parquet: --engine ray"
+    )
     p.add_argument("--output", "-o", help="output file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this machine: decoding threads feeding the network) or ray (Ray Data on a cluster; "
+        "needs -o, writes resumable shards next to it and merges them; pip install 'iqalens[ray]')",
+    )
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one)")
+    p.add_argument(
+        "--shard-size", type=int, default=4096, help="--engine ray: images per shard (the unit of resumption)"
+    )
     p.add_argument(
         "--runtime",
         choices=RUNTIMES,
