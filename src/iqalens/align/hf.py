@@ -69,7 +69,9 @@ from iqalens.models.hf_checkpoint import (
     is_hf_aligned,
     load_hf_aligned,
 )
+from iqalens.models.hf_components import carve_components
 from iqalens.models.hf_vlm import HFVLMAdapter
+from iqalens.models.hf_vlm_sites import first_tensor
 from iqalens.runs import write_json
 
 __all__ = ["ComponentGroup", "HFAlignable", "as_alignable"]
@@ -108,6 +110,7 @@ class HFAlignable:
     def __init__(self, adapter: HFVLMAdapter) -> None:
         self.adapter = adapter
         self.model = adapter.model
+        self._pixels = adapter.prompt_format.image_input  # the forward argument of the pixels
         self._components = self._build_components()
 
     @classmethod
@@ -122,7 +125,10 @@ class HFAlignable:
         return self.adapter.model_id
 
     def to(self, device: str | torch.device) -> HFAlignable:
-        """Move the model (and where :meth:`prepare` puts inputs) to ``device``."""
+        """Move the model (and where :meth:`prepare` puts inputs) to ``device``; a model placed by a
+        device map (``hf_device_map``, possibly over several GPUs) stays where accelerate put it."""
+        if getattr(self.model, "hf_device_map", None):
+            return self
         self.model.to(device)
         self.adapter.device = torch.device(device)
         return self
@@ -155,27 +161,18 @@ class HFAlignable:
     # -- components -----------------------------------------------------------------------------
 
     def _build_components(self) -> dict[str, nn.Module]:
-        inner = self.model.model
-        vision = self.adapter.vision_tower
-        projector: nn.Module | None = getattr(inner, "multi_modal_projector", None)
-        vision_encoder: nn.Module = vision
-        if projector is None:
-            merger = getattr(vision, "merger", None)
-            if merger is None:
-                raise InvalidInputError(
-                    f"{type(self.model).__name__}: no multi_modal_projector and no merger found"
-                )
-            # Qwen2/2.5-VL: the merger sits inside the tower; split it off so components are disjoint.
-            parts = {name: m for name, m in vision.named_children() if m is not merger}
-            vision_encoder = ComponentGroup(parts, dict(vision.named_parameters(recurse=False)))
-            projector = merger
-        newline = getattr(inner, "image_newline", None)
-        if isinstance(newline, nn.Parameter):
-            projector = ComponentGroup({"projector": projector}, {"image_newline": newline})
-        language = ComponentGroup(
-            {"language_model": self.adapter.language_model, "lm_head": self.model.lm_head}
-        )
-        return {"vision_encoder": vision_encoder, "projector": projector, "language_model": language}
+        """The three components from the adapter's component map (:func:`carve_components`): a path
+        that is one module is that module; anything else (a tower without its merger, a decoder
+        with the LM head) becomes a :class:`ComponentGroup` of the parts."""
+        carved = carve_components(self.model, self.adapter.component_map)
+        out: dict[str, nn.Module] = {}
+        for key, name in zip(("vision", "projector", "lm"), COMPONENTS, strict=True):
+            modules, params = carved[key]
+            if len(modules) == 1 and not params:
+                out[name] = next(iter(modules.values()))
+            else:
+                out[name] = ComponentGroup(modules, params)
+        return out
 
     def components(self) -> dict[str, nn.Module]:
         """``vision_encoder``, ``projector``, ``language_model`` (disjoint; see module doc)."""
@@ -186,10 +183,11 @@ class HFAlignable:
         (layers peft already wrapped are listed under their own names, so the list is stable)."""
         if component not in self._components:
             raise InvalidInputError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
+        head = self.model.get_output_embeddings()
         return [
             name
             for name, module in self._components[component].named_modules()
-            if name != "lm_head"
+            if module is not head
             and ((isinstance(module, nn.Linear) and not _is_lora_sub(name)) or _is_lora_layer(module))
         ]
 
@@ -210,7 +208,7 @@ class HFAlignable:
         n = len(images)
         packed: dict[str, torch.Tensor] = {}
         for key, value in raw.items():
-            if key == "pixel_values" and value.dim() != 5:
+            if key == self._pixels and value.dim() != 5:
                 rows = self.adapter._tiles_per_image(raw, n)
                 width = max(rows)
                 segments = torch.split(value, rows)
@@ -246,13 +244,11 @@ class HFAlignable:
         width = int(batch["attention_mask"].sum(1).max())
         tokens = batch["input_ids"].shape[1]
         for key, value in batch.items():
-            if value.dim() >= 2 and value.shape[1] == tokens and key != "pixel_values":
+            if value.dim() >= 2 and value.shape[1] == tokens and key != self._pixels:
                 batch[key] = value[:, :width]
         if "pixel_rows" in inputs:
             rows = [int(r) for r in inputs["pixel_rows"].tolist()]
-            batch["pixel_values"] = torch.cat(
-                [pv[:r] for pv, r in zip(batch["pixel_values"], rows, strict=True)]
-            )
+            batch[self._pixels] = torch.cat([pv[:r] for pv, r in zip(batch[self._pixels], rows, strict=True)])
         return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in batch.items()}
 
     # -- training forward -----------------------------------------------------------------------
@@ -283,7 +279,10 @@ class HFAlignable:
             new_ids[i, n : n + len(t)] = torch.tensor(t, dtype=ids.dtype, device=ids.device)
             new_attn[i, : n + len(t)] = 1
             for k, v in per_token.items():
-                extended[k][i, :n] = v[i, :n]  # appended word tokens are text (type 0)
+                extended[k][i, :n] = v[i, :n]
+                # Appended word tokens continue the prompt's last token type: text (0) after a chat
+                # prompt, the answer side (1) after PaliGemma's pre-filled answer prefix.
+                extended[k][i, n : n + len(t)] = v[i, n - 1]
         out |= {"input_ids": new_ids, "attention_mask": new_attn, **extended}
         return out, lengths
 
@@ -299,29 +298,42 @@ class HFAlignable:
         if len(label_list) != n or min(label_list) < 0 or max(label_list) >= len(pieces):
             raise InvalidInputError(f"need {n} labels in [0, {len(pieces)}), got {label_list}")
         full, lengths = self._teacher_forced(batch, [pieces[y] for y in label_list])
-        image_mask = full["input_ids"] == adapter.image_token_id
         captured: dict[str, Any] = {}
 
         def lm_in(_m: nn.Module, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             captured["embeds"] = kwargs["inputs_embeds"]
 
+        def lm_out(_m: nn.Module, _args: Any, output: Any) -> None:
+            last = getattr(output, "last_hidden_state", None)
+            captured["hidden"] = last if last is not None else first_tensor(output)
+
+        kwargs: dict[str, Any] = {"use_cache": False}
+        if adapter._keep_logits:
+            kwargs["logits_to_keep"] = 1  # the LM head is applied below, only where it is scored
         with self._last_vision_block(batch, captured):
-            handle = adapter.language_model.register_forward_pre_hook(lm_in, with_kwargs=True)
+            handles = [
+                adapter.language_model.register_forward_pre_hook(lm_in, with_kwargs=True),
+                adapter.language_model.register_forward_hook(lm_out),
+            ]
             try:
-                hidden = self.model.model(**full, use_cache=False).last_hidden_state
+                self.model(**full, **kwargs)
             finally:
-                handle.remove()
-        embeds = captured["embeds"]
+                for handle in handles:
+                    handle.remove()
+        embeds, hidden = captured["embeds"], captured["hidden"]
+        # Models that expand each image placeholder inside forward (mPLUG-Owl2) run a longer sequence.
+        offset = hidden.shape[1] - full["input_ids"].shape[1]
+        image_mask = adapter.visual_mask(full["input_ids"], embeds.shape[1]).to(embeds.device)
         visual = torch.stack([embeds[i][image_mask[i]].float().mean(0) for i in range(n)])
 
         rows, cols, targets = [], [], []
         for i, (length, y) in enumerate(zip(lengths, label_list, strict=True)):
             for j, token in enumerate(pieces[y]):
                 rows.append(i)
-                cols.append(length - 1 + j)  # position length-1+j predicts piece j
+                cols.append(offset + length - 1 + j)  # position length-1+j predicts piece j
                 targets.append(token)
         dev = hidden.device
-        logp = torch.log_softmax(self.model.lm_head(hidden[rows, cols]).float(), dim=-1)
+        logp = torch.log_softmax(self._head(hidden[rows, cols]).float(), dim=-1)
         nll = -logp[torch.arange(len(targets), device=dev), torch.tensor(targets, device=dev)]
         owner = torch.tensor(rows, device=dev)
         per_image = torch.zeros(n, device=dev).index_add(0, owner, nll) / torch.bincount(owner, minlength=n)
@@ -339,6 +351,13 @@ class HFAlignable:
             class_scores=class_scores,
             encoder_features=captured["vision"],
         )
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's logits of final hidden states: its LM head (and Gemma-style soft-capping)."""
+        head = self.model.get_output_embeddings() or self.model.lm_head
+        logits = head(hidden)
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     @contextmanager
     def _last_vision_block(self, batch: dict[str, torch.Tensor], sink: dict[str, Any]) -> Iterator[None]:
@@ -369,11 +388,11 @@ class HFAlignable:
         tokens = batch["input_ids"].shape[1]
         one: dict[str, torch.Tensor] = {}
         for key, value in batch.items():
-            if key == "pixel_values" and value.dim() != 5:
+            if key == self._pixels and value.dim() != 5:
                 rows = self.adapter._tiles_per_image(batch, len(batch["input_ids"]))
                 start = sum(rows[:i])
                 one[key] = value[start : start + rows[i]]
-            elif value.dim() >= 2 and value.shape[1] == tokens and key != "pixel_values":
+            elif value.dim() >= 2 and value.shape[1] == tokens and key != self._pixels:
                 one[key] = value[i : i + 1, :length]
             else:
                 one[key] = value[i : i + 1]
@@ -384,11 +403,14 @@ class HFAlignable:
         """[B, D_v] pooled last vision block (the ``vision.K`` site), running the vision side only."""
         batch = self._unpack(inputs)
         sink: dict[str, Any] = {}
-        image_inputs = {
-            k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_thw", "image_sizes")
-        }
+        names = (self._pixels, "image_grid_thw", "image_sizes", "pixel_attention_mask")
+        image_inputs = {k: v for k, v in batch.items() if k in names}
+        getter = getattr(getattr(self.model, "model", None), "get_image_features", None)
         with self._last_vision_block(batch, sink):
-            self.model.model.get_image_features(**image_inputs)
+            if getter is not None:
+                getter(**image_inputs)
+            else:  # a mapped model without the transformers helper: its vision tower on the pixels
+                self.adapter.vision_tower(batch[self._pixels])
         return sink["vision"]
 
     def encoder_class_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:

@@ -91,12 +91,14 @@ def run_align(
     overwrite: bool = False,
     perceive_options: Mapping[str, Any] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, save, and (``report``) compare before/after; returns the run's metrics.json dict.
 
     An unfinished run in ``out_dir`` resumes; a finished one is an error unless ``overwrite``.
     ``perceive_options`` go to both :func:`~iqalens.perception.run.perceive` calls (e.g. ``batch_size``,
-    ``probe_max_iter``).
+    ``probe_max_iter``); ``model_options`` to every :func:`~iqalens.models.loading.load_model` call
+    (the Hugging Face loading options: ``components``, ``trust_remote_code``, ``dtype``, ...).
     """
     from iqalens.models.loading import load_model
 
@@ -112,7 +114,8 @@ def run_align(
     elif out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise FileExistsError(f"{out} exists and is not an align run folder; choose another output folder")
 
-    base, base_ckpt = load_model(model_spec, device=model_device(cfg))
+    loading = dict(model_options or {})
+    base, base_ckpt = load_model(model_spec, device=model_device(cfg), **loading)
     model = as_alignable(base, temperature=cfg.temperature)
     base_id = model.model_id
     info = {"base_model": model_spec}
@@ -135,7 +138,8 @@ def run_align(
         "drift": None,
     }
     if report:
-        metrics |= _before_after(model_spec, manifest, out, cfg, cache_dir, dict(perceive_options or {}))
+        options = dict(perceive_options or {})
+        metrics |= _before_after(model_spec, manifest, out, cfg, cache_dir, options, loading)
     metrics["complete"] = True
     write_result(out, AlignResult(**metrics))
     return metrics
@@ -148,6 +152,7 @@ def _before_after(
     cfg: AlignConfig,
     cache_dir: str | os.PathLike[str] | None,
     options: dict[str, Any],
+    loading: dict[str, Any],
 ) -> dict[str, Any]:
     from iqalens.models.loading import load_model
     from iqalens.perception.run import perceive
@@ -156,7 +161,7 @@ def _before_after(
     sides: dict[str, dict[str, Any]] = {}
     readouts: dict[str, dict[str, Any]] = {}
     for side, spec in (("before", model_spec), ("after", str(out / MODEL_DIR))):
-        model, ckpt = load_model(spec, device=model_device(cfg))
+        model, ckpt = load_model(spec, device=model_device(cfg), **loading)
         sides[side] = perceive(
             model,
             manifest,

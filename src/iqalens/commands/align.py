@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from iqalens.align.config import CONSTRAINTS, PRECISIONS, AlignConfig, parse_components, short_name
+from iqalens.commands._hf import add_hf_arguments, hf_options
 
 INTERRUPTED = {
     "align": "RUN/state/state.pt holds the last checkpoint (every --checkpoint-every steps); "
@@ -77,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the before/after perceive runs")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
     p.add_argument("--quiet", "-q", action="store_true")
+    add_hf_arguments(p)
     p.set_defaults(func=_cmd_align)
 
 
@@ -125,6 +127,7 @@ def _cmd_align(args: argparse.Namespace) -> int:
         report=not args.no_report,
         cache_dir=args.cache or default_cache_root(),
         overwrite=args.overwrite,
+        model_options=hf_options(args),
     )
     if "complete" not in metrics:  # a torchrun rank other than 0
         return 0

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iqalens.commands import add_pooling_argument
+from iqalens.commands._hf import add_hf_arguments, hf_options
 from iqalens.commands._shared import CliError
 from iqalens.leaf.exporters import EXPORTERS, exporters_help
 from iqalens.leaf.runtimes import RUNTIMES
@@ -63,6 +64,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
         manifests=[s for s in args.images if str(s).lower().endswith(".csv")],
         references=args.references,
         pair_mode=args.fr_pairs,
+        **hf_options(args),
     )
 
     def warn(path: Path, reason: str) -> None:
@@ -390,6 +392,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
+    add_hf_arguments(p)
     p.set_defaults(func=_cmd_teach)
 
     p = sub.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from iqalens.commands._hf import add_hf_arguments, hf_options
 from iqalens.commands._shared import CliError
 from iqalens.models.loading import specs_help
 
@@ -30,7 +31,7 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
     from iqalens.models.loading import load_model
     from iqalens.perception.run import perceive
 
-    model, checkpoint_id = load_model(args.model, device=args.device)
+    model, checkpoint_id = load_model(args.model, device=args.device, **hf_options(args))
     bench = Path(args.bench)
     manifest = bench / "manifest.csv" if bench.is_dir() else bench
     metrics = perceive(
@@ -134,4 +135,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-new-tokens", type=int, default=12, help="length limit of a generated answer (default 12)"
     )
     p.add_argument("--quiet", "-q", action="store_true")
+    add_hf_arguments(p)
     p.set_defaults(func=_cmd_perceive)

@@ -39,7 +39,8 @@ def load_hf_aligned(
 ) -> HFVLMAdapter:
     """The adapter of an aligned checkpoint: its base model with the saved weights overlaid.
 
-    ``adapter_kwargs`` override the saved adapter options (e.g. ``batch_size``, ``dtype``).
+    ``adapter_kwargs`` override the saved adapter options (e.g. ``batch_size``, ``dtype``,
+    ``device_map``); options set to None are left at the saved ones.
     """
     from safetensors.torch import load_file
 
@@ -58,9 +59,14 @@ def load_hf_aligned(
         "local_files_only": bool(options.get("local_files_only", False)),
         "trust_remote_code": bool(options.get("trust_remote_code", False)),
         "processor_kwargs": options.get("processor_kwargs") or None,
+        # how the base was read: its component map, prompt template and image budget (if set)
+        "components": options.get("components"),
+        "prompt_template": options.get("prompt_template"),
+        "max_pixels": options.get("max_pixels"),
         "model_id": config.get("model_id"),
     }
-    kwargs = {k: v for k, v in kwargs.items() if v is not None} | adapter_kwargs
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs |= {k: v for k, v in adapter_kwargs.items() if v is not None}
     adapter = HFVLMAdapter(config["base_model"], device=device, **kwargs)
     state = load_file(str(src / WEIGHTS_FILE))
     known = adapter.model.state_dict()

@@ -26,21 +26,27 @@ processor, which is what transformers picks without torchvision anyway.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from iqalens.errors import InvalidInputError
-from iqalens.models.prompts import Prompt
+from iqalens.errors import ConfigError, InvalidInputError
+from iqalens.models.hf_components import ComponentMap, ModelLayout, layout_for, with_map
+from iqalens.models.hf_inputs import PromptFormat, TemplateProcessor, build_prompt_text, check_template
+from iqalens.models.hf_options import apply_max_pixels, model_loading_kwargs
 
 __all__ = [
+    "LoadedVLM",
     "answer_token_ids",
     "build_prompt_text",
     "checkpoint_name",
     "load_processor",
     "load_vlm",
+    "open_vlm",
     "processor_class_without_video",
 ]
 
@@ -102,20 +108,6 @@ def load_processor(name: str, processor_kwargs: dict[str, Any] | None = None, **
     return AutoProcessor.from_pretrained(name, **hub_kwargs, **extra)
 
 
-def build_prompt_text(processor: Any, prompt: Prompt) -> str:
-    """The full model input text: chat template with the user turn, then the answer prefix."""
-    content: list[dict[str, str]] = [
-        {"type": "image"} if kind == "image" else {"type": "text", "text": str(value)}
-        for kind, value in prompt.parts
-    ]
-    text: str = processor.apply_chat_template(
-        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-    )
-    if prompt.answer_prefix:
-        text += ("" if not text or text[-1].isspace() else " ") + prompt.answer_prefix
-    return text
-
-
 def answer_token_ids(tokenizer: Any, words: Sequence[str], context: str | None) -> list[int]:
     """The token id the model would emit first for each word, right after ``context``.
 
@@ -163,6 +155,78 @@ def checkpoint_name(model: str | Path) -> tuple[str, str]:
     return (str(local), local.name) if local.is_dir() else (str(model), str(model))
 
 
+@dataclass
+class LoadedVLM:
+    """What :func:`open_vlm` returns: the model, its input side, and how prompts are built for it."""
+
+    model: Any
+    processor: Any  # the family's processor, or a TemplateProcessor for a model that ships none
+    device: torch.device  # where inputs go (the input embeddings' device under a device_map)
+    model_type: str
+    prompt_format: PromptFormat
+    component_map: ComponentMap | None  # the user's map, else the table's (None: resolved later)
+
+
+def open_vlm(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    components: str | ComponentMap | None = None,
+    prompt_template: str | None = None,
+    max_pixels: int | None = None,
+    device_map: str | None = None,
+    quantization: str | None = None,
+) -> LoadedVLM:
+    """Load an image-text-to-text checkpoint (or a remote-code one) with its processor, in eval mode.
+
+    Shared by the teacher and the perception adapter so both load checkpoints the same way.
+    ``trust_remote_code`` lets transformers run the model code a checkpoint ships (never on by
+    default: it executes code from the checkpoint's folder or repository); the model class is then
+    the first of the ``auto_map``'s image-text-to-text, causal-LM or plain classes. A model without
+    a processor gets a :class:`~iqalens.models.hf_inputs.TemplateProcessor` (its tokenizer, image
+    processor and a template string). ``components`` (a component map, see
+    :mod:`iqalens.models.hf_components`) and ``prompt_template`` override the family's table row;
+    ``max_pixels``, ``device_map`` and ``quantization`` are the options of
+    :mod:`iqalens.models.hf_options`. With a device map the model is placed by accelerate and inputs
+    go where its embeddings are; otherwise it is moved to ``device``. A missing pad token is set to
+    EOS: batches are right-padded and masked, so the pad id is never read.
+    """
+    hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
+    config = _load_config(name, hub)
+    model_type = str(getattr(config, "model_type", ""))
+    given = ComponentMap.parse(components) if isinstance(components, str) else components
+    layout = with_map(layout_for(model_type), given)
+    fmt = _prompt_format(layout, prompt_template)
+    processor = load_processor(name, processor_kwargs, **hub)
+    if not hasattr(processor, "image_processor"):
+        processor = _template_processor(name, processor, config, layout, fmt, processor_kwargs, hub)
+    elif fmt.template is None and not _has_chat_template(processor):
+        raise ConfigError(
+            f"{name} has no chat template; give a prompt template with {{prompt}} where the user turn goes"
+        )
+    apply_max_pixels(processor, model_type, max_pixels)
+    text_dtype = str(dtype).removeprefix("torch.")
+    kwargs = model_loading_kwargs(device_map, quantization, text_dtype) | dict(model_kwargs or {})
+    model: Any = _model_class(config, trust_remote_code).from_pretrained(
+        name, dtype=_resolve_dtype(dtype), **hub, **kwargs
+    )
+    if "device_map" in kwargs:
+        target = model.get_input_embeddings().weight.device
+    else:
+        target = torch.device(device)
+        model.to(target)
+    model.eval()
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedVLM(model, processor, target, model_type, fmt, layout.components if layout else None)
+
+
 def load_vlm(
     name: str,
     device: str | torch.device = "cpu",
@@ -172,26 +236,104 @@ def load_vlm(
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, torch.device]:
-    """(model in eval mode, processor, input device) of an image-text-to-text checkpoint.
-
-    Shared by the teacher and the perception adapter so both load checkpoints the same way. With
-    a ``device_map`` in ``model_kwargs`` the model is sharded by accelerate and inputs go where its
-    embeddings are; otherwise it is moved to ``device``. A missing pad token is set to EOS: batches
-    are right-padded and masked, so the pad id is never read.
-    """
-    from transformers import AutoModelForImageTextToText
-
-    hub = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
-    processor = load_processor(name, processor_kwargs, **hub)
-    model: Any = AutoModelForImageTextToText.from_pretrained(
-        name, dtype=_resolve_dtype(dtype), **hub, **(model_kwargs or {})
+    """(model in eval mode, processor, input device): :func:`open_vlm` without the extras."""
+    loaded = open_vlm(
+        name,
+        device=device,
+        dtype=dtype,
+        local_files_only=local_files_only,
+        trust_remote_code=trust_remote_code,
+        model_kwargs=model_kwargs,
+        processor_kwargs=processor_kwargs,
     )
-    if model_kwargs and "device_map" in model_kwargs:
-        target = model.get_input_embeddings().weight.device
-    else:
-        target = torch.device(device)
-        model.to(target)
-    model.eval()
-    if processor.tokenizer.pad_token is None:
-        processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    return model, processor, target
+    return loaded.model, loaded.processor, loaded.device
+
+
+def _load_config(name: str, hub: dict[str, Any]) -> Any:
+    """The checkpoint's config; a clear error when it needs remote code that was not allowed."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    local = Path(name) / "config.json"
+    if not hub["trust_remote_code"] and local.is_file():
+        saved = json.loads(local.read_text())
+        if saved.get("auto_map") and saved.get("model_type") not in CONFIG_MAPPING:
+            raise ConfigError(_remote_code_message(name, sorted(saved["auto_map"].values())))
+    try:
+        return AutoConfig.from_pretrained(name, **hub)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not hub["trust_remote_code"]:
+            raise ConfigError(_remote_code_message(name, [])) from None
+        raise
+
+
+def _remote_code_message(name: str, files: list[str]) -> str:
+    shipped = f" ({', '.join(files)})" if files else ""
+    return (
+        f"{name} ships its own model code{shipped}; loading it runs that code, so it must be allowed "
+        "explicitly (trust_remote_code) after reading it"
+    )
+
+
+def _model_class(config: Any, trust_remote_code: bool) -> Any:
+    import transformers
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and auto_map:
+        for cls in (
+            "AutoModelForImageTextToText",
+            "AutoModelForVision2Seq",
+            "AutoModelForCausalLM",
+            "AutoModel",
+        ):
+            if cls in auto_map and hasattr(transformers, cls):
+                return getattr(transformers, cls)
+    return transformers.AutoModelForImageTextToText
+
+
+def _prompt_format(layout: ModelLayout | None, template: str | None) -> PromptFormat:
+    cmap = layout.components if layout else None
+    image_input = cmap.image_input if cmap else "pixel_values"
+    if template is not None:
+        check_template(template)
+    chosen = template if template is not None else (layout.template if layout else None)
+    image_text = (layout.image_text if layout else "") or "<image>"
+    after = bool(layout and layout.answer_after_prompt)
+    return PromptFormat(chosen, image_text, after, image_input)
+
+
+def _has_chat_template(processor: Any) -> bool:
+    tokenizer = getattr(processor, "tokenizer", None)
+    return bool(getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None))
+
+
+def _template_processor(
+    name: str,
+    loaded: Any,
+    config: Any,
+    layout: ModelLayout | None,
+    fmt: PromptFormat,
+    processor_kwargs: dict[str, Any] | None,
+    hub: dict[str, Any],
+) -> TemplateProcessor:
+    """The processor of a model that ships only a tokenizer and an image processor."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    if fmt.template is None:
+        raise ConfigError(
+            f"{name} has no processor and no known prompt format; give a prompt template with {{prompt}} "
+            "where the user turn goes"
+        )
+    token = layout.components.image_token_id if layout else None
+    if token is None:
+        token = getattr(config, "image_token_id", None)
+        token = getattr(config, "image_token_index", None) if token is None else token
+    if token is None:
+        raise ConfigError(
+            f"{name}: the config names no image token id; give image_token_id in the component map"
+        )
+    tokenizer = (
+        loaded if hasattr(loaded, "convert_tokens_to_ids") else AutoTokenizer.from_pretrained(name, **hub)
+    )
+    image_processor = AutoImageProcessor.from_pretrained(name, **hub, **(processor_kwargs or {}))
+    return TemplateProcessor(tokenizer, image_processor, fmt.image_text, int(token), fmt.image_input)

@@ -59,17 +59,19 @@ from PIL import Image
 
 from iqalens.errors import InvalidInputError
 from iqalens.models.base import ComponentFeatures, ModelKind
-from iqalens.models.hf_loading import build_prompt_text, checkpoint_name, load_vlm
+from iqalens.models.hf_components import component_map_for, image_token_id, resolve_components
+from iqalens.models.hf_inputs import encode_prompts
+from iqalens.models.hf_loading import checkpoint_name, open_vlm
 from iqalens.models.hf_vlm_decoding import decode_rows, sequence_log_probs, stop_token_ids
 from iqalens.models.hf_vlm_sites import (
     first_tensor,
-    largest_block_list,
     patches_per_tile,
     pooled_sites_of_one_pass,
     tiles_per_image,
     to_numpy,
     token_pooler,
     vision_pooler,
+    visual_token_mask,
 )
 from iqalens.models.prompts import Prompt
 from iqalens.taxonomy import CLASSES
@@ -130,6 +132,11 @@ class HFVLMAdapter:
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
+        components: str | None = None,
+        prompt_template: str | None = None,
+        max_pixels: int | None = None,
+        device_map: str | None = None,
+        quantization: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
@@ -145,6 +152,9 @@ class HFVLMAdapter:
             "question": question,
             "answer_prefix": answer_prefix,
             "processor_kwargs": processor_kwargs or {},
+            "components": components,
+            "prompt_template": prompt_template,
+            "max_pixels": max_pixels,
         }
         self.batch_size = batch_size
         self.prompt = forced_choice_prompt(question, answer_prefix)
@@ -158,26 +168,34 @@ class HFVLMAdapter:
             # e.g. a quantization config changes the features too (as text: configs are objects)
             "model_kwargs": {k: str(v) for k, v in (model_kwargs or {}).items()},
         }
-        self.model, self.processor, self.device = load_vlm(
-            name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs
+        # Only options that were set join the key, so the caches of earlier runs stay valid.
+        extra = {"components": components, "prompt_template": prompt_template, "max_pixels": max_pixels}
+        extra |= {"quantization": quantization}
+        self.extraction_settings |= {k: v for k, v in extra.items() if v is not None}
+        loaded = open_vlm(
+            name,
+            device=device,
+            dtype=dtype,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            components=components,
+            prompt_template=prompt_template,
+            max_pixels=max_pixels,
+            device_map=device_map,
+            quantization=quantization,
         )
+        self.model, self.processor, self.device = loaded.model, loaded.processor, loaded.device
+        self.prompt_format = loaded.prompt_format
         self.tokenizer = self.processor.tokenizer
-
-        inner = self.model.model
-        vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
-        if vision is None or not hasattr(inner, "language_model"):
-            raise InvalidInputError(f"{type(self.model).__name__}: no vision tower / language model found")
-        self.vision_tower: torch.nn.Module = vision
-        self.language_model: torch.nn.Module = inner.language_model
-        self.vision_blocks = largest_block_list(vision)
-        self.lm_blocks = largest_block_list(self.language_model)
-        config = self.model.config
-        token_id = getattr(config, "image_token_id", None)
-        if token_id is None:
-            token_id = getattr(config, "image_token_index", None)
-        if token_id is None:
-            raise InvalidInputError(f"{type(self.model).__name__}: the config names no image token id")
-        self.image_token_id = int(token_id)
+        self.component_map = component_map_for(self.model, loaded.component_map)
+        resolved = resolve_components(self.model, self.component_map)
+        self.vision_tower: torch.nn.Module = resolved.vision_tower
+        self.language_model: torch.nn.Module = resolved.language_model
+        self.vision_blocks = resolved.vision_blocks
+        self.lm_blocks = resolved.lm_blocks
+        self.image_token_id = image_token_id(self.model, self.component_map)
         params = inspect.signature(self.model.forward).parameters
         self._keep_logits = "logits_to_keep" in params
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -196,23 +214,27 @@ class HFVLMAdapter:
 
     def prepare(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """Processor output for one forced-choice prompt per image (right-padded, on the device)."""
-        text = build_prompt_text(self.processor, self.prompt)
         pil = [Image.fromarray(np.asarray(im, dtype=np.uint8)).convert("RGB") for im in images]
-        batch = self.processor(
-            text=[text] * len(pil), images=pil, padding=True, padding_side="right", return_tensors="pt"
+        return encode_prompts(
+            self.processor,
+            self.prompt_format,
+            [self.prompt] * len(pil),
+            [[im] for im in pil],
+            device=self.device,
+            dtype=self.model.dtype,
         )
-        inputs: dict[str, torch.Tensor] = {}
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self.device)
-                if value.is_floating_point():
-                    value = value.to(self.model.dtype)
-            inputs[key] = value
-        return inputs
+
+    def visual_mask(self, input_ids: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """[B, seq_len] True at the visual tokens of the language model's sequence (see
+        :func:`~iqalens.models.hf_vlm_sites.visual_token_mask`: models that expand one placeholder
+        per image inside their forward have a longer sequence than ``input_ids``)."""
+        return visual_token_mask(input_ids, self.image_token_id, seq_len)
 
     def _tiles_per_image(self, inputs: dict[str, torch.Tensor], n_images: int) -> list[int]:
         """How many rows of the vision tower's input belong to each image (see :func:`tiles_per_image`)."""
-        return tiles_per_image(self.model.config, inputs, n_images, self.image_token_id)
+        return tiles_per_image(
+            self.model.config, inputs, n_images, self.image_token_id, self.prompt_format.image_input
+        )
 
     # -- ComponentModel ---------------------------------------------------------------------------
 
@@ -244,7 +266,8 @@ class HFVLMAdapter:
         Shared by :meth:`extract` and the alignment forward pass (:mod:`iqalens.align.hf`), so the
         feature-distillation constraint reads exactly the ``vision.K`` site. Differentiable.
         """
-        return vision_pooler(self._tiles_per_image(inputs, n_images), patches_per_tile(self.model.config))
+        tiles = self._tiles_per_image(inputs, n_images)
+        return vision_pooler(tiles, patches_per_tile(self.model.config, self.vision_tower))
 
     @torch.inference_mode()
     def _extract_batch(
@@ -275,7 +298,6 @@ class HFVLMAdapter:
         """
         captured: list[torch.Tensor] = []
         inputs = self.prepare(images)
-        mask = inputs["input_ids"] == self.image_token_id
 
         def lm_in(_m: torch.nn.Module, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             captured.append(kwargs["inputs_embeds"].detach())
@@ -289,6 +311,7 @@ class HFVLMAdapter:
         finally:
             handle.remove()
         embeds = captured[0]
+        mask = self.visual_mask(inputs["input_ids"], embeds.shape[1]).to(embeds.device)
         return [embeds[i][mask[i]].float().cpu() for i in range(len(images))]
 
     def word_token_ids(self, word: str) -> list[int]:

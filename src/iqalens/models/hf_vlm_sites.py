@@ -21,35 +21,17 @@ from iqalens.errors import InvalidInputError
 
 __all__ = [
     "first_tensor",
-    "largest_block_list",
     "mean_per_image",
     "patches_per_tile",
     "pooled_sites_of_one_pass",
     "tiles_per_image",
     "to_numpy",
     "token_pooler",
+    "visual_token_mask",
     "vision_pooler",
 ]
 
 Pool = Callable[[torch.Tensor], torch.Tensor]
-
-
-def largest_block_list(module: torch.nn.Module) -> torch.nn.ModuleList:
-    """The ModuleList of identical blocks with the most entries: a tower's / decoder's layer stack.
-
-    Why generic: CLIP/SigLIP name it ``encoder.layers``, InternViT ``encoder.layer``, Qwen's ViT
-    ``blocks``, every decoder ``layers``; the stack is always the longest homogeneous list.
-    """
-    best: torch.nn.ModuleList | None = None
-    for sub in module.modules():
-        if not isinstance(sub, torch.nn.ModuleList):
-            continue
-        homogeneous = len({type(m) for m in sub}) == 1
-        if homogeneous and (best is None or len(sub) > len(best)):
-            best = sub
-    if best is None:
-        raise InvalidInputError(f"no layer stack found in {type(module).__name__}")
-    return best
 
 
 def first_tensor(value: Any) -> torch.Tensor:
@@ -76,17 +58,22 @@ def mean_per_image(rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
 
 
 def tiles_per_image(
-    config: Any, inputs: dict[str, torch.Tensor], n_images: int, image_token_id: int
+    config: Any,
+    inputs: dict[str, torch.Tensor],
+    n_images: int,
+    image_token_id: int,
+    image_input: str = "pixel_values",
 ) -> list[int]:
     """How many rows of the vision tower's input belong to each image (in order).
 
     Qwen: patches per image (the tower runs on one flat sequence). LLaVA-NeXT / OneVision:
-    the number of any-resolution tiles, computed as the model does. InternVL: tiles = image
-    tokens / tokens per tile. Otherwise one tile per image.
+    the number of any-resolution tiles, computed as the model does. Idefics3 / SmolVLM: the tiles
+    that are not all-zero padding (the model drops those). InternVL: tiles = image tokens / tokens
+    per tile. Otherwise one tile per image.
     """
     if "image_grid_thw" in inputs:
         return [int(v) for v in inputs["image_grid_thw"].prod(-1).tolist()]
-    pixel_values = inputs["pixel_values"]
+    pixel_values = inputs[image_input]
     if pixel_values.dim() == 5 and "image_sizes" in inputs:
         from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
@@ -95,6 +82,8 @@ def tiles_per_image(
             int(image_size_to_num_patches(s, config.image_grid_pinpoints, size))
             for s in inputs["image_sizes"].tolist()
         ]
+    if pixel_values.dim() == 5 and "pixel_attention_mask" in inputs:
+        return [int(v) for v in (pixel_values.flatten(2) != 0).any(-1).sum(1).tolist()]
     if pixel_values.shape[0] != n_images:
         per_tile = getattr(config, "image_seq_length", None)
         if per_tile:
@@ -106,9 +95,13 @@ def tiles_per_image(
     return [1] * n_images
 
 
-def patches_per_tile(config: Any) -> int | None:
-    """Patch tokens per tile of a ViT tower (to recognise a CLS token), None if not a fixed grid."""
-    vc = getattr(config, "vision_config", None)
+def patches_per_tile(config: Any, vision_tower: Any = None) -> int | None:
+    """Patch tokens per tile of a ViT tower (to recognise a CLS token), None if not a fixed grid.
+
+    Read from the model config's ``vision_config``, else from the tower's own ``config`` (remote-code
+    towers such as mPLUG-Owl2's keep their settings there).
+    """
+    vc = getattr(config, "vision_config", None) or getattr(vision_tower, "config", None)
     size, patch = getattr(vc, "image_size", None), getattr(vc, "patch_size", None)
     if size is None or patch is None:
         return None
@@ -141,13 +134,50 @@ def vision_pooler(tiles: list[int], n_patches: int | None) -> Pool:
     return pool_vision
 
 
+def visual_token_mask(input_ids: torch.Tensor, token_id: int, seq_len: int) -> torch.Tensor:
+    """[B, seq_len] True at the visual tokens of a language model's sequence of length ``seq_len``.
+
+    When the sequence is as long as ``input_ids``, the visual tokens are where ``token_id`` is (the
+    processor expanded each image to its tokens). When it is longer, the model expanded each
+    placeholder itself (LLaVA-1.5-original and mPLUG-Owl2 code: one id such as -200 per image,
+    replaced inside ``forward`` by the image's n visual tokens): every row must then hold the same
+    number k of placeholders, n = (seq_len - T) / k + 1, and placeholder j at position p covers
+    positions p + j (n - 1) ... p + j (n - 1) + n - 1. Right padding is kept after the real tokens.
+    """
+    is_image = input_ids == token_id
+    length = input_ids.shape[1]
+    if seq_len == length:
+        return is_image
+    per_row = is_image.sum(1)
+    k = int(per_row[0])
+    if k == 0 or bool((per_row != k).any()) or (seq_len - length) % k:
+        raise InvalidInputError(
+            f"cannot place the visual tokens: {seq_len} positions for {length} input ids with "
+            f"{per_row.tolist()} image placeholders per row"
+        )
+    n = (seq_len - length) // k + 1
+    mask = torch.zeros((len(input_ids), seq_len), dtype=torch.bool, device=input_ids.device)
+    for row in range(len(input_ids)):
+        for j, pos in enumerate(torch.where(is_image[row])[0].tolist()):
+            start = pos + j * (n - 1)
+            mask[row, start : start + n] = True
+    return mask
+
+
 def token_pooler(input_ids: torch.Tensor, token_id: int) -> Pool:
-    """The per-row mean [B, D] of hidden states [B, T, D] over the positions holding ``token_id``."""
-    weights = (input_ids == token_id).float()  # [B, T]
-    weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
+    """The per-row mean [B, D] of hidden states [B, T, D] over the visual-token positions.
+
+    The positions are found by :func:`visual_token_mask` for the length of the hidden states the
+    pool is given (computed once), on their device (a sharded model's layers sit on several GPUs).
+    """
+    weights: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def pool_tokens(h: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(weights.unsqueeze(1), h.float()).squeeze(1)  # masked mean over T
+        key = (h.shape[1], h.device)
+        if key not in weights:
+            w = visual_token_mask(input_ids, token_id, h.shape[1]).float().to(h.device)
+            weights[key] = w / w.sum(1, keepdim=True).clamp(min=1)
+        return torch.bmm(weights[key].unsqueeze(1), h.float()).squeeze(1)  # masked mean over T
 
     return pool_tokens
 

@@ -23,7 +23,10 @@ string options (``extra``) say how it is addressed:
 - ``default``: a bare ``NAME`` is allowed (``arg`` is then ``""``); the value is its help note;
 - ``note``: a note after ``'NAME:ARG'`` in help texts (``CLIP/SigLIP``);
 - ``marker``: space-separated file names or globs that all exist in a checkpoint folder of the
-  family; folders are matched against the markers in registration order.
+  family; folders are matched against the markers in registration order;
+- ``options``: space-separated names of the keyword options the family's loader accepts
+  (``components``, ``trust_remote_code``, ...); :func:`load_model` passes those that are set and
+  refuses options a family does not take.
 
 The checkpoint id keys the feature cache: two checkpoints of one model (before and after
 fine-tuning) must never share cached features.
@@ -34,7 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iqalens.errors import InvalidInputError
+from iqalens.errors import ConfigError, InvalidInputError
 from iqalens.files import content_hash
 from iqalens.registry import Entry, Registry
 
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # the help texts import this module: keep it free of numpy an
 
 __all__ = [
     "ALIGN_MODEL_DIR",
+    "HF_OPTIONS",
     "MODEL_FAMILIES",
     "ModelFamilyInfo",
     "checkpoint_folder",
@@ -56,6 +60,9 @@ __all__ = [
 #: Sub-folder of an ``iqalens align`` run that holds its checkpoint.
 ALIGN_MODEL_DIR = "model"
 
+#: The loading options of the Hugging Face families (:func:`iqalens.models.hf_loading.open_vlm`).
+HF_OPTIONS = "dtype trust_remote_code components prompt_template max_pixels device_map quantization"
+
 #: The model families ``load_model`` knows (see the module doc for the entries' options).
 MODEL_FAMILIES: Registry[Any] = Registry("model family")
 
@@ -66,6 +73,7 @@ MODEL_FAMILIES.register_lazy(
     "iqalens.models.hf_checkpoint:load_hf_aligned",
     "a Hugging Face multimodal LLM fine-tuned by 'iqalens align' (trained weights over a named base)",
     marker="hf_aligned.json",
+    options=HF_OPTIONS,
 )
 MODEL_FAMILIES.register_lazy(
     "mini",
@@ -78,9 +86,11 @@ MODEL_FAMILIES.register_lazy(
 MODEL_FAMILIES.register_lazy(
     "hf",
     "iqalens.models.hf_vlm:HFVLMAdapter",
-    "Hugging Face image-text-to-text multimodal LLMs (LLaVA, Qwen2-VL, InternVL, ...)",
+    "Hugging Face multimodal LLMs (LLaVA, Qwen2-VL, InternVL, Idefics3, Gemma 3, PaliGemma, "
+    "remote-code mPLUG-Owl2, or any by component map)",
     arg="PATH_OR_ID",
     marker="config.json *.safetensors",
+    options=HF_OPTIONS,
 )
 MODEL_FAMILIES.register_lazy(
     "dual",
@@ -111,15 +121,20 @@ def specs_help() -> str:
     return ", ".join(forms) + ", or a checkpoint folder (an 'iqalens align' run folder or its model/ folder)"
 
 
-def load_model(spec: str, device: str = "cpu") -> tuple[ComponentModel, str]:
-    """The model for ``spec`` and a checkpoint id for the feature cache."""
+def load_model(spec: str, device: str = "cpu", **options: Any) -> tuple[ComponentModel, str]:
+    """The model for ``spec`` and a checkpoint id for the feature cache.
+
+    ``options`` are loading options (see the entries' ``options``); those set to None are ignored, and
+    one the family does not take is an error (it would otherwise be silently dropped).
+    """
     prefix, _, rest = spec.partition(":")
+    options = {k: v for k, v in options.items() if v is not None}
     if prefix in MODEL_FAMILIES and "arg" in MODEL_FAMILIES.entry(prefix).extra:
         entry = MODEL_FAMILIES.entry(prefix)
         if rest or "default" in entry.extra:
-            return _load(entry, rest, device)
+            return _load(entry, rest, device, options)
     elif Path(spec).is_dir():
-        return _load_folder(checkpoint_folder(spec), device)
+        return _load_folder(checkpoint_folder(spec), device, options)
     raise InvalidInputError(f"unknown model spec {spec!r}; use {specs_help()}")
 
 
@@ -143,20 +158,24 @@ def folder_id(folder: Path) -> str:
     return "+".join(f"{p.name}:{content_hash(p)[:16]}" for p in weights)
 
 
-def _load(entry: Entry[Any], arg: str, device: str) -> tuple[ComponentModel, str]:
-    loaded = entry.load()(arg, device=device)
+def _load(entry: Entry[Any], arg: str, device: str, options: dict[str, Any]) -> tuple[ComponentModel, str]:
+    accepted = entry.extra.get("options", "").split()
+    refused = sorted(k for k in options if k not in accepted)
+    if refused:
+        raise ConfigError(f"the {entry.name} model family takes no option {', '.join(refused)}")
+    loaded = entry.load()(arg, device=device, **options)
     if isinstance(loaded, tuple):
         model, ckpt = loaded
         return model, str(ckpt)
     return loaded, checkpoint_id(arg)
 
 
-def _load_folder(folder: Path, device: str) -> tuple[ComponentModel, str]:
+def _load_folder(folder: Path, device: str, options: dict[str, Any]) -> tuple[ComponentModel, str]:
     """A checkpoint folder given as a bare path: the first family whose marker files it holds."""
     for entry in MODEL_FAMILIES:
         patterns = entry.extra.get("marker", "").split()
         if patterns and all(any(p.is_file() for p in folder.glob(pattern)) for pattern in patterns):
-            return _load(entry, str(folder), device)
+            return _load(entry, str(folder), device, options)
     raise InvalidInputError(f"{folder} is not a model checkpoint (no {_markers_text()}); use {specs_help()}")
 
 

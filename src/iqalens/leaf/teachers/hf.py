@@ -41,7 +41,8 @@ from iqalens.errors import InvalidInputError
 from iqalens.images import load_rgb
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
 from iqalens.leaf.prompts import pair_prompt, point_prompt, prompt_version
-from iqalens.models.hf_loading import answer_token_ids, build_prompt_text, checkpoint_name, load_vlm
+from iqalens.models.hf_inputs import encode_prompts
+from iqalens.models.hf_loading import answer_token_ids, checkpoint_name, open_vlm
 from iqalens.models.prompts import Prompt
 
 __all__ = ["HFTeacher", "Request"]
@@ -69,7 +70,10 @@ class HFTeacher:
     the checkpoint's); ``model_kwargs`` go to ``from_pretrained`` (e.g. ``device_map="auto"`` to
     shard a large model, ``attn_implementation``), ``processor_kwargs`` override processor
     settings (e.g. ``{"size": {"shortest_edge": 56 * 56, "longest_edge": 1024 * 28 * 28}}`` for
-    Qwen2-VL, whose ``size`` is a pixel budget).
+    Qwen2-VL, whose ``size`` is a pixel budget). ``components``, ``prompt_template``,
+    ``trust_remote_code``, ``max_pixels``, ``device_map`` and ``quantization`` are the loading
+    options of :func:`iqalens.models.hf_loading.open_vlm` (any HF VLM by component map, remote-code
+    models, real-size loading).
     ``teacher_id`` defaults to ``hf:<hub id>`` or ``hf:<folder name>`` for a local checkpoint, so
     the same checkpoint copied to another machine keeps its judgments; pass it explicitly to tell
     apart two local checkpoints with the same folder name.
@@ -90,6 +94,11 @@ class HFTeacher:
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
+        components: str | None = None,
+        prompt_template: str | None = None,
+        max_pixels: int | None = None,
+        device_map: str | None = None,
+        quantization: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
@@ -99,9 +108,22 @@ class HFTeacher:
         self.batch_size = batch_size
         self.point = point_prompt(prefill)
         self.pair = pair_prompt(prefill)
-        self.model, self.processor, self.device = load_vlm(
-            name, device, dtype, local_files_only, trust_remote_code, model_kwargs, processor_kwargs
+        loaded = open_vlm(
+            name,
+            device=device,
+            dtype=dtype,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            components=components,
+            prompt_template=prompt_template,
+            max_pixels=max_pixels,
+            device_map=device_map,
+            quantization=quantization,
         )
+        self.model, self.processor, self.device = loaded.model, loaded.processor, loaded.device
+        self.prompt_format = loaded.prompt_format
         self._keep_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         tokenizer = self.processor.tokenizer
         self.level_ids = answer_token_ids(tokenizer, self.point.choices, self.point.answer_prefix)
@@ -138,19 +160,14 @@ class HFTeacher:
 
     def prepare(self, requests: Sequence[Request]) -> dict[str, torch.Tensor]:
         """Processor output (right-padded, on the model's device) for a batch of requests."""
-        texts = [build_prompt_text(self.processor, r.prompt) for r in requests]
-        images = [im for r in requests for im in r.ordered_images()]
-        batch = self.processor(
-            text=texts, images=images, padding=True, padding_side="right", return_tensors="pt"
+        return encode_prompts(
+            self.processor,
+            self.prompt_format,
+            [r.prompt for r in requests],
+            [r.ordered_images() for r in requests],
+            device=self.device,
+            dtype=self.model.dtype,
         )
-        inputs: dict[str, torch.Tensor] = {}
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(self.device)
-                if value.is_floating_point():
-                    value = value.to(self.model.dtype)
-            inputs[key] = value
-        return inputs
 
     @torch.inference_mode()
     def answer_logits(self, requests: Sequence[Request], token_ids: Sequence[int]) -> np.ndarray:
@@ -167,9 +184,11 @@ class HFTeacher:
             keep = torch.unique(last)  # sorted
             kwargs["logits_to_keep"] = keep
             column = torch.searchsorted(keep, last)
-        else:
-            column = last
         logits = self.model(**inputs, **kwargs).logits
+        if not self._keep_logits:
+            # Models that expand each image placeholder inside forward (mPLUG-Owl2) return a longer
+            # sequence; every row holds as many images, so every real token moved by as much.
+            column = last + (logits.shape[1] - length)
         rows = logits[torch.arange(len(requests), device=logits.device), column.to(logits.device)]
         ids = torch.tensor(list(token_ids), device=rows.device)
         return rows[:, ids].float().cpu().numpy().astype(np.float64)

@@ -66,7 +66,8 @@ TEACHERS.register_lazy(
     "iqalens.leaf.teachers.hf:HFTeacher",
     "a Hugging Face multimodal LLM run locally (a hub id or a local folder)",
     arg="PATH_OR_ID",
-    options="device dtype batch_size",
+    options="device dtype batch_size trust_remote_code components prompt_template max_pixels device_map "
+    "quantization",
 )
 TEACHERS.register_lazy(
     "openai",
