@@ -62,8 +62,10 @@ def metric_table(manifest_path: Path, metrics: tuple[str, ...], cache: Path, wor
     }
     if cache.is_file():
         saved = np.load(cache, allow_pickle=False)
-        if list(saved["metrics"]) == list(metrics) and list(saved["paths"]) == [str(p) for p in paths]:
-            out["values"], out["seconds"] = saved["values"], float(saved["seconds"])
+        cached = [str(m) for m in saved["metrics"]]
+        if set(metrics) <= set(cached) and list(saved["paths"]) == [str(p) for p in paths]:
+            out["values"] = saved["values"][:, [cached.index(m) for m in metrics]]
+            out["seconds"] = float(saved["seconds"])
             return out
     index = ReferenceIndex.from_manifests([manifest_path])
     jobs = [(str(p), str(index.reference_of(p)), metrics) for p in paths]

@@ -5,7 +5,8 @@ Steps (offline; the shared photos are read, never copied):
 1. Draw ``--refs`` reference photos (seeded) from ``../shared/data/pristine/`` and build the synthetic
    benchmark (all 25 KADID types x 5 levels + the clean image each, ``--size``) with a content-disjoint
    train/test split by reference (75% / 0% / 25%). Labels: the KADID-10k **proxy MOS**.
-2. Label every image with the classical teacher (NIQE + BRISQUE, ``ClassicalTeacher`` via ``run_teach``)
+2. Label every image with the ``--teacher`` (``classical``: NIQE + BRISQUE; ``fr``: the full-reference
+   teacher, which compares each image with its clean reference) via ``run_teach``
    into a judgments store, with ``--pairs`` derived pairs per image (stratified sampling).
 3. Run :func:`iqalens.leaf.label_budget.run_label_budget` (cached frozen EfficientNet-Lite0 features, head
    training only, head l2 chosen per seed without labels) for budgets 0, 1, 5, 10, 30, 100% and
@@ -47,6 +48,7 @@ from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import POOLINGS, StudentConfig
 from iqalens.leaf.teach import TeachReport, run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
+from iqalens.leaf.teachers.fullref import FRTeacher
 from iqalens.runs import machine_description, package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +62,16 @@ def pristine_refs(n: int, seed: int) -> list[Path]:
     return sorted(files[i] for i in rng.choice(len(files), size=min(n, len(files)), replace=False))
 
 
-def run_folder(work: Path, pooling: str) -> Path:
-    """The protocol's run folder (and, inside it, the feature cache) of one pooling setting.
+def run_folder(work: Path, pooling: str, teacher: str = "classical", image_size: int = 224) -> Path:
+    """The protocol's run folder (and, inside it, the feature cache) of one setting.
 
-    ``last`` keeps the original ``run`` so that existing work folders are reused as they are.
+    ``last`` with the classical teacher at 224 keeps the original ``run`` so that existing work
+    folders are reused as they are.
     """
-    return work / ("run" if pooling == "last" else f"run-{pooling}")
+    name = "run" if pooling == "last" else f"run-{pooling}"
+    if teacher != "classical":
+        name += f"-{teacher}"
+    return work / (name if image_size == 224 else f"{name}-{image_size}px")
 
 
 def default_doc(pooling: str) -> Path:
@@ -82,6 +88,21 @@ def feature_description(pooling: str, dim: int) -> str:
         "28 and 14 pixel stages, plus the mean of the 1280-channel last map; `StudentConfig.pooling = "
         "'multiscale'`)"
     )
+
+
+TEACHER_WORDS = {
+    "classical": "The teacher is the weak classical NIQE + BRISQUE teacher, not a vision-language model.",
+    "fr": "The teacher is the full-reference teacher (MS-SSIM, GMSD, VSI, VIF, CIEDE2000 against each "
+    "image's clean reference): a reference-aware stand-in that exists only where references exist, not a "
+    "vision-language model.",
+}
+TEACHER_NOTES = {
+    "classical": "It is weak on this data (SRCC about 0.44 against the proxy MOS, blind to colour/brightness/"
+    "contrast types; see `docs/classical_teacher.md`), so the LEAF arms here measure what a weak teacher "
+    "is worth. ",
+    "fr": "It sees every type, since it compares with the reference (see `docs/fr_teacher.md`); the student "
+    "does not: it scores the image alone. ",
+}
 
 
 def _fmt_srcc(value: float | None) -> str:
@@ -107,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         "--pooling", choices=POOLINGS, default="last", help="backbone feature of the student (default last)"
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--teacher", choices=("classical", "fr"), default="classical", help="teacher (default classical)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=224,
+        help="student input: shorter side resized to this, centre crop of this side (default 224)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     work = Path(args.work)
@@ -121,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest, _ = read_manifest(manifest_path)
 
     t0 = time.perf_counter()
-    teacher = ClassicalTeacher(workers=args.workers)
+    teacher: ClassicalTeacher | FRTeacher = (
+        FRTeacher(manifests=[manifest_path], workers=args.workers)
+        if args.teacher == "fr"
+        else ClassicalTeacher(workers=args.workers)
+    )
     with JudgmentStore(work / "judgments.sqlite") as store:
         report = run_teach(
             teacher,
@@ -135,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["teach_s"] = time.perf_counter() - t0
 
     config = BudgetConfig(seeds=tuple(range(args.seeds)))
-    run = run_folder(work, args.pooling)
+    teacher.close()
+    run = run_folder(work, args.pooling, args.teacher, args.image_size)
     feature_dir = run / "features"
     cached_before = len(list(feature_dir.glob("*.npy"))) if feature_dir.is_dir() else 0
     result = run_label_budget(
@@ -145,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         teacher.prompt_version,
         run,
         config,
-        student_config=StudentConfig(pooling=args.pooling),
+        student_config=StudentConfig(
+            pooling=args.pooling, image_size=args.image_size, resize_shorter=args.image_size
+        ),
     )
     result["features_reused"] = cached_before
     result["features_computed"] = len(list(feature_dir.glob("*.npy"))) - cached_before
@@ -153,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     timings["protocol_s"] = result["timing"]["protocol_s"]
     timings["total_s"] = time.perf_counter() - started
     doc = Path(args.doc) if args.doc else default_doc(args.pooling)
+    if args.teacher != "classical" and not args.doc:
+        doc = doc.with_name(f"{doc.stem}_{args.teacher}.md")
     save_budget_curve(
         result["summary"],
         doc.parent,
         title=f"SRCC vs label budget, {args.pooling} pooling\n"
-        f"(proxy MOS, classical teacher; mean ± std over {args.seeds} seeds)",
+        f"(proxy MOS, {args.teacher} teacher, {args.image_size}px; mean ± std over {args.seeds} seeds)",
         stem=doc.stem,
         formats=("png",),
     )
@@ -173,7 +212,7 @@ def write_doc(
     refs: list[Path],
     manifest_path: Path,
     report: TeachReport,
-    teacher: ClassicalTeacher,
+    teacher: ClassicalTeacher | FRTeacher,
     result: dict,
     config: BudgetConfig,
     timings: dict[str, float],
@@ -202,8 +241,9 @@ def write_doc(
         f"total {timings['total_s']:.0f} s.",
         "",
         "**Labels are the KADID-10k proxy MOS** (mean DMOS of the image's (type, level) cell over KADID's 81 "
-        "references, on the 1..5 scale), not human ratings of these images. The teacher is the weak "
-        "classical NIQE + BRISQUE teacher, not a vision-language model. Both arms train only a linear head "
+        "references, on the 1..5 scale), not human ratings of these images. "
+        + TEACHER_WORDS[args.teacher]
+        + " Both arms train only a linear head "
         "on *frozen* EfficientNet-Lite0 features: a CPU-budget protocol, not the LEAF paper's full "
         "fine-tuning of the student.",
         "",
@@ -228,8 +268,8 @@ def write_doc(
         "batch order, dropout masks and the labelled subset.",
         f"- Features: EfficientNet-Lite0 (ImageNet weights, frozen) "
         f"{feature_description(args.pooling, d['feature_dim'])} of the student's centre crop (shorter "
-        "side resized to 224, "
-        "224 crop, TF-Lite normalisation), computed once per image and cached as "
+        f"side resized to {args.image_size}, "
+        f"{args.image_size} crop, TF-Lite normalisation), computed once per image and cached as "
         "`features/<sha256>.npy`; standardised with the train split's mean/std (no labels involved).",
         f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
         f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}, plus an "
@@ -273,12 +313,11 @@ def write_doc(
         "",
         "## Teacher",
         "",
-        f"`ClassicalTeacher` (`{teacher.teacher_id}`, mapping `{teacher.prompt_version}`), run with "
+        f"`{type(teacher).__name__}` (`{teacher.teacher_id}`, mapping `{teacher.prompt_version}`), run with "
         f"`run_teach(..., pairs_per_image={args.pairs}, strategy='stratified', seed=0)`; its pairs are "
-        "derived from the two point judgments (Thurstone). It is weak on this data (SRCC about 0.44 "
-        "against the proxy MOS, blind to colour/brightness/contrast types; see "
-        "`docs/classical_teacher.md`), so the LEAF arms here measure what a weak teacher is worth. "
-        f"Its own expected score reaches SRCC {_fmt_srcc(d.get('teacher_srcc_test'))} against the proxy "
+        "derived from the two point judgments (Thurstone). "
+        + TEACHER_NOTES[args.teacher]
+        + f"Its own expected score reaches SRCC {_fmt_srcc(d.get('teacher_srcc_test'))} against the proxy "
         f"MOS on this test split ({d.get('teacher_judged_test')} judged images): what a student that "
         "reproduced its ranking exactly would reach without labels.",
         "",

@@ -218,3 +218,21 @@ def test_cli_teach_fr_and_its_errors(bench: Path, tmp_path: Path, capsys: pytest
     assert "needs a manifest" in capsys.readouterr().err
     assert main(["teach", "--teacher", "fr:nope", "--images", str(bench), "-o", str(store), "-q"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_the_default_teacher_uses_the_weighted_measures_and_survives_an_undefined_one(bench: Path) -> None:
+    from iqalens.leaf.teachers import fullref
+
+    assert fullref.FITTED_MAPPING is not None
+    teacher = FRTeacher(manifests=[bench])
+    fitted = fullref.FITTED_MAPPING
+    weighted = [m for m, w in zip(fitted.metrics, fitted.weights, strict=True) if w > 1e-3]
+    assert list(teacher.mapping.metrics) == weighted and teacher.teacher_id == "fr:" + "+".join(weighted)
+    assert sum(teacher.mapping.weights) == pytest.approx(1.0)
+    by_name = _rows_by_name(bench)
+    ref = next(iter(by_name)).rsplit("_", 2)[0]
+    values = teacher.metric_values([by_name[f"{ref}_11_5"]])[0]
+    if "vif" in weighted:  # VIF needs 65 pixels per side; these images are 96x64
+        assert math.isnan(values[weighted.index("vif")])
+    clean, noisy = teacher.judge_images([by_name[f"{ref}_00_0"], by_name[f"{ref}_11_5"]])
+    assert clean.expected > noisy.expected + 0.3 and 0.0 < noisy.reliability < 1.0

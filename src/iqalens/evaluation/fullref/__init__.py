@@ -9,7 +9,8 @@ Every measure is a function ``measure(reference, distorted) -> float`` of two RG
 (H x W x 3) of the same shape, a pure function of the arrays, registered in :data:`FR_METRICS` with
 its direction (``higher`` or ``lower`` = better, the entry's ``direction`` extra). Each is checked
 against its original implementation on the five TID2013 pairs of ``../shared/data/metric-reference``
-(tests/test_fullref_metrics.py; per-metric agreement and known deviations in docs/fullref_metrics.md).
+(tests/test_fullref_ssim_gmsd_vif.py and tests/test_fullref_fsim_vsi_colour.py; per-metric agreement
+and known deviations in docs/fullref_metrics.md). The published ``fsim`` values are FSIMc (``fsimc``).
 """
 
 from __future__ import annotations

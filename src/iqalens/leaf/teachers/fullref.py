@@ -43,16 +43,18 @@ from scipy import optimize, special
 
 from iqalens.datasets.references import MissingReferenceError, ReferenceIndex
 from iqalens.errors import InvalidInputError
-from iqalens.evaluation.fullref import FR_METRICS, compute, direction
+from iqalens.evaluation.fullref import FR_METRICS, direction
 from iqalens.images import ImageLoadError, load_rgb
 from iqalens.leaf.judgments import PairJudgment, PointJudgment
-from iqalens.leaf.teachers.level_maps import LogisticMap, fit_logistic, level_distribution
+from iqalens.leaf.teachers.level_maps import LogisticMap, fit_bounded_logistic, level_distribution
 
 __all__ = ["FITTED_MAPPING", "FRMapping", "FRTeacher", "fit_fr_mapping", "pair_metrics"]
 
 #: Temperature (in levels) of the direct pair preference: one level apart gives p = sigmoid(4) = 0.98.
 PAIR_TEMPERATURE = 0.25
 PAIR_MODES = ("derived", "direct")
+#: Fitted weights at or below this are zero: the default teacher does not compute those measures.
+WEIGHT_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def fit_fr_mapping(
         raise InvalidInputError(f"values must be n x {len(metrics)} with n = len(mos), got {v.shape}")
     ok = np.isfinite(v).all(axis=1) & np.isfinite(y)
     v, y = oriented(metrics, v[ok]), y[ok]
-    maps = tuple(fit_logistic(v[:, i], y) for i in range(v.shape[1]))
+    maps = tuple(fit_bounded_logistic(v[:, i], y) for i in range(v.shape[1]))
     q = np.column_stack([m(v[:, i]) for i, m in enumerate(maps)])
     k = q.shape[1]
 
@@ -171,8 +173,16 @@ def pair_metrics(
             f"its reference {reference} is {ref.shape[1]}x{ref.shape[0]}, the image "
             f"{img.shape[1]}x{img.shape[0]}; a full-reference judgment needs images of one size",
         )
-    values = compute(ref, img, metrics)
-    return [values[m] for m in metrics]
+    return [_measure(name, ref, img) for name in metrics]
+
+
+def _measure(name: str, reference: np.ndarray, distorted: np.ndarray) -> float:
+    """One measure, NaN where it is undefined on these images (VIF needs 65 pixels per side): the
+    mapping then judges from the other measures, as the classical teacher does without NIQE."""
+    try:
+        return float(FR_METRICS.get(name)(reference, distorted))
+    except InvalidInputError:
+        return math.nan
 
 
 def _worker(job: tuple[str, str, tuple[str, ...]]) -> list[float] | tuple[str, str]:
@@ -185,13 +195,25 @@ def _worker(job: tuple[str, str, tuple[str, ...]]) -> list[float] | tuple[str, s
         return ("unreadable", f"{exc.path}\0{exc.reason}")
 
 
-#: The measures the default mapping combines (fitted together; a subset renormalises the weights).
+#: The measures the mapping is fitted on (the default teacher computes those the fit gave weight).
 DEFAULT_METRICS: tuple[str, ...] = ("ms_ssim", "gmsd", "vsi", "vif", "ciede2000")
 
 # Fitted by `python benchmarks/fr_teacher.py fit` (fit_fr_mapping on the 1008-image benchmark of the
 # bundled sample photos against the KADID proxy MOS). Refit and bump the version together: the
 # version keys stored judgments.
-FITTED_MAPPING: FRMapping | None = None
+FITTED_MAPPING: FRMapping | None = FRMapping(
+    metrics=("ms_ssim", "gmsd", "vsi", "vif", "ciede2000"),
+    maps=(
+        LogisticMap(lo=1.89139, hi=5.5, mid=-0.983217, width=0.0284678),  # ms_ssim
+        LogisticMap(lo=1.58678, hi=5.5, mid=0.0377113, width=0.0474673),  # gmsd
+        LogisticMap(lo=1.88447, hi=5.5, mid=-0.992589, width=0.0101495),  # vsi
+        LogisticMap(lo=0.504096, hi=4.1636, mid=-0.367876, width=0.272514),  # vif
+        LogisticMap(lo=1.86533, hi=5.5, mid=0.33059, width=6.70295),  # ciede2000
+    ),
+    weights=(0, 0.218068, 0.617372, 0.164559, 4.60523e-17),
+    sigma0=0.466605,
+    version="fr-map-v1",
+)
 
 
 class FRTeacher:
@@ -214,9 +236,10 @@ class FRTeacher:
         mapping = mapping or FITTED_MAPPING
         if mapping is None:  # pragma: no cover - the shipped module carries a fitted mapping
             raise InvalidInputError("no fitted FR mapping is available")
-        names = (
-            [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else list(mapping.metrics)
-        )
+        # By default the measures the fit gave weight; a zero-weight measure would cost time and
+        # change nothing.
+        used = [m for m, w in zip(mapping.metrics, mapping.weights, strict=True) if w > WEIGHT_FLOOR]
+        names = [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else used
         for name in names:
             FR_METRICS.entry(name)  # an unknown name raises, listing the measures that exist
         if pair_mode not in PAIR_MODES:

@@ -17,7 +17,7 @@ from scipy import optimize, special
 from iqalens.errors import InvalidInputError
 from iqalens.leaf.judgments import LEVEL_SCORES
 
-__all__ = ["LogisticMap", "fit_logistic", "level_distribution"]
+__all__ = ["LogisticMap", "fit_bounded_logistic", "fit_logistic", "level_distribution"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,37 @@ def fit_logistic(metric: np.ndarray, mos: np.ndarray) -> LogisticMap:
     start = np.array([y.min(), math.log(max(np.ptp(y), 1e-3)), float(np.median(m)), math.log(spread / 2)])
     res = optimize.least_squares(residuals, start, method="lm", max_nfev=5000)
     return unpack(res.x)
+
+
+def fit_bounded_logistic(
+    metric: np.ndarray, mos: np.ndarray, scale: tuple[float, float] = (1.0, 5.0)
+) -> LogisticMap:
+    """Least-squares decreasing logistic whose asymptotes stay within ``scale`` (widened by half a level).
+
+    :func:`fit_logistic` leaves ``hi`` free; when the data cover only one tail of the sigmoid (a
+    full-reference measure near its perfect value), it returns an exponential in disguise with
+    ``hi`` in the millions. Bounding the asymptotes keeps every fitted map a readable S-curve on the
+    quality scale, and its values inside the scale wherever the measure goes.
+    """
+    m = np.asarray(metric, dtype=np.float64)
+    y = np.asarray(mos, dtype=np.float64)
+    ok = np.isfinite(m) & np.isfinite(y)
+    m, y = m[ok], y[ok]
+    if len(m) < 4:
+        raise InvalidInputError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
+    low, high = scale[0] - 0.5, scale[1] + 0.5
+    spread = float(np.std(m)) or 1.0
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return LogisticMap(*(float(t) for t in theta))(m) - y
+
+    start = np.array([max(low, y.min()), min(high, y.max()), float(np.median(m)), spread / 2])
+    res = optimize.least_squares(
+        residuals,
+        start,
+        bounds=([low, low, -np.inf, spread * 1e-4], [high, high, np.inf, np.inf]),
+        method="trf",
+        max_nfev=5000,
+    )
+    lo, hi, mid, width = (float(t) for t in res.x)
+    return LogisticMap(min(lo, hi), max(lo, hi), mid, width)
