@@ -212,3 +212,46 @@ def test_score_inputs_streams_without_keeping_results(folder: Path, tmp_path: Pa
     stream = io.StringIO()  # an open stream (the command's stdout) gets the rows as they come
     score_inputs([folder], CountingScorer(), "json", stream, progress=False, keep_results=False)
     assert json.loads(stream.getvalue())["n_images"] == 40
+
+
+class ResizingScorer(CountingScorer):
+    """Prepares as the ONNX scorer does (Pillow's bicubic resize of the shorter side); scores by mean."""
+
+    def __init__(self, accepts_pil: bool) -> None:
+        super().__init__()
+        self.accepts_pil = accepts_pil
+        self.seen: list[type] = []
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        from iqalens.models.preprocess import resize_shorter
+
+        self.seen.append(type(image))
+        return super().prepare(resize_shorter(image, 20))
+
+
+def test_pillow_images_skip_copies_but_not_pixels(tmp_path: Path) -> None:
+    """A scorer that prepares Pillow images gets them straight from the decoder for 8-bit RGB files;
+    every other file goes through load_rgb. Same prepared pixels, same errors."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    files = [_image(tmp_path / "rgb.png", 1), tmp_path / "rgba.png", tmp_path / "grey.png"]
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(files[1])
+    Image.fromarray(rgb[..., 0]).save(files[2])
+    for orientation in (1, 6, 8):  # stored as is, turned 90 degrees either way
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"turned{orientation}.jpg"
+        Image.fromarray(rgb).save(path, exif=exif.tobytes(), quality=95)
+        files.append(path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    files += [bad, tmp_path / "missing.png"]
+    outcomes = {}
+    for pil in (False, True):
+        scorer = ResizingScorer(accepts_pil=pil)
+        results = list(iter_scores(scorer, files, batch_size=3, workers=2))
+        outcomes[pil] = [(r.path, r.score, r.raw, r.error) for r in results]
+        if pil:
+            assert sum(t is not np.ndarray for t in scorer.seen) == 4  # rgb.png and the three JPEGs
+    assert outcomes[True] == outcomes[False]
+    assert [o[3] is None for o in outcomes[True]] == [True] * 6 + [False, False]

@@ -157,6 +157,10 @@ class OnnxScorer:
         self._mean = np.asarray(self.config.mean, dtype=np.float32)
         self._std = np.asarray(self.config.std, dtype=np.float32)
 
+    #: ``prepare`` takes a Pillow RGB image too (its resize is Pillow's): the pipeline then skips two
+    #: copies of every decoded image (:func:`iqalens.leaf.pipeline.prepare_pil`).
+    accepts_pil = True
+
     def prepare(self, image: np.ndarray) -> np.ndarray:
         from iqalens.models.preprocess import resize_shorter
 
