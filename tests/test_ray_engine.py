@@ -13,6 +13,7 @@ import pytest
 
 from iqalens.cli import main
 from iqalens.errors import ConfigError
+from iqalens.images import ImageLoadError
 from iqalens.leaf.scoring import score_inputs
 from iqalens.samples import sample_paths
 
@@ -145,3 +146,57 @@ def test_the_command_writes_parquet_on_ray(cluster: None, inputs: list[str], tmp
     assert all(1.0 <= s <= 5.0 for i, s in enumerate(table["score"]) if i not in (5, 9))
     assert main(["score", inputs[0], "--engine", "ray", "-q"]) == 2  # shards need an output
     assert main(["score", inputs[0], "--format", "parquet", "-q"]) == 2  # parquet is the Ray engine's
+
+
+def test_teach_on_ray_stores_what_the_local_teacher_does_and_resumes(
+    cluster: None, inputs: list[str], tmp_path: Path
+) -> None:
+    from iqalens.leaf.ray_teach import RayTeacher
+    from iqalens.leaf.store import JudgmentStore
+    from iqalens.leaf.teach import make_teacher, run_teach
+
+    paths = [Path(p) for p in inputs[:9]]  # the 8 photos and the broken file
+    skipped: list[Path] = []
+    with RayTeacher("classical", batch_size=3) as teacher, JudgmentStore(tmp_path / "ray.db") as store:
+        assert (teacher.teacher_id, teacher.supports_pairs) == ("classical:niqe+brisque", False)
+        report = run_teach(
+            teacher,
+            paths,
+            store,
+            pairs_per_image=2,
+            batch_size=3,
+            progress=False,
+            on_unreadable=lambda p, _: skipped.append(p),
+        )
+        assert (report.images_judged, report.pairs_derived) == (8, True) and skipped == [paths[5]]
+        on_ray = [(r.hash, r.judgment) for r in store.points(teacher.teacher_id, teacher.prompt_version)]
+        again = run_teach(teacher, paths, store, batch_size=3, progress=False)  # resumes: nothing to do
+        assert again.images_judged == 0 and again.images_existing == 8
+        in_order = teacher.judge_images(paths[:4])  # the Teacher interface: in order, errors raised
+        with pytest.raises(ImageLoadError):
+            teacher.judge_images(paths[4:6])
+    local_teacher = make_teacher("classical")
+    with JudgmentStore(tmp_path / "local.db") as store:
+        run_teach(local_teacher, paths, store, pairs_per_image=2, batch_size=3, progress=False)
+        local = [
+            (r.hash, r.judgment) for r in store.points(local_teacher.teacher_id, local_teacher.prompt_version)
+        ]
+    assert on_ray == local  # the same measures on the same files: the same judgments
+    assert in_order == local_teacher.judge_images(paths[:4])
+    # the command
+    out = tmp_path / "cli.db"
+    args = [
+        "teach",
+        "--teacher",
+        "classical",
+        "--images",
+        *inputs[:5],
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        "-q",
+    ]
+    assert main(args) == 0
+    with JudgmentStore(out) as store:
+        assert len(store.points(local_teacher.teacher_id, local_teacher.prompt_version)) == 5

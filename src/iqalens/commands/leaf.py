@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from iqalens.commands import add_pooling_argument
 from iqalens.commands._hf import add_hf_arguments, hf_options
@@ -54,7 +55,8 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     from iqalens.leaf.teach import collect_images, make_teacher, run_teach
 
     paths = collect_images(args.images)
-    teacher = make_teacher(
+    build = make_teacher if args.engine == "local" else _ray_teacher_builder(args)
+    teacher = build(
         args.teacher,
         workers=args.workers,
         device=args.device,
@@ -157,6 +159,17 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         "  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())
     )
     return 0
+
+
+def _ray_teacher_builder(args: argparse.Namespace) -> Callable[..., Any]:
+    """``teach --engine ray``: a builder with make_teacher's signature that starts the actors."""
+    import functools
+
+    from iqalens.leaf.ray_teach import RayTeacher
+
+    return functools.partial(
+        RayTeacher, address=args.address, actors=args.actors, gpus_per_actor=args.gpus_per_actor
+    )
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -370,6 +383,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (classical teacher)")
     p.add_argument("--device", default=None, help="torch device (hf teacher), e.g. cuda")
     p.add_argument("--concurrency", type=int, default=None, help="concurrent requests (openai teacher)")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: the teacher runs in Ray actors (classical/fr: one per CPU; hf: --gpus-per-actor 1), "
+        "judgments stored here as they come; pip install 'iqalens[ray]'",
+    )
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one)")
+    p.add_argument(
+        "--actors", type=int, default=None, help="--engine ray: teacher actors (default: per CPU/GPU)"
+    )
+    p.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor (hf teacher)"
+    )
     p.add_argument(
         "--references",
         metavar="DIR",
