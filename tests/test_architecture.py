@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "iqalens.plots": 0,
     "iqalens.samples": 0,
     "iqalens.training": 0,
+    "iqalens.ray_executor": 0,
     # 1 measures: pure numbers on arrays (correlations, mappings, NR/FR quality measures)
     "iqalens.evaluation": 1,
     # 2 distortions and the distortion -> class table

@@ -200,3 +200,30 @@ def test_teach_on_ray_stores_what_the_local_teacher_does_and_resumes(
     assert main(args) == 0
     with JudgmentStore(out) as store:
         assert len(store.points(local_teacher.teacher_id, local_teacher.prompt_version)) == 5
+
+
+def test_bench_build_on_ray_writes_the_local_build(cluster: None, tmp_path: Path) -> None:
+    import json
+
+    from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+    from iqalens.ray_executor import RayExecutor
+
+    spec = BenchmarkSpec(types=(1, 9, 16), levels=(1, 3), size=(64, 48))
+    refs = sample_paths()[:3]
+    local = build_benchmark(tmp_path / "local", refs, spec, progress=False)
+    with RayExecutor() as executor:  # the module's cluster: joined, left running
+        on_ray = build_benchmark(tmp_path / "ray", refs, spec, progress=False, executor=executor)
+    assert on_ray.read_text() == local.read_text()
+    images = sorted(p.name for p in (tmp_path / "local" / "images").iterdir())
+    assert images == sorted(p.name for p in (tmp_path / "ray" / "images").iterdir()) and len(images) == 3 * 7
+    for name in images:
+        assert (tmp_path / "ray" / "images" / name).read_bytes() == (
+            tmp_path / "local" / "images" / name
+        ).read_bytes()
+    # resumable as locally: a lost image is rendered again, the others reused
+    (tmp_path / "ray" / "images" / images[0]).unlink()
+    args = ["bench", "build", "--refs", *map(str, refs), "-o", str(tmp_path / "ray"), "--engine", "ray", "-q"]
+    args += ["--types", "1", "9", "16", "--levels", "1", "3", "--size", "64x48"]
+    assert main(args) == 0
+    provenance = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert (provenance["images_written"], provenance["images_reused"]) == (1, 20)

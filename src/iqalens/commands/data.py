@@ -85,9 +85,23 @@ def _cmd_bench_build(args: argparse.Namespace) -> int:
         balance=args.balance,
         identity_as=args.identity,
     )
-    path = build_benchmark(
-        args.output, refs=args.refs, spec=spec, workers=args.workers, progress=not args.quiet
-    )
+    executor = None
+    if args.engine == "ray":  # one Ray task per reference photo, anywhere on the cluster
+        from iqalens.ray_executor import RayExecutor
+
+        executor = RayExecutor(args.address)
+    try:
+        path = build_benchmark(
+            args.output,
+            refs=args.refs,
+            spec=spec,
+            workers=args.workers,
+            progress=not args.quiet,
+            executor=executor,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
     manifest, _ = read_manifest(path)
     counts: dict[str, int] = {}
     for row in manifest.rows:
@@ -181,6 +195,14 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
         help="class of cells that leave the image unchanged (mean shift level 3); default clean",
     )
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: render each reference as a Ray task (a cluster with a shared file system); "
+        "pip install 'iqalens[ray]'",
+    )
+    p.add_argument("--address", help="--engine ray: the Ray cluster to join (default: a local one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=_cmd_bench_build)

@@ -15,7 +15,8 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -274,11 +275,15 @@ def build_benchmark(
     spec: BenchmarkSpec | None = None,
     workers: int = 1,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> Path:
     """Build into ``out_dir`` (images/, manifest.csv, manifest.json); returns the manifest path.
 
     Re-running into the same folder resumes (finished images are verified and reused) if the spec,
-    seed and reference photos are the same; otherwise it refuses with a message.
+    seed and reference photos are the same; otherwise it refuses with a message. The references are
+    rendered by ``workers`` processes, or as tasks of ``executor`` when one is given (e.g.
+    :class:`iqalens.ray_executor.RayExecutor`: ``bench build --engine ray``; every path it is given is
+    absolute, so tasks on other machines find them on a shared file system).
     """
     spec = normalized_spec(spec or BenchmarkSpec())
     folder = Path(out_dir)
@@ -304,19 +309,22 @@ def build_benchmark(
     jobs = []
     for path, ref_id in zip(ref_paths, ids, strict=True):
         cells = balanced_cells(spec, rng) if spec.balance else plan_cells(spec, 1)
-        jobs.append(_Job(str(path), ref_id, str(images), tuple(cells), spec.size, spec.seed))
+        jobs.append(
+            _Job(str(path.resolve()), ref_id, str(images.resolve()), tuple(cells), spec.size, spec.seed)
+        )
     total = sum(len(j.cells) for j in jobs)
     bar = tqdm(total=total, desc="bench build", unit="img", disable=not progress)
     written = reused = 0
     identity: dict[str, set[tuple[int, int]]] = {}
     try:
-        if workers <= 1:
+        if workers <= 1 and executor is None:
             results = (_render(job) for job in jobs)
             for (ref_id, w, r, same), job in zip(results, jobs, strict=True):
                 written, reused, identity[ref_id] = written + w, reused + r, set(same)
                 bar.update(len(job.cells))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            pool_of = ProcessPoolExecutor(max_workers=workers) if executor is None else nullcontext(executor)
+            with pool_of as pool:
                 futures = {pool.submit(_render, job): job for job in jobs}
                 for fut in as_completed(futures):
                     ref_id, w, r, same = fut.result()
