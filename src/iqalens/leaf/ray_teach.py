@@ -81,8 +81,8 @@ class RayTeacher:
 
     ``address``: the cluster to join (None: the Ray of this process, else a new local one, shut down
     by :meth:`close`); ``actors``: how many (default: one per CPU, or per GPU with ``gpus_per_actor``);
-    ``batch_size``: images per call of an actor (default 16). A teacher's own ``workers`` option is set to 1: the
-    parallelism is the actors'.
+    ``batch_size``: images per call of an actor (default 16). A teacher's own ``workers`` option is
+    set to 1: the parallelism is the actors'.
     """
 
     def __init__(

@@ -146,8 +146,10 @@ def cached_onnx_path(model: str | os.PathLike[str] | None) -> Path:
 def _onnx_scorer(path: Path, threads: int | None, choice: str) -> ImageScorer:
     """One ONNX Runtime session per graph and settings per process (a session takes ~0.5 s to build)."""
     from iqalens.leaf.onnx_export import OnnxScorer
+    from iqalens.leaf.pipeline import usable_cores
 
-    return OnnxScorer(path, threads=threads, spinning=False, info={"runtime_choice": choice})
+    n = usable_cores() if threads is None else threads
+    return OnnxScorer(path, threads=n, spinning=False, info={"runtime_choice": choice})
 
 
 def _with_choice(scorer: ImageScorer, choice: str) -> ImageScorer:
@@ -163,7 +165,9 @@ def load_runtime_scorer(
 ) -> ImageScorer:
     """The scorer of a model argument on the chosen runtime (see the module doc).
 
-    ``threads`` caps ONNX Runtime's intra-op threads (None: its default, one per core). Raises
+    ``threads`` sets ONNX Runtime's intra-op threads (None: one per usable core; ONNX Runtime's own
+    default started 4 threads on a 2-core machine, which then compete with the decoding threads; with
+    spinning off, 1 and 2 threads gave the same end-to-end rate there, benchmarks/SCORING.md). Raises
     :class:`~iqalens.errors.InvalidInputError` for an unknown runtime or a model that cannot be used,
     :class:`~iqalens.errors.ConfigError` when ``runtime="onnxruntime"`` cannot be honoured.
     """

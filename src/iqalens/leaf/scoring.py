@@ -230,7 +230,8 @@ def score_paths(
     """Score ``paths`` with ``model``; one :class:`ScoreResult` per path, in input order
     (:func:`iqalens.leaf.pipeline.iter_scores`, collected).
 
-    Images are decoded and preprocessed by ``workers`` threads (default :func:`default_workers`; 0 =
+    Images are decoded and preprocessed by ``workers`` threads (default
+    :func:`~iqalens.leaf.pipeline.pipeline_workers`: one per core, at most 8; 0 =
     in the calling thread), ``prefetch`` batches ahead of the network, so memory stays bounded for any
     number of large photos. Preprocessing does not depend on ``workers`` (each image is prepared on its
     own); only the torch thread cap below may change a score's last float32 bits (another kernel
