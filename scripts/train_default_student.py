@@ -1,14 +1,17 @@
 """Train the default student shipped in ``src/iqalens/data/default_student/`` (iqalens.leaf.default_model).
 
-Steps: build a benchmark from the 8 bundled photos -> label it with the classical teacher (run_teach into
-a JudgmentStore) -> cache frozen EfficientNet-Lite0 features -> train only the linear head with the
-point-wise LEAF losses -> calibrate to the KADID proxy MOS (logistic4, clipped to [1, 5]) -> measure SRCC
-on a content-disjoint benchmark built from photos in /work/shared/data/pristine -> write the head, the
-config (with this training record) and the calibration.
+Steps: build a benchmark from the training photos (default: every photo of ../shared/data/pristine) ->
+label it with the teacher (default ``fr``, the full-reference teacher; ``--teacher classical`` for
+NIQE + BRISQUE) through run_teach into a JudgmentStore -> cache frozen EfficientNet-Lite0 features ->
+fit only the linear head on the teacher's point judgments (closed-form ridge) -> calibrate to the KADID
+proxy MOS (logistic4, clipped to [1, 5]) -> measure SRCC on a content-disjoint benchmark (default: the 8
+bundled photos, which the student never sees) -> write the head, the config (with this training
+record) and the calibration.
 
-    .venv/bin/python scripts/train_default_student.py --work /tmp/default_student_work
+    .venv/bin/python scripts/train_default_student.py --work /tmp/fr
 
-Re-running reuses the built benchmarks and the judgments store in ``--work``.
+Re-running reuses the built benchmarks, the judgments store and the feature cache in ``--work`` (the
+label-budget protocol's work folder of ``benchmarks/label_budget.py --refs 86`` has the same layout).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest
 from iqalens.evaluation.metrics import plcc, rmse, srcc
 from iqalens.files import content_hash
-from iqalens.images import iter_image_files, load_rgb
+from iqalens.images import iter_image_files
 from iqalens.leaf.calibration import fit, save_calibrator
-from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE
+from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, load_default_scorer
+from iqalens.leaf.features import cache_features
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
 from iqalens.leaf.teach import run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
+from iqalens.leaf.teachers.fullref import FRTeacher
 from iqalens.runs import machine_description, package_versions, write_json
 from iqalens.samples import sample_paths
 
@@ -43,9 +48,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/iqalens_default_student"))
     p.add_argument("--out", type=Path, default=REPO / "src/iqalens/data/default_student")
-    p.add_argument("--eval-refs", type=Path, default=Path("/work/shared/data/pristine/cbsd68"))
-    p.add_argument("--n-eval", type=int, default=12, help="pristine photos used for the disjoint evaluation")
-    p.add_argument("--size", default="320x240", help="benchmark image size WxH")
+    p.add_argument("--train-refs", type=Path, default=REPO.parent / "shared/data/pristine")
+    p.add_argument("--teacher", choices=["fr", "classical"], default="fr")
+    p.add_argument("--size", default="512x384", help="benchmark image size WxH")
     p.add_argument(
         "--pooling", choices=["last", "multiscale"], default="multiscale", help="backbone feature pooling"
     )
@@ -53,26 +58,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args()
-
-
-@torch.no_grad()
-def features(student: Student, paths: list[Path], flip: bool, batch: int = 32) -> np.ndarray:
-    """Frozen backbone features of the evaluation crop (optionally mirrored), N x 1280."""
-    out = []
-    for start in range(0, len(paths), batch):
-        crops = np.concatenate(
-            [student.test_crops(student.prepare(load_rgb(p))) for p in paths[start : start + batch]]
-        )
-        if flip:
-            crops = crops[:, :, ::-1]
-        out.append(student.backbone(student.to_tensor(crops)).numpy())
-        print(
-            f"\r  features {'flip' if flip else 'plain'} {min(start + batch, len(paths))}/{len(paths)}",
-            end="",
-            flush=True,
-        )
-    print()
-    return np.concatenate(out).astype(np.float32)
 
 
 def ridge_head(
@@ -102,16 +87,25 @@ def ridge_head(
 
 
 def teacher_labels(
-    manifest_path: Path, workers: int, store_path: Path
+    manifest_path: Path, teacher_name: str, workers: int, store_path: Path
 ) -> tuple[list[Path], np.ndarray, dict]:
-    """Judge the benchmark with the classical teacher; rows' paths, proxy MOS and judgments by hash."""
+    """Judge the benchmark with the teacher; rows' paths, proxy MOS and judgments by hash."""
     manifest, _ = read_manifest(manifest_path)
     paths = [manifest.resolve(r) for r in manifest.rows]
     mos = np.array([r.mos for r in manifest.rows])
-    teacher = ClassicalTeacher(workers=workers)
-    with JudgmentStore(store_path) as store:
-        report = run_teach(teacher, paths, store, progress=True)
-        judged = {rec.hash: rec.judgment for rec in store.points(teacher.teacher_id, teacher.prompt_version)}
+    teacher: ClassicalTeacher | FRTeacher = (
+        FRTeacher(manifests=[manifest_path], workers=workers)
+        if teacher_name == "fr"
+        else ClassicalTeacher(workers=workers)
+    )
+    try:
+        with JudgmentStore(store_path) as store:
+            report = run_teach(teacher, paths, store, progress=True, batch_size=64)
+            judged = {
+                rec.hash: rec.judgment for rec in store.points(teacher.teacher_id, teacher.prompt_version)
+            }
+    finally:
+        teacher.close()
     print(f"  teacher: {report.images_judged} judged, {report.images_existing} already in the store")
     return paths, mos, {"judged": judged, "teacher": teacher, "manifest": manifest}
 
@@ -120,14 +114,21 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    spec = BenchmarkSpec(size=(w, h), seed=args.seed)
     started = time.perf_counter()
 
-    print("1/6 building the training benchmark from the bundled photos")
-    train_manifest = build_benchmark(args.work / "bench_train", sample_paths(), spec, workers=args.workers)
-    print("2/6 labelling it with the classical teacher")
-    paths, mos, extra = teacher_labels(train_manifest, args.workers, args.work / "judgments.sqlite")
-    judgments = [extra["judged"][content_hash(p)] for p in paths]
+    print("1/6 building the training benchmark from the training photos")
+    train_refs = sorted(iter_image_files(args.train_refs))
+    # The label-budget protocol's benchmark (same spec and seed), so its work folder is reused.
+    spec = BenchmarkSpec(size=(w, h), split_fractions=(0.75, 0.0, 0.25), seed=args.seed)
+    train_manifest = build_benchmark(args.work / "bench", train_refs, spec, workers=args.workers)
+    print(f"2/6 labelling it with the {args.teacher} teacher")
+    paths, mos, extra = teacher_labels(
+        train_manifest, args.teacher, args.workers, args.work / "judgments.sqlite"
+    )
+    hashes = [content_hash(p) for p in paths]
+    keep = [i for i, k in enumerate(hashes) if k in extra["judged"]]
+    paths, mos, hashes = [paths[i] for i in keep], mos[keep], [hashes[i] for i in keep]
+    judgments = [extra["judged"][k] for k in hashes]
     probs = np.array([j.probs for j in judgments])
     expected = np.array([j.expected for j in judgments])
     rel = np.array([j.reliability for j in judgments])
@@ -136,25 +137,20 @@ def main() -> None:
     # efficientnet-lite0, shorter side 224, centre crop 224, one crop; multiscale pooling by default
     config = StudentConfig(pooling=args.pooling)
     student = Student(config).eval()
-    cache = args.work / f"features_train_{config.pooling}.npz"  # one cache per pooling
-    if cache.is_file():
-        data = np.load(cache)
-        f_plain, f_flip = data["plain"], data["flip"]
-    else:
-        f_plain, f_flip = features(student, paths, False), features(student, paths, True)
-        np.savez(cache, plain=f_plain, flip=f_flip)
+    feature_dir = args.work / ("run" if config.pooling == "last" else f"run-{config.pooling}") / "features"
+    f_plain = cache_features(paths, feature_dir, config, hashes=hashes).astype(np.float32)
 
-    print("4/6 fitting the head (ridge penalty chosen by leave-one-reference-out agreement with the teacher)")
-    refs_train = np.array([r.reference for r in extra["manifest"].rows])
-    x2 = np.concatenate([f_plain, f_flip]).astype(np.float64)
-    p2, e2, r2 = (np.concatenate([a] * 2) for a in (probs, expected, rel))
-    g2 = np.concatenate([refs_train] * 2)
+    print("4/6 fitting the head (ridge penalty chosen by 4-fold by-photo agreement with the teacher)")
+    refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
+    photos = np.unique(refs_train)
+    folds = [photos[k::4] for k in range(4)]
+    x2 = f_plain.astype(np.float64)
     selection: dict[str, Any] = {}
     for alpha in (1e2, 1e3, 1e4, 3e4, 1e5):
         vs_t, vs_m = [], []
-        for ref in np.unique(refs_train):
-            tr, te = g2 != ref, refs_train == ref
-            head = ridge_head(x2[tr], p2[tr], e2[tr], r2[tr], alpha)
+        for fold in folds:
+            te = np.isin(refs_train, fold)
+            head = ridge_head(x2[~te], probs[~te], expected[~te], rel[~te], alpha)
             with torch.no_grad():
                 pred = head(torch.from_numpy(f_plain[te]))[:, 0].numpy()
             vs_t.append(srcc(pred, expected[te]))
@@ -164,11 +160,11 @@ def main() -> None:
             "srcc_vs_proxy_mos": float(np.mean(vs_m)),
         }
         print(
-            f"  alpha={alpha:g}: mean held-out-reference SRCC vs teacher {np.mean(vs_t):.3f}, "
+            f"  alpha={alpha:g}: mean held-out-fold SRCC vs teacher {np.mean(vs_t):.3f}, "
             f"vs proxy MOS {np.mean(vs_m):.3f}"
         )
     best_alpha = float(max(selection, key=lambda k: selection[k]["srcc_vs_teacher"]))
-    head = ridge_head(x2, p2, e2, r2, best_alpha)
+    head = ridge_head(x2, probs, expected, rel, best_alpha)
     student.head.load_state_dict(head.state_dict())
     with torch.no_grad():
         raw = student.head(torch.from_numpy(f_plain))[:, 0].double().numpy()
@@ -180,7 +176,7 @@ def main() -> None:
         fit(raw, mos, "logistic4"),
         clip=(1.0, 5.0),
         note="raw default-student score -> KADID-10k proxy MOS (1-5), fitted on the training "
-        "benchmark built from the 8 bundled photos",
+        f"benchmark built from the {len(train_refs)} training photos",
     )
     train_fit = {
         "srcc_raw_vs_proxy_mos": srcc(raw, mos),
@@ -189,26 +185,35 @@ def main() -> None:
     }
     print(f"  training fit: {train_fit}")
 
-    print("6/6 content-disjoint evaluation on pristine photos")
-    refs = iter_image_files(args.eval_refs)[: args.n_eval]
-    eval_manifest = build_benchmark(args.work / "bench_eval", refs, spec, workers=args.workers)
-    e_paths, e_mos, e_extra = teacher_labels(eval_manifest, args.workers, args.work / "judgments_eval.sqlite")
+    print("6/6 content-disjoint evaluation on the bundled photos (never seen by the student)")
+    eval_manifest = build_benchmark(
+        args.work / "fit-bench", sample_paths(), BenchmarkSpec(seed=0), workers=args.workers
+    )
+    e_paths, e_mos, e_extra = teacher_labels(
+        eval_manifest, args.teacher, args.workers, args.work / "judgments_eval.sqlite"
+    )
     e_teacher = np.array([e_extra["judged"][content_hash(p)].expected for p in e_paths])
+    previous = load_default_scorer()  # the shipped default before this run overwrites it
+    prev_score = np.array([r.score for r in score_paths(previous, e_paths, batch_size=32)])
     scorer = StudentScorer(student, calibrator, name=DEFAULT_NAME)
     results = score_paths(scorer, e_paths, batch_size=32)
     e_score = np.array([r.score for r in results])
     e_raw = np.array([r.raw for r in results])
-    eval_pristine = {
-        "references": [str(p) for p in refs],
+    eval_disjoint = {
+        "references": "the 8 bundled sample photos (iqalens.samples)",
         "n_images": len(e_paths),
-        "size": [w, h],
+        "size": [512, 384],
         "srcc_student_vs_proxy_mos": srcc(e_score, e_mos),
         "plcc_student_vs_proxy_mos": plcc(e_score, e_mos),
         "rmse_student_vs_proxy_mos": rmse(e_score, e_mos),
         "srcc_student_vs_teacher": srcc(e_raw, e_teacher),
         "srcc_teacher_vs_proxy_mos": srcc(e_teacher, e_mos),
+        "srcc_previous_default_vs_proxy_mos": srcc(prev_score, e_mos),
+        "note": "the FR teacher's mapping was fitted on these photos' benchmark (the student never saw them)"
+        if args.teacher == "fr"
+        else "",
     }
-    print(f"  {eval_pristine}")
+    print(f"  {eval_disjoint}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
@@ -219,14 +224,15 @@ def main() -> None:
         metadata={"format_version": str(FORMAT_VERSION)},
     )
     save_calibrator(calibrator, args.out / CALIBRATION_FILE)
+    teacher_words = "full-reference (GMSD+VSI+VIF)" if args.teacher == "fr" else "classical NIQE+BRISQUE"
     training = {
         "note": "demo-grade default: frozen ImageNet EfficientNet-Lite0 + a linear head trained from the "
-        "classical NIQE+BRISQUE teacher on a synthetic benchmark of the 8 bundled photos, calibrated to the "
-        "KADID-10k proxy MOS (a proxy, not human opinion scores); not a state-of-the-art IQA model",
+        f"{teacher_words} teacher on a synthetic benchmark of {len(train_refs)} pristine photos, calibrated "
+        "to the KADID-10k proxy MOS (a proxy, not human opinion scores); not a state-of-the-art IQA model",
         "scale": {"low": 1.0, "high": 5.0, "higher_is_better": True, "name": "KADID-10k proxy MOS"},
         "command": "python scripts/train_default_student.py",
         "benchmark": {
-            "references": "bundled sample photos (8)",
+            "references": f"{args.train_refs} ({len(train_refs)} photos)",
             "size": [w, h],
             "types": "1-25",
             "levels": "1-5",
@@ -235,11 +241,11 @@ def main() -> None:
         },
         "teacher": {"id": extra["teacher"].teacher_id, "prompt_version": extra["teacher"].prompt_version},
         "head_training": {
-            "features": "frozen backbone, eval mode, centre crop + mirror",
+            "features": "frozen backbone, eval mode, centre crop",
             "fit": "closed-form reliability-weighted ridge on standardised features (folded into the "
             "head): score -> teacher expected score, logits -> centred log teacher probs",
             "alpha": best_alpha,
-            "alpha_selection_leave_one_reference_out": selection,
+            "alpha_selection_4_fold_by_photo": selection,
         },
         "calibration": {
             "method": "logistic4",
@@ -247,7 +253,7 @@ def main() -> None:
             "fitted_on": "training benchmark proxy MOS",
         },
         "train_fit": train_fit,
-        "eval_pristine": eval_pristine,
+        "eval_disjoint": eval_disjoint,
         "seconds": round(time.perf_counter() - started, 1),
         "versions": package_versions(),
         "machine": machine_description(),
