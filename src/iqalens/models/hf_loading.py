@@ -4,7 +4,10 @@ Shared by every HF-based model in iqalens: the LEAF teacher (:mod:`iqalens.leaf.
 perception adapter (:mod:`iqalens.models.hf_vlm`) and the dual encoders
 (:mod:`iqalens.models.dual_encoder`), so all of them load checkpoints and render prompts the same way.
 
-- :func:`load_vlm`: (model in eval mode, processor, input device) of a checkpoint;
+- :func:`open_vlm`: a checkpoint's model in eval mode, its processor (or a template processor for a
+  model that ships none), the input device, its prompt format and component map, with the loading
+  options of real-size models (remote code only when allowed, device maps, dtype, 8/4-bit, image
+  budget); :func:`load_vlm` is its (model, processor, device) short form;
   :func:`checkpoint_name` turns a local folder or hub id into (name to load, short id).
 - :func:`build_prompt_text`: a :class:`~iqalens.models.prompts.Prompt` rendered by the processor's
   own chat template, so each family sees its native format, with the assistant turn pre-filled by

@@ -1,9 +1,12 @@
 """Hugging Face multimodal LLMs as component models (vision encoder -> projector -> language model).
 
-Families (transformers-native classes, tested on tiny random models): LLaVA-1.5, LLaVA-NeXT,
-LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL and InternVL3/3.5 (``-hf`` checkpoints). Anything
-``AutoModelForImageTextToText`` loads whose inner model has a vision tower (``vision_tower`` or
-``visual``) and a ``language_model`` works the same way.
+Families (tested on tiny random models): LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL,
+Qwen2.5-VL, InternVL3/3.5 (``-hf`` checkpoints), Idefics3, Gemma 3, PaliGemma, and the remote-code
+mPLUG-Owl2 layout. Where the three components sit is a component map
+(:mod:`iqalens.models.hf_components`): the table's for a known ``model_type``, the standard
+transformers layout otherwise, or one the user gives, so any model whose components can be named
+works without code of its own. Models that expand one image placeholder inside their forward
+(mPLUG-Owl2) are read at the expanded positions (:func:`~iqalens.models.hf_vlm_sites.visual_token_mask`).
 
 **Where each site is read** (all from ONE forward pass of the forced-choice prompt per batch, by
 forward hooks, so no family-specific re-implementation of the model can drift from the real one):
