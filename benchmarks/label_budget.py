@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
-from iqalens.datasets.manifest import read_manifest
+from iqalens.datasets.manifest import read_manifest, write_manifest
 from iqalens.images import iter_image_files
 from iqalens.leaf.label_budget import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
 from iqalens.leaf.label_budget.plot import save_budget_curve
@@ -60,6 +60,18 @@ def pristine_refs(n: int, seed: int) -> list[Path]:
     files = sorted(iter_image_files(SHARED / "pristine"))
     rng = np.random.default_rng(seed)
     return sorted(files[i] for i in rng.choice(len(files), size=min(n, len(files)), replace=False))
+
+
+def _references(manifest_path: Path) -> list[str]:
+    return list(dict.fromkeys(r.reference for r in read_manifest(manifest_path)[0].rows))
+
+
+def first_photos(manifest_path: Path, n: int) -> Path:
+    """A manifest of the first ``n`` reference photos' rows (same splits), next to the full one."""
+    manifest, _ = read_manifest(manifest_path)
+    keep = set(_references(manifest_path)[:n])
+    subset = manifest.with_rows(r for r in manifest.rows if r.reference in keep)
+    return write_manifest(subset, manifest_path.with_name(f"manifest-first{n}.csv"))
 
 
 def run_folder(work: Path, pooling: str, teacher: str = "classical", image_size: int = 224) -> Path:
@@ -117,6 +129,13 @@ def _fmt_size(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refs", type=int, default=24, help="pristine references to draw (seeded)")
+    parser.add_argument(
+        "--first-photos",
+        type=int,
+        default=0,
+        help="run the protocol on the first N photos of the built benchmark only (manifest order; their "
+        "splits unchanged), e.g. when the features of the rest are not computed yet",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeded repetitions of every budget")
     parser.add_argument("--size", default="512x384", help="benchmark image size WxH")
     parser.add_argument("--pairs", type=int, default=4, help="teacher pairs per image")
@@ -147,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     spec = BenchmarkSpec(size=_fmt_size(args.size), split_fractions=(0.75, 0.0, 0.25), seed=0)
     manifest_path = build_benchmark(work / "bench", refs, spec, workers=args.workers)
+    if args.first_photos:
+        manifest_path = first_photos(manifest_path, args.first_photos)
+        refs = [r for r in refs if any(r.stem == ref for ref in _references(manifest_path))]
     timings["build_s"] = time.perf_counter() - t0
     manifest, _ = read_manifest(manifest_path)
 
