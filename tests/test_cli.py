@@ -175,9 +175,21 @@ def test_demo_runs_every_stage_into_one_folder_with_a_report(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["headline"]["leaf"]["ci_unavailable"].startswith("only ")
     stages = set(metrics["stage_seconds"]) - {"total"}
-    assert stages == {"bench", "align", "teach", "distill", "calibrate", "evaluate", "score", "report"}
+    assert stages == {
+        "bench",
+        "align",
+        "teach",
+        "distill",
+        "calibrate",
+        "evaluate",
+        "baseline",
+        "score",
+        "report",
+    }
     headline = metrics["headline"]
     assert headline["leaf"]["labels_used"] == 6
+    assert headline["leaf"]["teacher"].startswith("fr:")  # the reference-aware teacher
+    assert -1.0 <= headline["leaf"]["labels_only_srcc"] <= 1.0 and "labels alone: SRCC" in out
     assert 0.0 <= headline["perception"]["after"]["forced_choice_accuracy"] <= 1.0
     scores = headline["scored_photos"]
     assert len(scores) == 8 and all(1 <= s <= 5 for s in scores.values())
@@ -270,7 +282,7 @@ def test_demo_summary_says_why_there_is_no_interval(tmp_path: Path) -> None:
         "benchmark_images": 600,
         "perception": {"model": "mini", "trained": ["projector"], "before": {}, "after": {}, "drift": {}},
         "leaf": {
-            "teacher": "classical:niqe+brisque",
+            "teacher": "fr:gmsd+vsi+vif",
             "labels_used": 45,
             "test_images": 150,
             "srcc": 0.371,
@@ -279,6 +291,7 @@ def test_demo_summary_says_why_there_is_no_interval(tmp_path: Path) -> None:
             "ci_unavailable": reason,
             "plcc": 0.4,
             "teacher_srcc": 0.49,
+            "labels_only_srcc": 0.25,
             "mos": "proxy MOS",
         },
         "scored_photos": {"a.png": 3.0},
@@ -286,6 +299,7 @@ def test_demo_summary_says_why_there_is_no_interval(tmp_path: Path) -> None:
     text = format_summary(DemoResult(tmp_path, tmp_path / "report.html", {"total": 1.0}, headline))
     assert f"SRCC 0.371 (95% CI unavailable: {reason}), PLCC 0.400" in text
     assert "CI 0." not in text
+    assert "the same student trained on the 45 labels alone: SRCC 0.250" in text
 
 
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(

@@ -6,8 +6,9 @@ Everything iqalens does, end to end, on a fresh install with no user data and no
    types at a few levels, 8 perception classes, proxy MOS, content-disjoint splits);
 2. **perception**: the diagnostics of the pre-aligned mini model before and after an
    alignment-constrained fine-tuning of its vision path (``iqalens align``);
-3. **LEAF**: the offline classical teacher judges the benchmark (points and pairs), a student is
-   distilled from it, calibrated with a few proxy-MOS labels and evaluated on the test split;
+3. **LEAF**: the offline full-reference teacher (each image against its clean reference) judges the
+   benchmark (points and pairs), a student is distilled from it, calibrated with a few proxy-MOS
+   labels and evaluated on the test split, next to the same student trained on those labels alone;
 4. **score**: the calibrated student scores the bundled photos;
 5. **report**: one self-contained HTML page of all of the above.
 
@@ -38,10 +39,14 @@ DEFAULT_LEVELS = (1, 3, 5)
 STAGES: tuple[tuple[str, str], ...] = (
     ("bench", "building the perception benchmark from the bundled photos"),
     ("align", "perception diagnostics before/after fine-tuning the mini model's vision path"),
-    ("teach", "LEAF teacher (classical NIQE+BRISQUE) judging images and pairs"),
+    (
+        "teach",
+        "LEAF teacher (full-reference: each image against its clean reference) judging images and pairs",
+    ),
     ("distill", "LEAF student distilled from the teacher"),
     ("calibrate", "calibrating the student with a few proxy-MOS labels"),
     ("evaluate", "evaluating the calibrated student on the test split"),
+    ("baseline", "the same student trained on the calibration's labels alone (no teacher)"),
     ("score", "scoring the bundled photos"),
     ("report", "writing the HTML report"),
 )
@@ -146,6 +151,7 @@ def run_demo(
     evaluation = stage(
         "evaluate", lambda: _evaluate(calibrated, manifest, folder / "leaf" / "evaluation", cfg)
     )
+    baseline = stage("baseline", lambda: _baseline(manifest, calibrated, folder / "leaf", cfg))
     scores = stage("score", lambda: _score(calibrated, folder / "scores.json"))
 
     headline = {
@@ -158,7 +164,7 @@ def run_demo(
             "drift": align.get("drift"),
         },
         "leaf": {
-            "teacher": "classical:niqe+brisque",
+            "teacher": _teacher_id(store),
             "labels_used": evaluation["labels_used"],
             "test_images": evaluation["images"],
             "srcc": evaluation["metrics"].get("srcc"),
@@ -168,6 +174,8 @@ def run_demo(
             "ci_unavailable": evaluation.get("ci_unavailable"),
             "plcc": evaluation["metrics"].get("plcc"),
             "teacher_srcc": _teacher_srcc(store, manifest),
+            # the same student (frozen backbone + linear head) trained on the same labels, no teacher
+            "labels_only_srcc": baseline.get("srcc"),
             "mos": "proxy MOS of the KADID-10k (type, level) table, not human ratings",
         },
         "scored_photos": scores,
@@ -221,7 +229,7 @@ def _teach(manifest: Path, store_path: Path, cfg: DemoConfig) -> Path:
     from iqalens.leaf.store import JudgmentStore
     from iqalens.leaf.teach import collect_images, make_teacher, run_teach
 
-    teacher = make_teacher("classical", workers=cfg.workers)
+    teacher = make_teacher("fr", workers=cfg.workers, manifests=[manifest])
     store_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with JudgmentStore(store_path) as store:
@@ -280,6 +288,24 @@ def _evaluate(model: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[s
     )
     calibration = json.loads((model / "metrics.json").read_text())
     return {**metrics, "labels_used": calibration.get("labels_used")}
+
+
+def _baseline(manifest: Path, calibrated: Path, leaf: Path, cfg: DemoConfig) -> dict[str, Any]:
+    import json
+
+    from iqalens.leaf.baseline import labels_only_baseline
+
+    used = json.loads((calibrated / "metrics.json").read_text())["used_paths"]
+    if len(used) < 2:
+        return {}
+    return labels_only_baseline(manifest, used, leaf / "features", seed=cfg.seed, progress=cfg.progress)
+
+
+def _teacher_id(store: Path) -> str:
+    from iqalens.leaf.store import JudgmentStore
+
+    with JudgmentStore(store, create=False) as js:
+        return str(js.status()["teachers"][0]["teacher_id"])
 
 
 def _teacher_srcc(store: Path, manifest: Path) -> float | None:
@@ -381,7 +407,8 @@ def format_summary(result: DemoResult) -> str:
         f"  SRCC {_num(leaf['srcc'])}"
         f"{_ci(leaf.get('srcc_ci95'), leaf.get('resampling'), leaf.get('ci_unavailable'))}, "
         f"PLCC {_num(leaf['plcc'])} against {leaf['mos']}; the teacher itself on the same images: "
-        f"SRCC {_num(leaf.get('teacher_srcc'))}",
+        f"SRCC {_num(leaf.get('teacher_srcc'))}; the same student trained on the "
+        f"{leaf['labels_used']} labels alone: SRCC {_num(leaf.get('labels_only_srcc'))}",
         "Scores of the bundled photos (proxy-MOS scale 1-5): "
         + ", ".join(f"{k} {v:.2f}" for k, v in h["scored_photos"].items()),
     ]

@@ -8,35 +8,37 @@ score + five level logits). The package data ``iqalens/data/default_student/`` h
 (``head.safetensors``, about 40 kB), its ``student.json`` (the student config plus how it was trained)
 and ``calibration.json``.
 
-**How it was trained** (``python scripts/train_default_student.py``; the exact settings and measured
-numbers are in ``student.json`` under ``"training"``):
+**How it was trained** (``python scripts/train_default_student.py --work DIR``; the exact settings and
+measured numbers are in ``student.json`` under ``"training"``):
 
-1. a synthetic benchmark was built from the 8 bundled sample photos (``iqalens.samples``) with
-   :func:`iqalens.datasets.benchmark.build_benchmark`: all 25 KADID-10k distortion types x 5 levels
-   plus the clean photo, at 320 x 240 pixels (1008 images);
-2. every image was labelled by the *classical* teacher (NIQE + BRISQUE mapped to five quality levels,
-   :class:`iqalens.leaf.teachers.classical.ClassicalTeacher`) through :func:`iqalens.leaf.teach.run_teach`;
+1. a synthetic benchmark was built from all 86 photos of ``../shared/data/pristine`` (CBSD68 and
+   McMaster; development data, not shipped) with :func:`iqalens.datasets.benchmark.build_benchmark`:
+   all 25 KADID-10k distortion types x 5 levels plus the clean photo, at 512 x 384 pixels (10836 images);
+2. every image was judged by the *full-reference* teacher (GMSD + VSI + VIF against its clean
+   reference, :class:`iqalens.leaf.teachers.fullref.FRTeacher`, SRCC 0.89 against the proxy MOS on
+   these images) through :func:`iqalens.leaf.teach.run_teach`;
 3. backbone features were computed once (eval mode, the student's own preprocessing: shorter side to
-   224, centre crop 224, plus its horizontal mirror as augmentation) and only the head was fitted on
-   them, in closed form: reliability-weighted ridge regression on standardised features (folded back
-   into the Linear layer) of the teacher's expected score (output 0, the LEAF regression target) and of
-   its centred log level probabilities (outputs 1..5, so their softmax approximates the teacher's
-   distribution, the KL target's minimiser). The ridge penalty (alpha = 10000) was chosen by
-   leave-one-reference-out agreement with the teacher; with 8 contents and 1664 features, weaker
-   penalties (and a gradient-trained head, tried first) learned content instead of distortion;
+   224, centre crop 224) and only the head was fitted on them, in closed form: reliability-weighted
+   ridge regression on standardised features (folded back into the Linear layer) of the teacher's
+   expected score (output 0, the LEAF regression target) and of its centred log level probabilities
+   (outputs 1..5, so their softmax approximates the teacher's distribution, the KL target's
+   minimiser). The ridge penalty (alpha = 10000) was chosen by 4-fold by-photo agreement with the
+   teacher;
 4. the raw head score was mapped onto the **KADID-10k proxy-MOS scale (1-5, higher = better)** by a
    4-parameter logistic (:func:`iqalens.leaf.calibration.fit`) fitted on the benchmark's proxy MOS
    (the per-(type, level) KADID-10k mean DMOS, :mod:`iqalens.datasets.proxy_mos`), clipped to [1, 5].
 
-**What its output means.** A proxy-MOS-calibrated quality score in [1, 5], learned from a classical
-no-reference teacher on 8 photos: a *demo-grade default*, useful to rank images by visible technical
-distortion (blur, noise, compression, ...), not a state-of-the-art IQA model and not calibrated to any
-human opinion study. Measured on a content-disjoint benchmark (12 CBSD68 photos from
-``shared/data/pristine``, 25 types x 5 levels + clean at 320 x 240, 1512 images): SRCC 0.477, PLCC
-0.523, RMSE 0.90 against the proxy MOS (the classical teacher itself: SRCC 0.455; the previous default
-with last-map pooling: SRCC 0.389); see
-``student.json`` (``training.eval_pristine``). Train your own with ``iqalens distill`` and ``iqalens
-calibrate`` for real use.
+**What its output means.** A proxy-MOS-calibrated quality score in [1, 5], learned from a
+full-reference teacher on synthetic distortions of 86 photos: a *demo-grade default*, useful to rank
+images by visible technical distortion (blur, noise, compression, colour, ...), not a
+state-of-the-art IQA model and not calibrated to any human opinion study. Measured on content it
+never saw (the 8 bundled photos, 25 types x 5 levels + clean at 512 x 384, 1008 images): SRCC 0.520,
+PLCC 0.531 against the proxy MOS, where the previous default (trained from the classical NIQE + BRISQUE
+teacher on the bundled photos, measured on 12 other photos at 0.477) scores 0.430 on the same images
+and the teacher itself 0.904 (the teacher's mapping was fitted on these photos' benchmark; the
+student never saw them). The frozen 224-pixel features are the limit, not the teacher: see
+``docs/leaf_fr_teacher.md``. Train your own with ``iqalens distill`` and ``iqalens calibrate`` for
+real use.
 """
 
 from __future__ import annotations
