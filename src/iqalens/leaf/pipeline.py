@@ -10,9 +10,9 @@ Runtime and torch release it while they compute, so threads run the two stages a
 with no copies between processes. Measured on 2 cores (benchmarks/SCORING.md, 512x384 PNGs), the
 decoding of one image costs about as much core time as the ONNX network for it, so the end-to-end
 rate can at best reach ``1 / (decode_s + network_s)`` with both stages measured on all cores; a pool
-of one thread per core feeding the network keeps both cores busy. Worker *processes* were measured
-too (same 2 cores, interleaved): slower, because every prepared image is pickled back and the pool
-competes with the network for the same cores.
+of one thread per core feeding the network keeps both cores busy. Worker *processes* were tried in
+a scratch comparison on the same (loaded) 2 cores and were slower (31.6-33.6 vs 34.8-37.0 images/s):
+every prepared image is pickled back, and the pool competes with the network for the same cores.
 
 **Bounded memory.** At most ``prefetch`` batches are queued (decoded or being decoded) besides the
 one being scored, whatever the number of inputs: ``(prefetch + 1) * batch_size`` prepared images

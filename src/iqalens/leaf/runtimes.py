@@ -167,8 +167,8 @@ def load_runtime_scorer(
 
     ``threads`` sets ONNX Runtime's intra-op threads (None: half the usable cores, at least one). Why
     half: the pipeline's decoding threads need the other half (decoding a 512x384 PNG costs about as
-    much CPU as the network), and one network thread costs less CPU per image than two (10.1 vs 12.4
-    ms on 2 cores: the threads' synchronisation), so on 2 cores one thread was the fastest setting end
+    much CPU as the network), and one network thread costs less CPU per image than two (about 10 vs
+    13 ms on 2 cores: the threads' synchronisation), so on 2 cores one thread was the fastest setting end
     to end; ONNX Runtime's own default started 4 threads there, competing with the decoders
     (benchmarks/SCORING.md). Raises
     :class:`~iqalens.errors.InvalidInputError` for an unknown runtime or a model that cannot be used,
