@@ -45,14 +45,20 @@ def level_distribution(mu: float, sigma: float) -> np.ndarray:
     return p / p.sum()
 
 
-def fit_logistic(metric: np.ndarray, mos: np.ndarray) -> LogisticMap:
-    """Least-squares decreasing logistic from metric values (lower = better) to MOS."""
+def _finite_pairs(metric: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (metric, MOS) pairs where both are finite; a fit needs at least 4 of them."""
     m = np.asarray(metric, dtype=np.float64)
     y = np.asarray(mos, dtype=np.float64)
     ok = np.isfinite(m) & np.isfinite(y)
     m, y = m[ok], y[ok]
     if len(m) < 4:
         raise InvalidInputError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
+    return m, y
+
+
+def fit_logistic(metric: np.ndarray, mos: np.ndarray) -> LogisticMap:
+    """Least-squares decreasing logistic from metric values (lower = better) to MOS."""
+    m, y = _finite_pairs(metric, mos)
     spread = float(np.std(m)) or 1.0
 
     def unpack(theta: np.ndarray) -> LogisticMap:
@@ -79,12 +85,7 @@ def fit_bounded_logistic(
     ``hi`` in the millions. Bounding the asymptotes keeps every fitted map a readable S-curve on the
     quality scale, and its values inside the scale wherever the measure goes.
     """
-    m = np.asarray(metric, dtype=np.float64)
-    y = np.asarray(mos, dtype=np.float64)
-    ok = np.isfinite(m) & np.isfinite(y)
-    m, y = m[ok], y[ok]
-    if len(m) < 4:
-        raise InvalidInputError(f"need at least 4 finite (metric, MOS) pairs to fit, got {len(m)}")
+    m, y = _finite_pairs(metric, mos)
     low, high = scale[0] - 0.5, scale[1] + 0.5
     spread = float(np.std(m)) or 1.0
 
