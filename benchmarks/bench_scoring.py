@@ -280,7 +280,7 @@ def main() -> None:  # noqa: C901 - one linear script: set up, time, write
         "pooling, linear head, proxy-MOS calibration), default preprocessing: shorter side "
         f"{torch_scorer.student.config.resize_shorter} (bicubic), centre crop {s}x{s}, one crop; batch "
         f"size {bs}. ONNX Runtime runs the graph `iqalens score` caches (opset 17); the default path uses "
-        f"it as `leaf.runtimes` configures it ({default.threads} intra-op thread(s): half the cores; no "
+        f"it as `leaf.runtimes` configures it ({default.threads} intra-op thread(s): one per core; no "
         f"spinning). Decode threads: one per usable core ({CORES}). Teachers: "
         f"`ClassicalTeacher(workers={CORES})`, `FRTeacher(workers={CORES})` (its measures against each "
         "image's clean reference).",

@@ -148,7 +148,7 @@ def _onnx_scorer(path: Path, threads: int | None, choice: str) -> ImageScorer:
     from iqalens.leaf.onnx_export import OnnxScorer
     from iqalens.leaf.pipeline import usable_cores
 
-    n = max(1, usable_cores() // 2) if threads is None else threads
+    n = usable_cores() if threads is None else threads
     return OnnxScorer(path, threads=n, spinning=False, info={"runtime_choice": choice})
 
 
@@ -165,11 +165,12 @@ def load_runtime_scorer(
 ) -> ImageScorer:
     """The scorer of a model argument on the chosen runtime (see the module doc).
 
-    ``threads`` sets ONNX Runtime's intra-op threads (None: half the usable cores, at least one). Why
-    half: the pipeline's decoding threads need the other half (decoding a 512x384 PNG costs about as
-    much CPU as the network), and one network thread costs less CPU per image than two (about 10 vs
-    13 ms on 2 cores: the threads' synchronisation), so on 2 cores one thread was the fastest setting end
-    to end; ONNX Runtime's own default started 4 threads there, competing with the decoders
+    ``threads`` sets ONNX Runtime's intra-op threads (None: one per usable core, no spinning). Why:
+    on the idle 2-core machine, in one interleaved run, two non-spinning threads scored 101.3 images/s
+    end to end against 80.2 for one (the decoding threads fill the gaps between operators); spinning
+    threads busy-wait and starve the decoders, and ONNX Runtime's own default started 4 threads there.
+    Under load from other jobs one thread costs less CPU per image (about 10 vs 13 ms), so
+    ``threads=1`` is the setting for shared machines
     (benchmarks/SCORING.md). Raises
     :class:`~iqalens.errors.InvalidInputError` for an unknown runtime or a model that cannot be used,
     :class:`~iqalens.errors.ConfigError` when ``runtime="onnxruntime"`` cannot be honoured.
