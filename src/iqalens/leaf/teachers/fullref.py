@@ -11,7 +11,8 @@ manifest's clean row of the same reference, or a references folder), computes th
 :mod:`iqalens.evaluation.fullref`, and maps them onto a judgment (:class:`FRMapping`):
 
 1. **Per-measure score.** A fitted monotone logistic maps each measure onto the 1..5 scale, in the
-   measure's own direction (GMSD and CIEDE2000 are negated first: lower = better).
+   measure's own direction (the logistic decreases, so higher-is-better measures such as VSI and VIF
+   are negated first, see :func:`oriented`).
 2. **Combined score.** mu = sum_i w_i q_i with w_i >= 0, sum w_i = 1 (least squares on the fitting set).
 3. **Level distribution.** N(mu, s^2) discretised onto the five levels (``level_distribution``).
 4. **Reliability from agreement.** s^2 = s0^2 + sum_i w_i (q_i - mu)^2: s0 is the residual standard

@@ -54,8 +54,8 @@ TEACHERS.register_lazy(
 TEACHERS.register_lazy(
     "fr",
     "iqalens.leaf.teachers.fullref:FRTeacher",
-    "full-reference measures (MS-SSIM, GMSD, VSI, VIF, CIEDE2000) against each image's reference "
-    "(offline; synthetic benchmarks and other data with references only)",
+    "full-reference measures (GMSD, VSI, VIF by default; any of evaluation.fullref) against each "
+    "image's reference (offline; synthetic benchmarks and other data with references only)",
     arg="METRICS",
     arg_optional="yes",
     note="reference-aware, offline; needs a manifest",
