@@ -11,7 +11,9 @@ grid (V, P, L, V+P, V+P+L; the constraint acts on the vision encoder, so it is v
 vision encoder trains), each with the before/after diagnostics, and writes one table: forced-choice
 accuracy and balanced accuracy (test split), mean similarity of the pooled visual tokens to the true
 class word, the drift measure, and training time. All runs share one feature cache, so the "before"
-features of the base model are extracted once.
+features of the base model are extracted once. The output folder's ``metrics.json`` is the grid's typed
+result (:class:`iqalens.align.grid_result.AlignGridResult`, rewritten after every cell), so
+``iqalens report OUTPUT`` draws the per-cell table and the probe curves of every cell.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from iqalens.align.config import AlignConfig
+from iqalens.align.grid_result import AlignGridResult, write_grid_result
 from iqalens.align.run import run_align
 
 #: (components, constraint on?) per grid cell, in the order of the table.
@@ -94,6 +97,12 @@ def run_grid(
     tests uses them for tiny batches).
     """
     rows: list[dict[str, Any]] = []
+    protocol = (
+        f"benchmark {manifest}; each cell fine-tunes its components with iqalens align on the train split "
+        f"(at most {steps} steps, at most {max_train_images} training images, seed {seed}, constraint "
+        f"weight {w_constraint} in the +c cells); forced-choice accuracy (share of test-split images "
+        "named as their perception class) before and after, on the test split"
+    )
     for train, constrained in grid:
         name = cell_name(train, constrained)
         started = time.perf_counter()
@@ -113,6 +122,8 @@ def run_grid(
                 "cell": name,
                 "train": train,
                 "constraint": w_constraint if constrained else 0.0,
+                "seed": seed,
+                "run": name,
                 "fc_before": _get(metrics, "before", "forced_choice_accuracy"),
                 "fc_after": _get(metrics, "after", "forced_choice_accuracy"),
                 "bal_before": _get(metrics, "before", "balanced_accuracy"),
@@ -126,7 +137,31 @@ def run_grid(
                 "total_seconds": round(time.perf_counter() - started, 1),
             }
         )
+        # after every cell, so that an interrupted grid is reportable with the cells it has
+        write_grid_result(out, grid_result(out, manifest, rows, protocol, complete=len(rows) == len(grid)))
     return rows
+
+
+def grid_result(
+    out: Path, manifest: Path, rows: Sequence[dict[str, Any]], protocol: str, *, complete: bool
+) -> AlignGridResult:
+    """The typed result of the grid folder (what ``iqalens report`` draws): the rows, with the base
+    model, benchmark hash and chance read from the first cell's "before" diagnostics."""
+    before: dict[str, Any] = {}
+    if rows:
+        path = out / str(rows[0]["run"]) / "before" / "metrics.json"
+        before = json.loads(path.read_text()) if path.is_file() else {}
+    classes = _get(before, "forced_choice", "classes") or []
+    return AlignGridResult(
+        model_id=before.get("model_id"),
+        benchmark=before.get("manifest") or str(manifest),
+        benchmark_hash=before.get("manifest_hash"),
+        protocol=protocol,
+        chance=1.0 / len(classes) if classes else None,
+        cells=[{k: v for k, v in r.items() if k != "total_seconds"} for r in rows],
+        notes=["grid written by benchmarks/align_grid.py"],
+        complete=complete,
+    )
 
 
 def _f(v: Any, digits: int = 3) -> str:

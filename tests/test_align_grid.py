@@ -14,8 +14,10 @@ from types import ModuleType
 
 import pytest
 
+from iqalens.align.grid_result import AlignGridResult
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.results import read_result
 from iqalens.samples import sample_paths
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "align_grid.py"
@@ -67,6 +69,13 @@ def test_reduced_grid_runs_each_cell_and_writes_the_table(tmp_path: Path) -> Non
     # moves the float64 cosine by <= d**2 / 2, ~1e-8 for EfficientNet-Lite0's bound in tests/tolerances.py)
     assert p["imagenet_agreement"] == 1.0 and p["feature_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert vc["feature_cosine"] < 1.0
+    assert [(r["seed"], r["run"]) for r in rows] == [(0, "P"), (0, "V+c")]
+    # the grid folder's typed result: the same rows, the chance of the 8 classes, complete
+    result = read_result(tmp_path / "grid", AlignGridResult)
+    assert result.complete and result.chance == pytest.approx(1 / 8) and result.model_id == "mini-t"
+    assert [c["cell"] for c in result.cells] == ["P", "V+c"]
+    assert result.cells[1]["fc_after"] == vc["fc_after"] and "total_seconds" not in result.cells[1]
+    assert result.benchmark_hash and "steps" in result.protocol
     config = json.loads((tmp_path / "grid" / "V+c" / "metrics.json").read_text())
     assert config["objectives"]["constraint"] == 5.0 and config["train"] == ["vision_encoder"]
     table = grid.markdown(rows, "header")
