@@ -23,10 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="one self-contained HTML report of run folders, judgments stores and score files",
         description="Write one HTML file (no network needed to view it) for any runs: perceive, align, "
-        "distill, calibrate, evaluate, label-budget and demo run folders, judgments stores written by "
-        "'iqalens teach' and score files of 'iqalens score'. A folder of runs (e.g. runs/demo) is searched "
-        "a few levels deep. The page has a summary table, the perception and LEAF sections with embedded "
-        "figures, and the provenance (model, data, protocol, labels, seed, versions) of every number.",
+        "distill, calibrate, evaluate, label-budget and demo run folders, grids of align runs "
+        "(benchmarks/align_grid.py: forced choice per cell, probe curves before/after), judgments stores "
+        "written by 'iqalens teach' and score files of 'iqalens score'. A folder of runs (e.g. runs/demo) "
+        "is searched a few levels deep. The page has a summary table, the perception and LEAF sections "
+        "with embedded figures, and the provenance (model, data, protocol, labels, seed, versions) of "
+        "every number.",
     )
     p.add_argument(
         "runs", nargs="+", metavar="RUN", help="run folders, folders of runs, stores or score files"

@@ -71,6 +71,11 @@ REPORT_KINDS: Registry[ReportKind] = Registry("report kind")
 for _name, _target, _summary in (
     ("perceive", "iqalens.report.perception_kinds:PERCEIVE", "perception diagnostics (iqalens perceive)"),
     ("align", "iqalens.report.perception_kinds:ALIGN", "fine-tuning, before vs after (iqalens align)"),
+    (
+        "align_grid",
+        "iqalens.report.perception_grid:ALIGN_GRID",
+        "a grid of align runs: forced choice per cell, probe curves before/after",
+    ),
     ("store", "iqalens.report.leaf_kinds:STORE", "a judgments store (iqalens teach)"),
     ("distill", "iqalens.report.leaf_kinds:DISTILL", "student distillation (iqalens distill)"),
     ("calibrate", "iqalens.report.leaf_kinds:CALIBRATE", "calibration (iqalens calibrate)"),

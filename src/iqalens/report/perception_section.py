@@ -63,7 +63,9 @@ def best_probe(run: PerceptionRun) -> tuple[str, float]:
     return str(curve[k]["site"]), accuracy[k]
 
 
-def _probe_at(run: PerceptionRun) -> dict[str, float]:
+def probe_at(run: PerceptionRun) -> dict[str, float]:
+    """Probe test accuracy per site, in the run's site order (forward: vision encoder, projector,
+    language model); shared with the grid summary (:mod:`iqalens.report.perception_grid`)."""
     return {str(p["site"]): _f(p.get("test_accuracy")) for p in run.probes.get("curve", [])}
 
 
@@ -85,7 +87,7 @@ def perception_article(run: PerceptionRun, anchor: str) -> str:
     fc, pr, sem = run.forced_choice, run.probes, run.semantic
     classes = list(fc.get("classes", []))
     site, best = best_probe(run)
-    at = _probe_at(run)
+    at = probe_at(run)
     sites = list(at)
     overall = sem.get("overall", {})
     key_rows = [
@@ -387,7 +389,7 @@ def align_article(run: AlignRun, anchor: str) -> str:
     ]
     figs: list[str] = []
     if run.before is not None and run.after is not None:
-        b_at, a_at = _probe_at(run.before), _probe_at(run.after)
+        b_at, a_at = probe_at(run.before), probe_at(run.after)
         sites = list(b_at)
         figs.append(
             figure(
