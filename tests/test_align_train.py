@@ -302,3 +302,47 @@ def test_mixed_precision_autocast_path(template: MiniVLM, bench: Path, tmp_path:
     weights = load_file(tmp_path / "run" / "model" / "mini.safetensors")
     assert all(v.dtype == torch.float32 for v in weights.values())
     assert not _same(model.model.projector, template.projector)
+
+
+def test_encoder_trunk_continues_exactly_where_the_full_encoder_would() -> None:
+    """``encode_trunk`` + ``encode_from`` at every split site == one full ``encode`` pass."""
+    model = MiniVLM(_CFG, model_id="mini-test")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled, head = model.encode(x)
+        for sites in range(1, model.vision_sites):
+            rest, head2 = model.encode_from(model.encode_trunk(x, sites), sites)
+            assert len(rest) == model.vision_sites - sites
+            torch.testing.assert_close(head2, head, rtol=0, atol=1e-5)
+            for a, b in zip(pooled[sites:], rest, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="sites must be in"):
+        model.encode_trunk(x, model.vision_sites)
+
+
+def test_partly_frozen_encoder_trains_on_cached_trunks_and_keeps_its_first_sites(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    model = fresh(template)
+    cfg = tiny(train=("vision_encoder", "projector"), encoder_frozen_sites=5, w_constraint=1.0)
+    metrics = align(model, bench, tmp_path / "run", cfg, checkpoint_id="t", cache_dir=tmp_path / "cache")
+    assert metrics["data"]["inputs"] == "trunk" and "trunk5" in metrics["data"]["inputs_file"]
+    assert metrics["frozen_unchanged"] == {"language_model": True, "vision_encoder (first 5 sites)": True}
+    stem = model.model.encoder._conv_stem.weight
+    assert torch.equal(stem, template.encoder._conv_stem.weight)
+    assert not torch.equal(model.model.encoder._conv_head.weight, template.encoder._conv_head.weight)
+    # the saved checkpoint is a whole model: it reads pixels like any other
+    images = _images(bench, 2)
+    loaded, _ = load_model(str(tmp_path / "run"))
+    np.testing.assert_allclose(
+        loaded.class_log_scores(images, list(CLASSES)),
+        model.model.class_log_scores(images, list(CLASSES)),
+        atol=1e-5,
+    )
+
+
+def test_encoder_frozen_sites_needs_the_encoder_trained() -> None:
+    with pytest.raises(ValueError, match="vision encoder"):
+        tiny(train=("projector",), encoder_frozen_sites=3)
+    with pytest.raises(ValueError, match="LoRA"):
+        tiny(train=("vision_encoder",), lora=("vision_encoder",), encoder_frozen_sites=3)

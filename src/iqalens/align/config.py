@@ -65,12 +65,18 @@ class AlignConfig:
     one-off encoder passes over the benchmark. ``lr`` is the learning rate of the projector and of
     LoRA adapters (new weights); full-weight training of the pretrained vision encoder and language
     model uses ``lr * pretrained_lr_scale``, so that they are adjusted rather than overwritten.
+    ``encoder_frozen_sites`` keeps the vision encoder's first N sites (stem = 1, then one per stage)
+    frozen while the rest of it trains: their output is computed once per image and cached, so a
+    step costs only the trained part (the perception probes show the distortion information is
+    still there after the early stages: what fine-tuning has to repair is lost later). 0 = the
+    whole encoder trains; only models that can cache an encoder trunk (the mini model) support it.
     """
 
     train: tuple[str, ...] = ("vision_encoder",)
     lora: tuple[str, ...] = ()
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    encoder_frozen_sites: int = 0
     w_template: float = 1.0
     w_align: float = 1.0
     w_constraint: float = 1.0
@@ -116,6 +122,12 @@ class AlignConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "patience"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.encoder_frozen_sites < 0:
+            raise InvalidInputError(f"encoder_frozen_sites must be >= 0, got {self.encoder_frozen_sites}")
+        if self.encoder_frozen_sites and "vision_encoder" not in self.train:
+            raise InvalidInputError("encoder_frozen_sites needs the vision encoder among --train")
+        if self.encoder_frozen_sites and "vision_encoder" in self.lora:
+            raise InvalidInputError("encoder_frozen_sites applies to full-weight encoder training, not LoRA")
         for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
             if getattr(self, name) < (1 if name == "lora_rank" else 0):
                 raise InvalidInputError(

@@ -138,12 +138,18 @@ class InputBank:
     path of the image; the file's name carries the model checkpoint and manifest hash.
     """
 
-    def __init__(self, model: AlignableModel, kind: str, file: Path | None = None) -> None:
-        if kind not in ("pixels", "encoded"):
-            raise InvalidInputError(f"kind must be 'pixels' or 'encoded', got {kind!r}")
+    def __init__(
+        self, model: AlignableModel, kind: str, file: Path | None = None, *, trunk_sites: int = 0
+    ) -> None:
+        if kind not in ("pixels", "encoded", "trunk"):
+            raise InvalidInputError(f"kind must be 'pixels', 'encoded' or 'trunk', got {kind!r}")
         if kind == "encoded" and not hasattr(model, "encode_frozen"):
             raise InvalidInputError(f"{model.model_id} cannot cache encoder outputs (no encode_frozen)")
-        self.model, self.kind, self.file = model, kind, file
+        if kind == "trunk" and (trunk_sites < 1 or not hasattr(model, "encode_trunk")):
+            raise InvalidInputError(
+                f"{model.model_id} cannot cache an encoder trunk (encoder_frozen_sites is for the mini model)"
+            )
+        self.model, self.kind, self.file, self.trunk_sites = model, kind, file, trunk_sites
         self.entries: dict[str, dict[str, torch.Tensor]] = {}
         self._dirty = False
         if file is not None and file.is_file():
@@ -196,6 +202,8 @@ class InputBank:
                 feats = _encoder_features(self.model, inputs).detach().float().cpu() if reference else None
                 if self.kind == "encoded":
                     inputs = self.model.encode_frozen(inputs)  # type: ignore[attr-defined]
+                elif self.kind == "trunk":
+                    inputs = self.model.encode_trunk(inputs, self.trunk_sites)  # type: ignore[attr-defined]
                 for j, i in enumerate(chunk):
                     entry = {k: v[j].detach().cpu().clone() for k, v in inputs.items()}
                     if feats is not None:

@@ -75,8 +75,25 @@ class MiniAlignable:
         x = normalise(inputs["pixels"].cpu().numpy(), LITE_MEAN, LITE_STD)
         return x.to(self.device)
 
+    @torch.no_grad()
+    def encode_trunk(self, inputs: dict[str, torch.Tensor], sites: int) -> dict[str, torch.Tensor]:
+        """The cached input of a run that trains the encoder after its first ``sites`` sites."""
+        trunk = self.model.encode_trunk(self._pixels(inputs), sites)
+        n = len(trunk)
+        return {"trunk": trunk.float().cpu(), "trunk_sites": torch.full((n,), sites, dtype=torch.long)}
+
+    def encoder_prefix(self, sites: int) -> list[nn.Module]:
+        """The encoder modules a run with ``encoder_frozen_sites=sites`` keeps frozen."""
+        return self.model.encoder_prefix(sites)
+
     def _encode(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(grid cells [B, k, D_v], pooled head [B, D_v]) from pixels, or from cached encoder outputs."""
+        """(grid cells [B, k, D_v], pooled head [B, D_v]) from pixels, from a cached encoder trunk
+        (the rest of the encoder runs), or from cached encoder outputs."""
+        if "trunk" in inputs:
+            sites = int(inputs["trunk_sites"].reshape(-1)[0])
+            trunk = inputs["trunk"].to(self.device)
+            _, head = self.model.encode_from(trunk, sites)
+            return self.model.grid_cells(head), head.mean(dim=(2, 3))
         if "cells" in inputs:
             if any(p.requires_grad for p in self.model.encoder.parameters()):
                 raise RuntimeError("cached encoder outputs were passed while the vision encoder trains")

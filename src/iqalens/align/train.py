@@ -195,7 +195,12 @@ class _Run:
         self.trainable = Trainable(model, cfg)
         encoder_frozen = "vision_encoder" not in cfg.train
         self.kind = "encoded" if encoder_frozen and hasattr(model, "encode_frozen") else "pixels"
-        self.bank = InputBank(model, self.kind, bank_path(self.kind))
+        if cfg.encoder_frozen_sites:
+            self.kind = "trunk"
+        sites = cfg.encoder_frozen_sites
+        self.bank = InputBank(
+            model, self.kind, bank_path(f"trunk{sites}" if sites else self.kind), trunk_sites=sites
+        )
         self.touched = self.train_rows.subset(touched_indices(len(self.train_rows), cfg))
         self.optimizer = torch.optim.AdamW(self.trainable.param_groups())
         self.amp_dtype, scaled = resolve_precision(cfg.precision, device)

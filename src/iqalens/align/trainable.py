@@ -51,6 +51,7 @@ class Trainable:
                 p.requires_grad_(False)
         self.frozen_before = {c: fingerprint(m) for c, m in self.components.items() if c not in cfg.train}
         self.lora_base_before = {c: fingerprint(self.components[c]) for c in cfg.lora}
+        self._prefix: nn.Module = nn.ModuleList()
         self.params: dict[str, nn.Parameter] = {}
         for k, comp in enumerate(c for c in COMPONENTS if c in cfg.train):
             module = self.components[comp]
@@ -64,6 +65,8 @@ class Trainable:
             else:
                 for p in module.parameters():
                     p.requires_grad_(True)
+                if comp == "vision_encoder" and cfg.encoder_frozen_sites:
+                    self._freeze_prefix(model, cfg.encoder_frozen_sites)
             self.params |= {f"{comp}.{n}": p for n, p in module.named_parameters() if p.requires_grad}
         if not self.params:
             raise InvalidInputError(
@@ -76,6 +79,18 @@ class Trainable:
         if self.uses_weights and "vision_encoder" not in cfg.lora:
             encoder = self.components["vision_encoder"]
             self.weight_originals = [p.detach().clone() for p in encoder.parameters() if p.requires_grad]
+
+    def _freeze_prefix(self, model: AlignableModel, sites: int) -> None:
+        """Keep the encoder's first ``sites`` sites frozen (and fingerprinted, to prove it)."""
+        prefix = getattr(model, "encoder_prefix", None)
+        if prefix is None:
+            raise InvalidInputError(f"{model.model_id}: encoder_frozen_sites is for the mini model only")
+        modules = prefix(sites)
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        self._prefix = nn.ModuleList(modules)
+        self.frozen_before[f"vision_encoder (first {sites} sites)"] = fingerprint(self._prefix)
 
     def weight_term(self) -> torch.Tensor:
         """L2-SP of the vision encoder: squared distance to the original weights (LoRA: of B A)."""
@@ -117,7 +132,9 @@ class Trainable:
 
     def check_frozen(self) -> dict[str, bool]:
         """Per frozen component: still bit-identical? LoRA components: base weights unchanged?"""
-        out = {c: fingerprint(self.components[c]) == fp for c, fp in self.frozen_before.items()}
+        out = {
+            c: fingerprint(self.components.get(c, self._prefix)) == fp for c, fp in self.frozen_before.items()
+        }
         for c, fp in self.lora_base_before.items():
             out[f"{c} (base under LoRA)"] = fingerprint(self.components[c], drop_lora=True) == fp
         return out

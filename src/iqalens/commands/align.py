@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.pretrained_lr_scale,
         help="full-weight vision encoder / language model train at lr * this",
     )
+    p.add_argument(
+        "--encoder-frozen-sites",
+        type=int,
+        default=_DEFAULTS.encoder_frozen_sites,
+        help="mini model: keep the vision encoder's first N sites frozen and cache their output, so "
+        "steps train only the rest of it (e.g. 5 = stem and stages 1-4; default 0 = whole encoder)",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
     p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
     p.add_argument(
@@ -97,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         grad_accum=args.grad_accum,
         lr=args.lr,
         pretrained_lr_scale=args.pretrained_lr_scale,
+        encoder_frozen_sites=args.encoder_frozen_sites,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         patience=args.patience,

@@ -219,15 +219,60 @@ class MiniVLM(nn.Module):
         """
         net = self.encoder
         x = net._swish(net._bn0(net._conv_stem(x)))
-        pooled = [x.mean(dim=(2, 3))]
-        rate = net._global_params.drop_connect_rate
-        for idx, block in enumerate(net._blocks):
-            x = block(x, drop_connect_rate=rate * float(idx) / len(net._blocks) if rate else rate)
-            if idx in self._stage_ends:
-                pooled.append(x.mean(dim=(2, 3)))
+        rest, head = self.encode_from(x, 1)
+        return [x.mean(dim=(2, 3)), *rest], head
+
+    @property
+    def vision_sites(self) -> int:
+        """Number of vision sites: the stem, one per MBConv stage, the head."""
+        return len(self._stage_ends) + 2
+
+    def _site_blocks(self, site: int) -> range:
+        """Indices of the MBConv blocks that make up vision site ``site`` (1 .. stages)."""
+        ends = sorted(self._stage_ends)
+        return range(ends[site - 2] + 1 if site > 1 else 0, ends[site - 1] + 1)
+
+    def encode_trunk(self, x: torch.Tensor, sites: int) -> torch.Tensor:
+        """The feature map after the first ``sites`` vision sites (1 = the stem's output).
+
+        Why: when only the later part of the encoder fine-tunes, this map is constant per image and is
+        computed once (``iqalens align --encoder-frozen-sites``); :meth:`encode_from` continues from it.
+        """
+        if not 1 <= sites < self.vision_sites:
+            raise InvalidInputError(f"sites must be in 1..{self.vision_sites - 1}, got {sites}")
+        net = self.encoder
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for site in range(1, sites):
+            x = self._run_blocks(x, self._site_blocks(site))
+        return x
+
+    def encode_from(self, x: torch.Tensor, site: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Continue the encoder from the output of site ``site - 1``: pooled features of sites
+        ``site ..`` (the head last) and the head map."""
+        pooled = []
+        for s in range(site, self.vision_sites - 1):
+            x = self._run_blocks(x, self._site_blocks(s))
+            pooled.append(x.mean(dim=(2, 3)))
+        net = self.encoder
         head = net._swish(net._bn1(net._conv_head(x)))
         pooled.append(head.mean(dim=(2, 3)))
         return pooled, head
+
+    def _run_blocks(self, x: torch.Tensor, blocks: range) -> torch.Tensor:
+        net = self.encoder
+        rate = net._global_params.drop_connect_rate
+        n = len(net._blocks)
+        for idx in blocks:
+            x = net._blocks[idx](x, drop_connect_rate=rate * float(idx) / n if rate else rate)
+        return x
+
+    def encoder_prefix(self, sites: int) -> list[nn.Module]:
+        """The modules of the first ``sites`` vision sites (what :meth:`encode_trunk` runs)."""
+        net = self.encoder
+        mods: list[nn.Module] = [net._conv_stem, net._bn0]
+        for site in range(1, sites):
+            mods += [net._blocks[i] for i in self._site_blocks(site)]
+        return mods
 
     def imagenet_logits(self, head: torch.Tensor) -> torch.Tensor:
         """EfficientNet-Lite0's own ImageNet classifier on a head feature map."""
