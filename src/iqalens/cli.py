@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=parse_level, nargs="+", default=[1, 3, 5], help="levels (default 1 3 5)")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N bundled photos (>= 3)")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and the teacher")
-    p.add_argument("--align-steps", type=int, default=60, help="fine-tuning steps (default 60)")
+    p.add_argument("--align-steps", type=int, default=100, help="fine-tuning steps (default 100)")
     p.add_argument(
         "--distill-steps", type=int, default=600, help="student (head-only) training steps (default 600)"
     )

@@ -60,8 +60,10 @@ class DemoConfig:
     max_photos: int | None = None  # None: all bundled photos
     seed: int = 0
     workers: int = 2
-    align_steps: int = 60
-    align_train_images: int = 256
+    align_steps: int = 100
+    align_train_images: int = 0  # 0 = every training image of the demo benchmark
+    align_resize_shorter: int = 384  # the benchmark's native height: noise is not shrunk away
+    align_frozen_sites: int = 5  # stem + stages 1-4 frozen, their maps cached (docs/p1_reproduction.md)
     distill_steps: int = 600  # head-only on stored backbone features: seconds, not minutes
     pairs_per_image: int = 2
     label_budget: str = "10%"
@@ -73,7 +75,7 @@ class DemoConfig:
             raise InvalidInputError(f"levels must be among 1..5, got {self.levels}")
         if self.max_photos is not None and self.max_photos < 3:
             raise InvalidInputError("the demo needs at least 3 photos (train, val and test contents)")
-        for name in ("workers", "align_steps", "align_train_images", "distill_steps"):
+        for name in ("workers", "align_steps", "align_resize_shorter", "distill_steps"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -208,21 +210,29 @@ def _bench(out: Path, cfg: DemoConfig) -> Path:
 
 def _align(manifest: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
     from iqalens.align.config import AlignConfig
+    from iqalens.align.mini import save_mini_at_resolution
     from iqalens.align.run import run_align
 
     align_cfg = AlignConfig(
         # The vision path (encoder + projector) under the drift constraint, as the perception paper
         # repairs it; weight 10 as in the grid of docs/alignment.md, where weight 1 let the encoder
-        # lose its ImageNet predictions.
+        # lose its ImageNet predictions. What the full-scale experiment (docs/p1_reproduction.md)
+        # taught: read the images at their native scale (noise stays visible) and train the encoder
+        # after its first 5 sites on cached trunk maps, so the demo's minute buys many more steps.
         train=("vision_encoder", "projector"),
         w_constraint=10.0,
+        encoder_frozen_sites=cfg.align_frozen_sites,
         max_steps=cfg.align_steps,
+        batch_size=16,
+        eval_every=max(1, cfg.align_steps // 5),
+        checkpoint_every=max(1, cfg.align_steps // 5),
         max_train_images=cfg.align_train_images,
         seed=cfg.seed,
         device="cpu",
         progress=cfg.progress,
     )
-    return run_align("mini", manifest, out, align_cfg, cache_dir=out.parent / "features")
+    base = save_mini_at_resolution(out.parent / "base_model", cfg.align_resize_shorter)
+    return run_align(str(base), manifest, out, align_cfg, cache_dir=out.parent / "features")
 
 
 def _teach(manifest: Path, store_path: Path, cfg: DemoConfig) -> Path:

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["LITE_MEAN", "LITE_STD", "build_efficientnet_lite0", "efficientnet_lite0_weights_path"]
+__all__ = [
+    "LITE_MEAN",
+    "LITE_STD",
+    "build_efficientnet_lite0",
+    "efficientnet_lite0_weights_path",
+    "run_blocks",
+    "stage_blocks",
+]
 
 # EfficientNet-Lite was trained (TF reference code) on (x - 127) / 128 with x in 0..255.
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -49,3 +56,23 @@ def build_efficientnet_lite0(pretrained: bool = True) -> Any:
         state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
     return net
+
+
+def stage_blocks(net: Any) -> list[range]:
+    """The MBConv block indices of each stage, in order (a stage ends where the channel count changes).
+
+    Why: the vision sites of the mini model are the stem, one per stage and the head; walking the
+    network stage by stage lets a run cache the output of the first stages and continue from there.
+    """
+    outs = [int(b._block_args.output_filters) for b in net._blocks]
+    ends = [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
+    return [range(start, end + 1) for start, end in zip([0, *[e + 1 for e in ends[:-1]]], ends, strict=True)]
+
+
+def run_blocks(net: Any, x: torch.Tensor, blocks: range) -> torch.Tensor:
+    """Apply MBConv blocks ``blocks`` as ``EfficientNet.extract_features`` does (same drop-connect rate)."""
+    rate = net._global_params.drop_connect_rate
+    n = len(net._blocks)
+    for idx in blocks:
+        x = net._blocks[idx](x, drop_connect_rate=rate * float(idx) / n if rate else rate)
+    return x

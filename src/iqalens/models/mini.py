@@ -57,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +67,13 @@ from iqalens.configs import dataclass_from_dict
 from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_save_safetensors
 from iqalens.models.base import ComponentFeatures, ModelKind
-from iqalens.models.efficientnet import LITE_MEAN, LITE_STD, build_efficientnet_lite0
+from iqalens.models.efficientnet import (
+    LITE_MEAN,
+    LITE_STD,
+    build_efficientnet_lite0,
+    run_blocks,
+    stage_blocks,
+)
 from iqalens.models.preprocess import crop_boxes, normalise
 from iqalens.models.preprocess import resize_shorter as _resize_shorter
 from iqalens.runs import write_json
@@ -153,12 +159,6 @@ def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], s
     return tuple(out)
 
 
-def _stage_ends(net: nn.Module) -> list[int]:
-    """Indices of the last MBConv block of each stage (where the output channel count changes)."""
-    outs = [int(b._block_args.output_filters) for b in cast(list[Any], net._blocks)]
-    return [i for i in range(len(outs)) if i == len(outs) - 1 or outs[i + 1] != outs[i]]
-
-
 class MiniVLM(nn.Module):
     """EfficientNet-Lite0 -> MLP projector -> MiniLM-L6, behind the :class:`ComponentModel` interface."""
 
@@ -178,7 +178,7 @@ class MiniVLM(nn.Module):
         self._sentence_memo: tuple[Any, int, torch.Tensor] | None = None
         net = build_efficientnet_lite0(pretrained=True)
         self.encoder = net
-        self._stage_ends = set(_stage_ends(net))
+        self._stages = stage_blocks(net)
         lm_dir = minilm_path()
         self.lm = AutoModel.from_pretrained(str(lm_dir))
         self.tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
@@ -217,62 +217,39 @@ class MiniVLM(nn.Module):
         Mirrors ``EfficientNet.extract_features`` block by block, so the features are the pretrained
         network's own.
         """
-        net = self.encoder
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        rest, head = self.encode_from(x, 1)
-        return [x.mean(dim=(2, 3)), *rest], head
+        stem = self.encode_trunk(x, 1)
+        rest, head = self.encode_from(stem, 1)
+        return [stem.mean(dim=(2, 3)), *rest], head
 
     @property
     def vision_sites(self) -> int:
         """Number of vision sites: the stem, one per MBConv stage, the head."""
-        return len(self._stage_ends) + 2
-
-    def _site_blocks(self, site: int) -> range:
-        """Indices of the MBConv blocks that make up vision site ``site`` (1 .. stages)."""
-        ends = sorted(self._stage_ends)
-        return range(ends[site - 2] + 1 if site > 1 else 0, ends[site - 1] + 1)
+        return len(self._stages) + 2
 
     def encode_trunk(self, x: torch.Tensor, sites: int) -> torch.Tensor:
-        """The feature map after the first ``sites`` vision sites (1 = the stem's output).
-
-        Why: when only the later part of the encoder fine-tunes, this map is constant per image and is
-        computed once (``iqalens align --encoder-frozen-sites``); :meth:`encode_from` continues from it.
-        """
+        """The map after the first ``sites`` vision sites (1 = the stem): constant per image while only
+        the later sites fine-tune (``iqalens align --encoder-frozen-sites``), so it is cached."""
         if not 1 <= sites < self.vision_sites:
             raise InvalidInputError(f"sites must be in 1..{self.vision_sites - 1}, got {sites}")
         net = self.encoder
         x = net._swish(net._bn0(net._conv_stem(x)))
-        for site in range(1, sites):
-            x = self._run_blocks(x, self._site_blocks(site))
+        for blocks in self._stages[: sites - 1]:
+            x = run_blocks(net, x, blocks)
         return x
 
     def encode_from(self, x: torch.Tensor, site: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Continue the encoder from the output of site ``site - 1``: pooled features of sites
-        ``site ..`` (the head last) and the head map."""
-        pooled = []
-        for s in range(site, self.vision_sites - 1):
-            x = self._run_blocks(x, self._site_blocks(s))
+        """Continue from the output of site ``site - 1``: pooled sites ``site ..`` and the head map."""
+        net, pooled = self.encoder, []
+        for blocks in self._stages[site - 1 :]:
+            x = run_blocks(net, x, blocks)
             pooled.append(x.mean(dim=(2, 3)))
-        net = self.encoder
         head = net._swish(net._bn1(net._conv_head(x)))
-        pooled.append(head.mean(dim=(2, 3)))
-        return pooled, head
-
-    def _run_blocks(self, x: torch.Tensor, blocks: range) -> torch.Tensor:
-        net = self.encoder
-        rate = net._global_params.drop_connect_rate
-        n = len(net._blocks)
-        for idx in blocks:
-            x = net._blocks[idx](x, drop_connect_rate=rate * float(idx) / n if rate else rate)
-        return x
+        return [*pooled, head.mean(dim=(2, 3))], head
 
     def encoder_prefix(self, sites: int) -> list[nn.Module]:
         """The modules of the first ``sites`` vision sites (what :meth:`encode_trunk` runs)."""
         net = self.encoder
-        mods: list[nn.Module] = [net._conv_stem, net._bn0]
-        for site in range(1, sites):
-            mods += [net._blocks[i] for i in self._site_blocks(site)]
-        return mods
+        return [net._conv_stem, net._bn0, *(net._blocks[i] for b in self._stages[: sites - 1] for i in b)]
 
     def imagenet_logits(self, head: torch.Tensor) -> torch.Tensor:
         """EfficientNet-Lite0's own ImageNet classifier on a head feature map."""

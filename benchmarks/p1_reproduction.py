@@ -1,0 +1,456 @@
+"""The perception paper's experiment at full offline scale: which part of a vision-language model must
+be fine-tuned so that it names low-level distortions, and what the drift constraint costs.
+
+One command, resumable (every finished cell is kept; rerunning skips it):
+
+    .venv/bin/python benchmarks/p1_reproduction.py -o runs/p1 --markdown docs/p1_reproduction.md
+
+What it does (docs/p1_reproduction.md gives the numbers and says why each choice was made):
+
+1. **Benchmark**: every photo of ``../shared/data/pristine`` (CBSD68 + McMaster) x 25 KADID-10k types x
+   5 levels + the clean photo, content-disjoint train/val/test by photo (``iqalens bench build``).
+2. **Class-balanced subset**: per photo and perception class at most ``--per-class`` images (seeded), so
+   that every class weighs about the same in training and in the test accuracy (the paper's
+   forced-choice task is over classes, not over the 25 types).
+3. **Base model**: the pre-aligned mini model read at ``--resize-shorter`` (default 384 = the
+   benchmark's native height: no down-scaling, so noise and compression artefacts stay visible to
+   the encoder; the 224-px centre crop is unchanged). This model is the "untrained" cell.
+4. **Cells**: one ``iqalens align`` run per (cell, seed), each with its before/after diagnostics
+   (forced choice, per-site linear probes, semantic similarity on the test photos; ImageNet
+   agreement and feature cosine on the clean photos). The vision encoder trains from site
+   ``--encoder-frozen-sites`` on (stem and first stages frozen, their output cached: the probes
+   show those sites still hold the distortion information); cells without the encoder train on
+   cached encoder outputs.
+5. **Summary**: ``grid.json`` / ``grid.csv``, a markdown table (mean +- std over seeds) and one
+   figure (forced choice per cell; probe accuracy per site before/after).
+
+``--config FILE`` runs the same cells on another model (docs/recipes/p1_mplug_owl2.json): the file
+gives ``model``, ``model_options``, ``seeds``, ``cells`` (each: ``name``, ``train``, ``w_constraint``,
+``lora``, ``steps``, ``batch_size``, ``lr``), ``device`` and ``precision``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqalens.align.mini import save_mini_at_resolution
+from iqalens.align.run import finished
+
+PRISTINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pristine"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: the components trained and the constraint weight (0 = off)."""
+
+    name: str
+    train: str  # "V+P", or "-" for the untrained model
+    w_constraint: float = 0.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: The paper's cells on the mini model. The constraint weight 10 makes the drift term comparable to
+#: the alignment loss (docs/alignment.md); main cells get every seed.
+DEFAULT_CELLS: tuple[Cell, ...] = (
+    Cell("untrained", "-"),
+    Cell("V", "V"),
+    Cell("P", "P"),
+    Cell("L", "L"),
+    Cell("V+P", "V+P"),
+    Cell("V+P+c", "V+P", 10.0),
+    Cell("V+P+L", "V+P+L"),
+)
+MAIN_CELLS = ("V+P", "V+P+c")
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def build_bench(out: Path, pristine: Path, workers: int) -> Path:
+    """All 25 types x 5 levels of every pristine photo (resumes an interrupted build)."""
+    from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+
+    folders = [pristine / "cbsd68", pristine / "mcmaster"]
+    if not all(f.is_dir() for f in folders):
+        raise SystemExit(f"{pristine}: need cbsd68/ and mcmaster/ (../shared/data/pristine beside the repo)")
+    return build_benchmark(out, refs=[str(f) for f in folders], spec=BenchmarkSpec(), workers=workers)
+
+
+def balanced_manifest(manifest: Path, out: Path, per_class: int, seed: int) -> Path:
+    """At most ``per_class`` rows per (photo, perception class), seeded; written beside ``out``."""
+    from iqalens.datasets.manifest import read_manifest, write_manifest
+    from iqalens.taxonomy import CLASSES
+
+    if out.is_file():
+        return out
+    full, _ = read_manifest(manifest)
+    groups: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for row in full.rows:
+        if row.perception_class in CLASSES:
+            groups[(row.reference or row.path, row.perception_class)].append(row)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for key in sorted(groups):
+        rows = groups[key]
+        keep += [rows[i] for i in sorted(rng.permutation(len(rows))[:per_class])]
+    sub = full.with_rows(keep)
+    sub.provenance = {
+        **sub.provenance,
+        "subset": f"p1_reproduction: <= {per_class} per photo and class, seed {seed}",
+    }
+    return write_manifest(sub, out)
+
+
+# -- cells -----------------------------------------------------------------------------------------
+
+
+def run_cell(
+    cell: Cell,
+    seed: int,
+    model_spec: str,
+    manifest: Path,
+    out: Path,
+    settings: dict[str, Any],
+    model_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One align run (resumed or skipped when finished) -> its metrics."""
+    from iqalens.align.config import AlignConfig, parse_components
+    from iqalens.align.run import run_align
+
+    folder = out / "cells" / f"{cell.name}-s{seed}"
+    if finished(folder):
+        return dict(json.loads((folder / "metrics.json").read_text()))
+    train = parse_components(cell.train)
+    fields = dict(settings)
+    if "vision_encoder" not in train:
+        fields.pop("encoder_frozen_sites", None)
+    fields |= cell.overrides
+    config = AlignConfig(train=train, w_constraint=cell.w_constraint, seed=seed, **fields)
+    return run_align(
+        model_spec,
+        manifest,
+        folder,
+        config,
+        cache_dir=out / "features",
+        perceive_options={"samples": 0, "batch_size": 32},
+        model_options=model_options,
+    )
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def row_of(cell: Cell, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cell": cell.name,
+        "train": cell.train,
+        "constraint": cell.w_constraint,
+        "seed": seed,
+        "run": f"cells/{cell.name}-s{seed}",
+        "fc_before": _get(metrics, "before", "forced_choice_accuracy"),
+        "fc_after": _get(metrics, "after", "forced_choice_accuracy"),
+        "bal_before": _get(metrics, "before", "balanced_accuracy"),
+        "bal_after": _get(metrics, "after", "balanced_accuracy"),
+        "sim_before": _get(metrics, "before", "mean_similarity_true"),
+        "sim_after": _get(metrics, "after", "mean_similarity_true"),
+        "imagenet_agreement": _get(metrics, "drift", "imagenet_top1_agreement"),
+        "feature_cosine": _get(metrics, "drift", "feature_cosine"),
+        "steps": metrics.get("steps_run"),
+        "best_step": metrics.get("best_step"),
+        "train_seconds": metrics.get("train_seconds"),
+    }
+
+
+def untrained_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The untrained cell: the "before" side every run measured on the same base model and test photos."""
+    first = next((r for r in rows if r["fc_before"] is not None), None)
+    if first is None:
+        return []
+    keys = ("fc_before", "bal_before", "sim_before")
+    base = {k: first[k] for k in keys}
+    return [
+        {
+            "cell": "untrained",
+            "train": "-",
+            "constraint": 0.0,
+            "seed": 0,
+            "run": first["run"],
+            **base,
+            "fc_after": base["fc_before"],
+            "bal_after": base["bal_before"],
+            "sim_after": base["sim_before"],
+            "imagenet_agreement": 1.0,
+            "feature_cosine": 1.0,
+            "steps": 0,
+            "best_step": 0,
+            "train_seconds": 0.0,
+        }
+    ]
+
+
+# -- summary ---------------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[Any]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if isinstance(v, int | float)]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.pstdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _ms(values: Sequence[Any]) -> str:
+    m, s = _mean_std(values)
+    if m is None:
+        return "n/a"
+    return f"{m:.3f}" + (f" ± {s:.3f}" if len(values) > 1 else "")
+
+
+def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[r["cell"]].append(r)
+    lines = [
+        header,
+        "",
+        "| cell | trained | constraint | seeds | forced choice (test) | balanced acc. "
+        "| similarity to true word | ImageNet top-1 agreement | encoder feature cosine "
+        "| best step / steps | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, rs in by.items():
+        r0 = rs[0]
+        lines.append(
+            f"| {name} | {r0['train']} | {r0['constraint'] or 'off'} | {len(rs)} "
+            f"| {_ms([r['fc_after'] for r in rs])} "
+            f"| {_ms([r['bal_after'] for r in rs])} | {_ms([r['sim_after'] for r in rs])} "
+            f"| {_ms([r['imagenet_agreement'] for r in rs])} | {_ms([r['feature_cosine'] for r in rs])} "
+            f"| {'/'.join(str(r.get('best_step')) for r in rs)} / {r0['steps']} "
+            f"| {_ms([r['train_seconds'] for r in rs])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def probe_curves(out: Path, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Probe accuracy per site: "before" (the base model) and "after" per cell (mean over seeds)."""
+    curves: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for side, label in (("before", "untrained"), ("after", r["cell"])):
+            if r["cell"] == "untrained" and side == "after":
+                continue
+            path = out / r["run"] / side / "probe_curve.csv"
+            if not path.is_file():
+                continue
+            with path.open() as fh:
+                for rec in csv.DictReader(fh):
+                    curves[label][rec["site"]].append(float(rec["test_accuracy"]))
+    return {k: {s: statistics.fmean(v) for s, v in c.items()} for k, c in curves.items()}
+
+
+def figure(
+    rows: Sequence[dict[str, Any]], curves: dict[str, dict[str, float]], chance: float, path: Path
+) -> None:
+    """Forced choice per cell (mean, std bar) and the probe curve per site before/after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if isinstance(r["fc_after"], int | float):
+            by[r["cell"]].append(float(r["fc_after"]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    names = list(by)
+    a.bar(names, [statistics.fmean(by[n]) for n in names], yerr=[statistics.pstdev(by[n]) for n in names])
+    a.axhline(chance, ls="--", c="grey", label=f"chance {chance:.3f}")
+    a.set_ylabel("forced-choice accuracy (test photos)")
+    a.set_title("Which component to fine-tune")
+    a.legend()
+    sites = list(curves.get("untrained", next(iter(curves.values()), {})))
+    for label, curve in curves.items():
+        a_ = [curve.get(s, float("nan")) for s in sites]
+        b.plot(range(len(sites)), a_, marker="o", lw=2.5 if label == "untrained" else 1.2, label=label)
+    b.axhline(chance, ls="--", c="grey")
+    b.set_xticks(range(len(sites)), sites, rotation=60, fontsize=7)
+    b.set_ylabel("linear-probe accuracy (test photos)")
+    b.set_title("Distortion information per site, before/after")
+    b.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def load_config(path: Path) -> tuple[str, dict[str, Any], list[int], tuple[Cell, ...], dict[str, Any]]:
+    """A ``--config`` file (docs/recipes/p1_mplug_owl2.json) -> model, options, seeds, cells, settings."""
+    data = json.loads(path.read_text())
+    cells = []
+    for c in data["cells"]:
+        over = {"max_steps": c.get("steps"), "batch_size": c.get("batch_size"), "lr": c.get("lr")}
+        over = {k: v for k, v in over.items() if v is not None}
+        if c.get("lora"):
+            over["lora"] = c["lora"]
+        cells.append(Cell(c["name"], c["train"], float(c.get("w_constraint", 0.0)), over))
+    settings = {"device": data.get("device", "auto"), "precision": data.get("precision", "auto")}
+    return (
+        data["model"],
+        dict(data.get("model_options") or {}),
+        list(data.get("seeds", [0])),
+        tuple(cells),
+        settings,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", "-o", default="runs/p1")
+    parser.add_argument("--pristine", default=str(PRISTINE), help="folder with cbsd68/ and mcmaster/")
+    parser.add_argument("--bench", help="existing benchmark folder (default: build one under OUTPUT/bench)")
+    parser.add_argument("--per-class", type=int, default=4, help="images per photo and class (default 4)")
+    parser.add_argument(
+        "--resize-shorter", type=int, default=384, help="mini model's shorter side (default 384)"
+    )
+    parser.add_argument("--cells", nargs="+", help="subset of cells by name (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the main cells")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pretrained-lr-scale", type=float, default=0.1)
+    parser.add_argument("--encoder-frozen-sites", type=int, default=5)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--config", help="JSON config of another model's cells (see the module doc)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 (GPU) ...")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: summarise the finished cells in OUTPUT (unfinished ones are listed as missing)",
+    )
+    parser.add_argument("--markdown", help="write the table (machine, command, time) to this file")
+    parser.add_argument("--figure", help="figure path (default OUTPUT/p1_summary.png)")
+    args = parser.parse_args(argv)
+    out = Path(args.output)
+    started = time.perf_counter()
+    bench = Path(args.bench) if args.bench else build_bench(out / "bench", Path(args.pristine), args.workers)
+    manifest = bench / "manifest.csv" if bench.is_dir() else bench
+    sub = balanced_manifest(
+        manifest, manifest.parent / f"manifest_p1_{args.per_class}.csv", args.per_class, 0
+    )
+    settings: dict[str, Any] = {
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "pretrained_lr_scale": args.pretrained_lr_scale,
+        "encoder_frozen_sites": args.encoder_frozen_sites,
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.eval_every,
+        "patience": args.patience,
+        "max_train_images": 0,
+        "max_val_images": 0,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    cells, seeds = DEFAULT_CELLS, list(args.seeds)
+    options: dict[str, Any] = {}
+    if args.config:
+        model_spec, options, seeds, cells, extra = load_config(Path(args.config))
+        settings |= extra
+        settings.pop("encoder_frozen_sites")
+    else:
+        model_spec = str(save_mini_at_resolution(out / "base_model", args.resize_shorter))
+    if args.cells:
+        unknown = set(args.cells) - {c.name for c in cells}
+        if unknown:
+            parser.error(f"unknown cell(s) {sorted(unknown)}; choose from {[c.name for c in cells]}")
+        cells = tuple(c for c in cells if c.name in args.cells)
+    rows: list[dict[str, Any]] = []
+    for cell in cells:
+        if cell.train == "-":
+            continue
+        for seed in seeds if cell.name in MAIN_CELLS or args.config else seeds[:1]:
+            t = time.perf_counter()
+            if args.summary_only and not finished(out / "cells" / f"{cell.name}-s{seed}"):
+                print(f"{cell.name} seed {seed}: not finished, left out of the summary", flush=True)
+                continue
+            metrics = run_cell(cell, seed, model_spec, sub, out, settings, options)
+            rows.append(row_of(cell, seed, metrics))
+            print(
+                f"{cell.name} seed {seed}: forced choice {rows[-1]['fc_after']} "
+                f"({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
+    if any(c.train == "-" for c in cells):
+        rows = untrained_rows(rows) + rows
+    write_outputs(out, rows, sub, model_spec, args, time.perf_counter() - started)
+    return 0
+
+
+def write_outputs(
+    out: Path, rows: list[dict[str, Any]], manifest: Path, model: str, args: Any, seconds: float
+) -> None:
+    from iqalens.taxonomy import CLASSES
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "grid.csv").write_text(buf.getvalue())
+    (out / "grid.json").write_text(json.dumps(rows, indent=2))
+    chance = 1.0 / len(CLASSES)
+    curves = probe_curves(out, rows)
+    (out / "probe_curves.json").write_text(json.dumps(curves, indent=2))
+    fig = Path(args.figure) if args.figure else out / "p1_summary.png"
+    figure(rows, curves, chance, fig)
+    header = (
+        f"Model: {model}; data: {manifest} (test split: content-disjoint photos); chance {chance:.3f}. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}. "
+        f"Whole run (this invocation): {seconds / 60:.1f} min.\n\n"
+        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+    )
+    table = markdown(rows, header)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    try:
+        from iqalens.align.grid_result import AlignGridResult, write_grid_result
+    except ImportError:
+        return
+    write_grid_result(
+        out,
+        AlignGridResult(
+            model_id=model,
+            benchmark=str(manifest),
+            protocol=header,
+            chance=chance,
+            cells=rows,
+            complete=True,
+        ),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
