@@ -74,6 +74,9 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     Cell("V+P", "V+P"),
     Cell("V+P+c", "V+P", 10.0),
     Cell("V+P+L", "V+P+L"),
+    # the paper's Q-Instruct observation: the language model trained on quality-description templates
+    # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
+    Cell("template-overfit", "L", overrides={"target": "quality"}),
 )
 MAIN_CELLS = ("V+P", "V+P+c")
 

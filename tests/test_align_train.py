@@ -346,3 +346,27 @@ def test_encoder_frozen_sites_needs_the_encoder_trained() -> None:
         tiny(train=("projector",), encoder_frozen_sites=3)
     with pytest.raises(ValueError, match="LoRA"):
         tiny(train=("vision_encoder",), lora=("vision_encoder",), encoder_frozen_sites=3)
+
+
+def test_quality_target_trains_on_mos_levels_not_distortion_classes(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    """``target="quality"``: labels are the MOS cut into five levels, answered with quality words."""
+    from iqalens.align.data import QUALITY_WORDS, label_of, select_rows
+    from iqalens.datasets.manifest import ManifestRow, MosScale
+
+    scale = MosScale(1.0, 5.0)
+    assert [label_of(ManifestRow("a", "r", "s", mos=m, mos_scale=scale), "quality") for m in (1, 2.7, 5)] == [
+        0,
+        2,
+        4,
+    ]
+    assert label_of(ManifestRow("a", "r", "s", perception_class="noise"), "quality") is None  # no MOS
+    train, _ = select_rows(bench, target="quality")
+    assert train.names == QUALITY_WORDS and set(train.labels.tolist()) <= set(range(5))
+    metrics = align(
+        fresh(template), bench, tmp_path / "run", tiny(train=("language_model",), target="quality")
+    )
+    assert list(metrics["data"]["train_classes"]) == list(QUALITY_WORDS)
+    with pytest.raises(ValueError, match="target"):
+        tiny(target="mood")

@@ -20,6 +20,9 @@ from iqalens.errors import InvalidInputError
 COMPONENTS: tuple[str, ...] = ("vision_encoder", "projector", "language_model")
 
 CONSTRAINTS = ("features", "weights")
+#: What the answer template is trained to say: the distortion class (the perception task), or the
+#: quality level from the MOS (the quality-description templates of Q-Instruct-style training).
+TARGETS = ("class", "quality")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Settings that may differ between an interrupted run and its resumption (they do not change results).
 RESUME_FREE = ("progress", "device")
@@ -70,6 +73,10 @@ class AlignConfig:
     step costs only the trained part (the perception probes show the distortion information is
     still there after the early stages: what fine-tuning has to repair is lost later). 0 = the
     whole encoder trains; only models that can cache an encoder trunk (the mini model) support it.
+    ``target`` "quality" trains the template on five quality-level descriptions from each image's
+    MOS instead of the distortion class (the perception paper's template-overfit observation: such
+    training alone does not teach the model to name distortions); the diagnostics still ask for
+    the distortion class.
     """
 
     train: tuple[str, ...] = ("vision_encoder",)
@@ -77,6 +84,7 @@ class AlignConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     encoder_frozen_sites: int = 0
+    target: str = "class"
     w_template: float = 1.0
     w_align: float = 1.0
     w_constraint: float = 1.0
@@ -122,6 +130,8 @@ class AlignConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "patience"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.target not in TARGETS:
+            raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if self.encoder_frozen_sites < 0:
             raise InvalidInputError(f"encoder_frozen_sites must be >= 0, got {self.encoder_frozen_sites}")
         if self.encoder_frozen_sites and "vision_encoder" not in self.train:

@@ -38,6 +38,16 @@ from iqalens.images import load_rgb
 from iqalens.taxonomy import CLASSES
 from iqalens.training import unit_hash
 
+#: The answer words of ``target="quality"`` runs, worst to best: an image's MOS, cut into five equal
+#: bins of its scale, picks one.
+QUALITY_WORDS: tuple[str, ...] = (
+    "bad quality",
+    "poor quality",
+    "fair quality",
+    "good quality",
+    "excellent quality",
+)
+
 #: Bump when the layout of the cached inputs changes.
 BANK_VERSION = 3
 REFERENCE = "_reference_features"
@@ -51,6 +61,7 @@ class Rows:
     paths: list[Path]
     references: list[str]
     labels: np.ndarray
+    names: tuple[str, ...] = CLASSES
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -62,10 +73,11 @@ class Rows:
             [self.paths[i] for i in idx],
             [self.references[i] for i in idx],
             self.labels[idx],
+            self.names,
         )
 
     def class_counts(self) -> dict[str, int]:
-        return {c: int((self.labels == k).sum()) for k, c in enumerate(CLASSES)}
+        return {c: int((self.labels == k).sum()) for k, c in enumerate(self.names)}
 
 
 def select_rows(
@@ -76,12 +88,17 @@ def select_rows(
     val_fraction: float = 0.1,
     seed: int = 0,
     salt: str = "iqalens-val",
+    target: str = "class",
 ) -> tuple[Rows, Rows]:
-    """(train, val) rows of a benchmark manifest; see the module docstring for the rules."""
+    """(train, val) rows of a benchmark manifest; see the module docstring for the rules.
+
+    ``target`` "quality" keeps the rows with a MOS and labels them with their quality level
+    (:data:`QUALITY_WORDS`) instead of their perception class.
+    """
     manifest, _ = read_manifest(manifest_path)
     parts: dict[str, list[Any]] = {"train": [], "val": []}
     for row in manifest.rows:
-        if row.perception_class not in CLASSES or row.split == "test":
+        if row.split == "test" or label_of(row, target) is None:
             continue
         split = row.split
         if split not in ("train", "val"):
@@ -100,7 +117,8 @@ def select_rows(
             [r.path for r in items],
             [manifest.resolve(r) for r in items],
             [r.reference for r in items],
-            np.asarray([CLASSES.index(r.perception_class) for r in items], dtype=np.int64),
+            np.asarray([label_of(r, target) for r in items], dtype=np.int64),
+            QUALITY_WORDS if target == "quality" else CLASSES,
         )
 
     train, val = rows_of(parts["train"], max_train, 11), rows_of(parts["val"], max_val, 12)
@@ -109,6 +127,16 @@ def select_rows(
             "the benchmark has no validation rows: no early stopping, the last weights are kept", stacklevel=2
         )
     return train, val
+
+
+def label_of(row: Any, target: str) -> int | None:
+    """A row's training label: its perception class index, or (``quality``) its MOS level 0..4."""
+    if target == "quality":
+        if row.mos_scale is None or not np.isfinite(row.mos):
+            return None
+        lo, hi = row.mos_scale.low, row.mos_scale.high
+        return int(min(len(QUALITY_WORDS) - 1, max(0.0, (row.mos - lo) / (hi - lo) * len(QUALITY_WORDS))))
+    return CLASSES.index(row.perception_class) if row.perception_class in CLASSES else None
 
 
 def bank_file(

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from iqalens.align.base import AlignableModel
 from iqalens.align.config import AlignConfig, short_name
-from iqalens.align.data import InputBank, Rows, bank_file, select_rows
+from iqalens.align.data import QUALITY_WORDS, InputBank, Rows, bank_file, select_rows
 from iqalens.align.objectives import accuracy, feature_drift, info_nce
 from iqalens.align.trainable import Trainable
 from iqalens.errors import InvalidInputError
@@ -189,6 +189,7 @@ class _Run:
             max_val=cfg.max_val_images,
             val_fraction=cfg.val_fraction,
             seed=cfg.seed,
+            target=cfg.target,
         )
         if hasattr(model, "to"):
             model.to(device)
@@ -383,6 +384,8 @@ def align(
     rank, world, own_group = init_distributed(device)
     try:
         out, manifest = Path(out_dir), Path(manifest_path)
+        if cfg.target == "quality" and tuple(class_words) == CLASSES:
+            class_words = QUALITY_WORDS
         setup = (device, rank, world, list(class_words))
         return _align(model, manifest, out, cfg, setup, checkpoint_id, cache_dir, info or {}, on_step)
     finally:
@@ -422,8 +425,9 @@ def _align(
         raise InvalidInputError(
             f"batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({world})"
         )
-    if len(words) != len(CLASSES):
-        raise InvalidInputError(f"need one class word per class ({len(CLASSES)}), got {len(words)}")
+    n_labels = len(QUALITY_WORDS) if cfg.target == "quality" else len(CLASSES)
+    if len(words) != n_labels:
+        raise InvalidInputError(f"need one answer word per label ({n_labels}), got {len(words)}")
     saved = _saved_state(out, cfg)
     if saved is not None and saved.get("finished"):
         if (out / MODEL_DIR).is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from iqalens.align.config import CONSTRAINTS, PRECISIONS, AlignConfig, parse_components, short_name
+from iqalens.align.config import CONSTRAINTS, PRECISIONS, TARGETS, AlignConfig, parse_components, short_name
 from iqalens.commands._hf import add_hf_arguments, hf_options
 
 INTERRUPTED = {
@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="vision-encoder drift penalty weight",
     )
     p.add_argument("--constraint", choices=CONSTRAINTS, default=_DEFAULTS.constraint)
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=_DEFAULTS.target,
+        help="what the template is trained to answer: the distortion class (default), or five quality "
+        "levels from the MOS (the template-only training the perception paper contrasts)",
+    )
     p.add_argument("--eval-every", type=int, default=_DEFAULTS.eval_every)
     p.add_argument("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every)
     p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="evaluations without improvement")
@@ -105,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         lr=args.lr,
         pretrained_lr_scale=args.pretrained_lr_scale,
         encoder_frozen_sites=args.encoder_frozen_sites,
+        target=args.target,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         patience=args.patience,
