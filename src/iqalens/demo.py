@@ -4,8 +4,10 @@ Everything iqalens does, end to end, on a fresh install with no user data and no
 
 1. **bench**: a small distortion-perception benchmark from the bundled photos (all 25 KADID-10k
    types at a few levels, 8 perception classes, proxy MOS, content-disjoint splits);
-2. **perception**: the diagnostics of the pre-aligned mini model before and after an
-   alignment-constrained fine-tuning of its vision path (``iqalens align``);
+2. **perception**: the diagnostics of the pre-aligned mini model (read at the benchmark's native
+   scale) before and after an alignment-constrained fine-tuning of its vision path (``iqalens
+   align``: projector + the encoder after its first 5 sites, on cached maps; see
+   docs/p1_reproduction.md for why);
 3. **LEAF**: the offline full-reference teacher (each image against its clean reference) judges the
    benchmark (points and pairs), a student is distilled from it, calibrated with a few proxy-MOS
    labels and evaluated on the test split, next to the same student trained on those labels alone;
@@ -159,7 +161,7 @@ def run_demo(
     headline = {
         "benchmark_images": _count_rows(manifest),
         "perception": {
-            "model": align.get("base_model"),
+            "model": align.get("base_model_id") or align.get("base_model"),
             "trained": align.get("train"),
             "before": align.get("before"),
             "after": align.get("after"),
