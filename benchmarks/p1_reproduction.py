@@ -163,7 +163,19 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
-def row_of(cell: Cell, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
+def wall_seconds(folder: Path) -> float | None:
+    """Start (the run's config.json) to finish (its metrics.json): training, inputs and diagnostics."""
+    from datetime import datetime
+
+    try:
+        started = json.loads((folder / "config.json").read_text())["started"]
+        end = (folder / "metrics.json").stat().st_mtime
+        return round(end - datetime.fromisoformat(started).timestamp(), 1)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def row_of(cell: Cell, seed: int, metrics: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
     return {
         "cell": cell.name,
         "train": cell.train,
@@ -181,6 +193,7 @@ def row_of(cell: Cell, seed: int, metrics: dict[str, Any]) -> dict[str, Any]:
         "steps": metrics.get("steps_run"),
         "best_step": metrics.get("best_step"),
         "train_seconds": metrics.get("train_seconds"),
+        "wall_seconds": wall_seconds(folder) if folder is not None else None,
     }
 
 
@@ -207,6 +220,7 @@ def untrained_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "steps": 0,
             "best_step": 0,
             "train_seconds": 0.0,
+            "wall_seconds": 0.0,
         }
     ]
 
@@ -237,8 +251,8 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         "",
         "| cell | trained | constraint | seeds | forced choice (test) | balanced acc. "
         "| similarity to true word | ImageNet top-1 agreement | encoder feature cosine "
-        "| best step / steps | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| best step / steps | train s | whole run s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, rs in by.items():
         r0 = rs[0]
@@ -248,7 +262,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
             f"| {_ms([r['bal_after'] for r in rs])} | {_ms([r['sim_after'] for r in rs])} "
             f"| {_ms([r['imagenet_agreement'] for r in rs])} | {_ms([r['feature_cosine'] for r in rs])} "
             f"| {'/'.join(str(r.get('best_step')) for r in rs)} / {r0['steps']} "
-            f"| {_ms([r['train_seconds'] for r in rs])} |"
+            f"| {_ms([r['train_seconds'] for r in rs])} | {_ms([r.get('wall_seconds') for r in rs])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -303,6 +317,34 @@ def figure(
     plt.close(fig)
 
 
+def curves_figure(out: Path, rows: Sequence[dict[str, Any]], chance: float, path: Path) -> None:
+    """Validation forced choice against training step, one line per cell and seed (the plateau)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in rows:
+        log = out / r["run"] / "train_log.csv"
+        if r["cell"] == "untrained" or not log.is_file():
+            continue
+        with log.open() as fh:
+            points = [
+                (int(x["step"]), float(x["val_accuracy"])) for x in csv.DictReader(fh) if x["val_accuracy"]
+            ]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=f"{r['cell']} (seed {r['seed']})")
+    ax.axhline(chance, ls="--", c="grey", label="chance")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("forced choice, validation photos")
+    ax.set_title("Training curves (the best validation step is kept)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -334,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=4, help="images per photo and class (default 4)")
     parser.add_argument(
         "--resize-shorter", type=int, default=384, help="mini model's shorter side (default 384)"
+    )
+    parser.add_argument(
+        "--model",
+        help="base model spec instead of the pre-aligned mini at --resize-shorter (e.g. a mini DIR)",
     )
     parser.add_argument("--cells", nargs="+", help="subset of cells by name (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the main cells")
@@ -383,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_spec, options, seeds, cells, extra = load_config(Path(args.config))
         settings |= extra
         settings.pop("encoder_frozen_sites")
+    elif args.model:
+        model_spec = args.model
     else:
         model_spec = str(save_mini_at_resolution(out / "base_model", args.resize_shorter))
     if args.cells:
@@ -400,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{cell.name} seed {seed}: not finished, left out of the summary", flush=True)
                 continue
             metrics = run_cell(cell, seed, model_spec, sub, out, settings, options)
-            rows.append(row_of(cell, seed, metrics))
+            rows.append(row_of(cell, seed, metrics, out / "cells" / f"{cell.name}-s{seed}"))
             print(
                 f"{cell.name} seed {seed}: forced choice {rows[-1]['fc_after']} "
                 f"({time.perf_counter() - t:.0f} s)",
@@ -428,6 +476,7 @@ def write_outputs(
     (out / "probe_curves.json").write_text(json.dumps(curves, indent=2))
     fig = Path(args.figure) if args.figure else out / "p1_summary.png"
     figure(rows, curves, chance, fig)
+    curves_figure(out, rows, chance, fig.with_name(fig.stem + "_curves.png"))
     header = (
         f"Model: {model}; data: {manifest} (test split: content-disjoint photos); chance {chance:.3f}. "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}. "
