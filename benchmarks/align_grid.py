@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from iqalens.align.config import AlignConfig
-from iqalens.align.grid_result import AlignGridResult, write_grid_result
+from iqalens.align.grid_result import AlignGridResult, cell_numbers, write_grid_result
 from iqalens.align.run import run_align
 
 #: (components, constraint on?) per grid cell, in the order of the table.
@@ -68,14 +68,6 @@ def build_bench(out: Path, photos: int, levels: Sequence[int], workers: int) -> 
 def cell_name(train: str, constrained: bool) -> str:
     """The cell's name in the table and its run folder: ``V``, ``V+c``, ``V+P+L+c``..."""
     return f"{train}{'+c' if constrained else ''}"
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
 
 
 def run_grid(
@@ -124,16 +116,7 @@ def run_grid(
                 "constraint": w_constraint if constrained else 0.0,
                 "seed": seed,
                 "run": name,
-                "fc_before": _get(metrics, "before", "forced_choice_accuracy"),
-                "fc_after": _get(metrics, "after", "forced_choice_accuracy"),
-                "bal_before": _get(metrics, "before", "balanced_accuracy"),
-                "bal_after": _get(metrics, "after", "balanced_accuracy"),
-                "sim_before": _get(metrics, "before", "mean_similarity_true"),
-                "sim_after": _get(metrics, "after", "mean_similarity_true"),
-                "imagenet_agreement": _get(metrics, "drift", "imagenet_top1_agreement"),
-                "feature_cosine": _get(metrics, "drift", "feature_cosine"),
-                "steps": metrics.get("steps_run"),
-                "train_seconds": metrics.get("train_seconds"),
+                **cell_numbers(metrics),
                 "total_seconds": round(time.perf_counter() - started, 1),
             }
         )
@@ -151,7 +134,7 @@ def grid_result(
     if rows:
         path = out / str(rows[0]["run"]) / "before" / "metrics.json"
         before = json.loads(path.read_text()) if path.is_file() else {}
-    classes = _get(before, "forced_choice", "classes") or []
+    classes = (before.get("forced_choice") or {}).get("classes") or []
     return AlignGridResult(
         model_id=before.get("model_id"),
         benchmark=before.get("manifest") or str(manifest),

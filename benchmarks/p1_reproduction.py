@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.align.grid_result import AlignGridResult, cell_numbers, mean_std, write_grid_result
 from iqalens.align.mini import save_mini_at_resolution
 from iqalens.align.run import finished
 
@@ -155,14 +156,6 @@ def run_cell(
     )
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
 def wall_seconds(folder: Path) -> float | None:
     """Start (the run's config.json) to finish (its metrics.json): training, inputs and diagnostics."""
     from datetime import datetime
@@ -182,17 +175,8 @@ def row_of(cell: Cell, seed: int, metrics: dict[str, Any], folder: Path | None =
         "constraint": cell.w_constraint,
         "seed": seed,
         "run": f"cells/{cell.name}-s{seed}",
-        "fc_before": _get(metrics, "before", "forced_choice_accuracy"),
-        "fc_after": _get(metrics, "after", "forced_choice_accuracy"),
-        "bal_before": _get(metrics, "before", "balanced_accuracy"),
-        "bal_after": _get(metrics, "after", "balanced_accuracy"),
-        "sim_before": _get(metrics, "before", "mean_similarity_true"),
-        "sim_after": _get(metrics, "after", "mean_similarity_true"),
-        "imagenet_agreement": _get(metrics, "drift", "imagenet_top1_agreement"),
-        "feature_cosine": _get(metrics, "drift", "feature_cosine"),
-        "steps": metrics.get("steps_run"),
+        **cell_numbers(metrics),
         "best_step": metrics.get("best_step"),
-        "train_seconds": metrics.get("train_seconds"),
         "wall_seconds": wall_seconds(folder) if folder is not None else None,
     }
 
@@ -228,15 +212,8 @@ def untrained_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- summary ---------------------------------------------------------------------------------------
 
 
-def _mean_std(values: Sequence[Any]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if isinstance(v, int | float)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.pstdev(vals) if len(vals) > 1 else 0.0)
-
-
 def _ms(values: Sequence[Any]) -> str:
-    m, s = _mean_std(values)
+    m, s = mean_std(values)
     if m is None:
         return "n/a"
     return f"{m:.3f}" + (f" ± {s:.3f}" if len(values) > 1 else "")
@@ -456,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if any(c.train == "-" for c in cells):
         rows = untrained_rows(rows) + rows
+    if not rows:
+        print(f"{out}: no finished cell to summarise", file=sys.stderr)
+        return 1
     write_outputs(out, rows, sub, model_spec, args, time.perf_counter() - started)
     return 0
 
@@ -487,10 +467,6 @@ def write_outputs(
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table)
-    try:
-        from iqalens.align.grid_result import AlignGridResult, write_grid_result
-    except ImportError:
-        return
     write_grid_result(
         out,
         AlignGridResult(

@@ -28,6 +28,7 @@ __all__ = [
     "CELL_KEYS",
     "SUMMARY_MEASURES",
     "AlignGridResult",
+    "cell_numbers",
     "mean_std",
     "summarise_cells",
     "write_grid_result",
@@ -85,6 +86,32 @@ class AlignGridResult:
 def write_grid_result(folder: str | os.PathLike[str], result: AlignGridResult) -> Path:
     """Save ``result`` as ``folder/metrics.json`` (atomically), the file ``iqalens report`` reads."""
     return write_result(folder, result)
+
+
+def cell_numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The measured keys of a grid row, read from one finished align run's ``metrics.json`` dict.
+
+    One reader for every grid script, so that their rows (and the report) mean the same thing.
+    """
+
+    def get(*keys: str) -> Any:
+        d: Any = metrics
+        for k in keys:
+            d = d.get(k) if isinstance(d, Mapping) else None
+        return d
+
+    return {
+        "fc_before": get("before", "forced_choice_accuracy"),
+        "fc_after": get("after", "forced_choice_accuracy"),
+        "bal_before": get("before", "balanced_accuracy"),
+        "bal_after": get("after", "balanced_accuracy"),
+        "sim_before": get("before", "mean_similarity_true"),
+        "sim_after": get("after", "mean_similarity_true"),
+        "imagenet_agreement": get("drift", "imagenet_top1_agreement"),
+        "feature_cosine": get("drift", "feature_cosine"),
+        "steps": metrics.get("steps_run"),
+        "train_seconds": metrics.get("train_seconds"),
+    }
 
 
 def _number(value: Any) -> float | None:
