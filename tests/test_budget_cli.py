@@ -70,7 +70,7 @@ def test_budget_cli_writes_table_rows_and_curve(tmp_path: Path, capsys: pytest.C
     features = run / "features"
     stamps = {p.name: p.stat().st_mtime_ns for p in features.glob("*.npy")}
     again = tmp_path / "again"
-    shared = ["--features", str(features), "--budgets", "100%", "--seeds", "0", "--l2", "0"]
+    shared = ["--features", str(features), "--budgets", "100%", "--seeds", "0", "--l2", "0.5"]
     assert main([*args[:5], "-o", str(again), "-q", *shared]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in features.glob("*.npy")} == stamps
     assert not (again / "features").exists()
@@ -92,16 +92,21 @@ def test_budget_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.Capture
     assert main([*base, "--arms", "leaf,oracle"]) == 2
     assert main([*base, "--l2", "strong"]) == 2
     assert main([*base, "--l2", "-1"]) == 2
+    assert main([*base, "--l2", "0"]) == 2  # the ridge solver (the default) needs a positive penalty
     assert not (tmp_path / "r").exists()  # nothing started for arguments that cannot work
 
 
 def test_l2_auto_searches_the_default_candidates_and_a_number_fixes_l2() -> None:
     from iqalens.commands.budget import head_config
-    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES, BudgetConfig
+    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES, RIDGE_L2_CANDIDATES, BudgetConfig
 
     assert head_config("auto").l2_candidates == DEFAULT_L2_CANDIDATES == BudgetConfig().head.l2_candidates
     fixed = head_config("0.3")
     assert fixed.l2 == 0.3 and fixed.l2_candidates == ()
+    ridge = head_config("auto", "ridge")
+    assert ridge.solver == "ridge" and ridge.l2_candidates == RIDGE_L2_CANDIDATES
+    assert min(RIDGE_L2_CANDIDATES) > 0
+    assert head_config("2", "ridge").l2 == 2.0 and head_config("0", "adamw").l2 == 0.0
 
 
 @pytest.mark.parametrize("pooling", [None, "multiscale"])

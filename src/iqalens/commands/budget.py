@@ -69,7 +69,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="head weight penalty: a number, or 'auto' (default: chosen per seed without labels, by how "
         "well distilled heads rank held-out train photos as the teacher does)",
     )
+    p.add_argument(
+        "--solver",
+        choices=("ridge", "adamw"),
+        default="ridge",
+        help="how heads are fitted: 'ridge' (default: closed form; the label arms' penalty is chosen by "
+        "grouped cross-validation on the budget's labels) or 'adamw' (step-wise, the earlier protocol)",
+    )
     add_pooling_argument(p)
+    p.add_argument(
+        "--quality-stats",
+        action="store_true",
+        help="append hand-designed distortion statistics (tone, colour, MSCN, contrast, gradients, "
+        "blockiness) to the backbone feature (StudentConfig.quality_stats)",
+    )
     p.add_argument(
         "--features",
         help="feature cache folder (default RUN/features; share it between runs of the same --pooling: "
@@ -84,17 +97,22 @@ def _budget(text: str) -> int | float | str:
     return float(text) if "." in text and not text.endswith("%") else text
 
 
-def head_config(l2: str) -> HeadConfig:
-    """The heads' settings for ``--l2``: ``auto`` chooses l2 per seed without labels, a number fixes it."""
+def head_config(l2: str, solver: str = "adamw") -> HeadConfig:
+    """The heads' settings for ``--l2``: ``auto`` chooses l2 per seed without labels, a number fixes it
+    (> 0 for the ridge solver, whose candidates are :data:`RIDGE_L2_CANDIDATES`)."""
     from iqalens.leaf.head import HeadConfig
-    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES
+    from iqalens.leaf.label_budget import DEFAULT_L2_CANDIDATES, RIDGE_L2_CANDIDATES
 
     if l2 == "auto":
+        if solver == "ridge":
+            return HeadConfig(solver="ridge", l2=1.0, l2_candidates=RIDGE_L2_CANDIDATES)
         return HeadConfig(l2_candidates=DEFAULT_L2_CANDIDATES)
     try:
-        return HeadConfig(l2=float(l2))
+        return HeadConfig(l2=float(l2), solver=solver)
     except ValueError:
-        raise InvalidInputError(f"--l2 must be 'auto' or a number >= 0, got {l2!r}") from None
+        raise InvalidInputError(
+            f"--l2 must be 'auto' or a number >= 0 (> 0 with --solver ridge), got {l2!r}"
+        ) from None
 
 
 def _cmd_budget(args: argparse.Namespace) -> int:
@@ -111,7 +129,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
     except ValueError:
         raise InvalidInputError(f"--seeds must be integers, got {' '.join(args.seeds)!r}") from None
     config = BudgetConfig(
-        head=head_config(args.l2),
+        head=head_config(args.l2, args.solver),
         budgets=budgets,
         seeds=seeds,
         arms=tuple(_items(args.arms)),
@@ -129,7 +147,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
         prompt_version,
         args.output,
         config,
-        student_config=StudentConfig(pooling=args.pooling),
+        student_config=StudentConfig(pooling=args.pooling, quality_stats=args.quality_stats),
         progress=not args.quiet,
         feature_dir=args.features,
         command="budget",

@@ -29,10 +29,13 @@ from torch import nn
 
 from iqalens.errors import ConfigError, InvalidInputError
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
+from iqalens.leaf.ridge_head import ridge_distill, ridge_finetune, ridge_labels
 from iqalens.leaf.targets import TeacherTargets
 
 #: Fewest labels the labels-only arm trains on; below it the arm is undefined.
 LABELS_ONLY_MIN = 2
+#: How a head is fitted (:attr:`HeadConfig.solver`).
+SOLVERS = ("adamw", "ridge")
 
 HeadT = TypeVar("HeadT", bound=nn.Module)
 
@@ -73,6 +76,9 @@ class HeadConfig:
     l2: float = 0.0
     # When given, l2 is chosen per seed among these, without labels (:func:`select_l2`).
     l2_candidates: tuple[float, ...] = ()
+    # "adamw": the step-wise trainings above; "ridge": the closed-form fits of
+    # :mod:`iqalens.leaf.ridge_head` (same head layout, l2 the ridge penalty, steps and lr unused).
+    solver: str = "adamw"
 
     def __post_init__(self) -> None:
         for name in ("loss", "finetune_reg"):
@@ -86,6 +92,10 @@ class HeadConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.finetune_lambda < 0:
             raise ConfigError("finetune_lambda must be >= 0")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.solver == "ridge" and (self.l2 <= 0 or any(v <= 0 for v in self.l2_candidates)):
+            raise ConfigError("the ridge solver needs l2 > 0 (and l2_candidates > 0)")
 
 
 @contextlib.contextmanager
@@ -106,6 +116,13 @@ def single_thread() -> Iterator[None]:
 def _new_head(dim: int, cfg: HeadConfig, seed: int) -> FeatureHead:
     torch.manual_seed(seed)  # same initialisation for every arm of one seed
     return FeatureHead(dim, cfg.dropout)
+
+
+def _with_dropout(head: nn.Module, cfg: HeadConfig) -> FeatureHead:
+    """A closed-form head with the configured dropout (it only acts if the head is trained further)."""
+    assert isinstance(head, FeatureHead)
+    head.dropout.p = cfg.dropout
+    return head
 
 
 def _penalty(module: nn.Module, cfg: HeadConfig) -> torch.Tensor | float:
@@ -154,6 +171,8 @@ def distill_head(x: torch.Tensor, teacher: TeacherTargets, cfg: HeadConfig, seed
     """Train a new head on the teacher's judgments only (joint loss, fixed number of steps)."""
     if teacher.points.size == 0 and teacher.pairs.shape[0] == 0:
         raise InvalidInputError("no teacher judgments on the train pool: nothing to distil")
+    if cfg.solver == "ridge":
+        return _with_dropout(ridge_distill(x, teacher, cfg.l2), cfg)
     head = _new_head(x.shape[1], cfg, seed)
     opt, loss = _adamw(head, cfg.lr, cfg.weight_decay), JointLoss(cfg.loss)
     rng = np.random.default_rng([seed, 1])
@@ -180,6 +199,8 @@ def train_labels_only(
             f"a labels-only student needs at least {LABELS_ONLY_MIN} labels, got {labelled.size}; "
             "it is undefined at this budget"
         )
+    if cfg.solver == "ridge":
+        return _with_dropout(ridge_labels(x, labelled, y, cfg.l2), cfg)
     head = _new_head(x.shape[1], cfg, seed)
     opt = _adamw(head, cfg.lr, cfg.weight_decay)
     rng = np.random.default_rng([seed, 2])
@@ -213,6 +234,10 @@ def finetune_head(
     (:mod:`iqalens.leaf.calibration.finetune`)."""
     if labelled.size == 0:
         raise InvalidInputError("fine-tuning needs at least one label")
+    if cfg.solver == "ridge":
+        if not isinstance(head, FeatureHead):
+            raise ConfigError("the ridge solver fine-tunes a FeatureHead on pooled features only")
+        return ridge_finetune(head, x, labelled, y, cfg.l2)  # type: ignore[return-value]
     tuned = copy.deepcopy(head)
     opt = _adamw(tuned, cfg.finetune_lr, cfg.weight_decay)
     reg = JointLoss(cfg.finetune_reg)

@@ -104,6 +104,11 @@ class StudentConfig:
     # label-budget protocol, docs/label_budget.md), "last" for the others. A student.json written
     # before the field existed has no key and loads as "last" (see from_dict).
     pooling: str | None = None
+    # Append hand-designed distortion statistics of the crop (tone, colour, MSCN moments, local
+    # contrast, gradients, blockiness; :mod:`iqalens.leaf.quality_stats`) to the pooled feature:
+    # what an ImageNet backbone is trained to ignore. Parameter-free; older student.json files lack
+    # the key and load as False.
+    quality_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -353,6 +358,10 @@ class Student(nn.Module):
             self.backbone = TinyBackbone(config.tiny_width, config.pooling)
         if config.mean is None or config.std is None:
             config.mean, config.std = default_normalisation(config)  # type: ignore[assignment]
+        if config.quality_stats:
+            from iqalens.leaf.quality_stats import WithQualityStatistics
+
+            self.backbone = WithQualityStatistics(self.backbone, config.mean, config.std)  # type: ignore[arg-type]
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(int(self.backbone.out_features), 6)
 

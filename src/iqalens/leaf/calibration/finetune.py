@@ -117,6 +117,11 @@ def split_backbone(student: Student) -> tuple[nn.Module, nn.Module]:
     parameters are the student's own (shared, not copied)."""
     backbone = student.backbone
     kind = student.config.backbone
+    if student.config.quality_stats:
+        raise InvalidInputError(
+            "fine-tuning the last block needs a student without quality_stats (the statistics are "
+            "taken from the input crop, which a tail above the trunk never sees); fine-tune the head only"
+        )
     if student.config.pooling != "last":
         # The multiscale feature also pools earlier stages, which a tail above the trunk never sees.
         raise InvalidInputError(

@@ -70,7 +70,12 @@ from iqalens.leaf.head import (
     head_scores,
     train_labels_only,
 )
-from iqalens.leaf.label_budget.config import DEFAULT_BUDGETS, DEFAULT_L2_CANDIDATES, BudgetConfig
+from iqalens.leaf.label_budget.config import (
+    DEFAULT_BUDGETS,
+    DEFAULT_L2_CANDIDATES,
+    RIDGE_L2_CANDIDATES,
+    BudgetConfig,
+)
 from iqalens.leaf.label_budget.data import BudgetData, load_budget_data, split_by_group
 from iqalens.leaf.label_budget.results import headline, table_markdown, write_results
 from iqalens.leaf.label_budget.run import (
@@ -91,6 +96,7 @@ __all__ = [
     "BudgetData",
     "DEFAULT_BUDGETS",
     "DEFAULT_L2_CANDIDATES",
+    "RIDGE_L2_CANDIDATES",
     "FeatureHead",
     "HeadConfig",
     "LABELS_ONLY_MIN",

@@ -9,12 +9,16 @@ from iqalens.errors import ConfigError, UnknownNameError
 from iqalens.leaf.calibration import MIN_POINTS
 from iqalens.leaf.head import HeadConfig
 from iqalens.leaf.names import ARMS
+from iqalens.leaf.ridge_head import LABEL_L2_GRID
 
 DEFAULT_BUDGETS: tuple[str, ...] = ("0%", "1%", "5%", "10%", "30%", "100%")
 
 #: Head l2 strengths the default protocol chooses from, per seed and without labels
 #: (:func:`~iqalens.leaf.label_budget.run.select_l2`).
 DEFAULT_L2_CANDIDATES: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+#: The same for the closed-form ridge head (mean-loss units on standardised features; must be > 0).
+#: The label arms' cross-validation uses the same grid.
+RIDGE_L2_CANDIDATES: tuple[float, ...] = LABEL_L2_GRID
 
 
 @dataclass

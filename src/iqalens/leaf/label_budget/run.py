@@ -31,6 +31,7 @@ from iqalens.leaf.head import (
 from iqalens.leaf.label_budget.config import BudgetConfig
 from iqalens.leaf.label_budget.data import BudgetData, load_budget_data
 from iqalens.leaf.label_budget.results import write_results
+from iqalens.leaf.ridge_head import choose_l2_by_labels
 from iqalens.leaf.student import StudentConfig
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.runs import start_run
@@ -131,6 +132,23 @@ def select_l2(
     return float(best), criteria
 
 
+def _label_cfg(
+    cfg: HeadConfig,
+    x: torch.Tensor,
+    labelled: np.ndarray,
+    y01: np.ndarray,
+    data: BudgetData,
+    prior: torch.nn.Module | None,
+) -> HeadConfig:
+    """The head setting of a label fit: with the ridge solver its penalty is chosen by grouped
+    cross-validation on the budget's labels (the same rule for labels-only and mode (b); the
+    label-free choice is kept when the labels are too few to cross-validate)."""
+    if cfg.solver != "ridge":
+        return cfg
+    chosen, _ = choose_l2_by_labels(x, labelled, y01, data.groups, prior=prior)
+    return cfg if chosen is None else replace(cfg, l2=chosen)
+
+
 def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[str, Any]:
     pool, test = data.indices("train"), data.indices("test")
     x_np = data.features
@@ -181,7 +199,8 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                     else:
                         t0 = time.perf_counter()
                         assert leaf_head is not None
-                        tuned = finetune_head(leaf_head, x, lab, y01, teacher, head_cfg, seed)
+                        ft_cfg = _label_cfg(head_cfg, x, lab, y01, data, leaf_head)
+                        tuned = finetune_head(leaf_head, x, lab, y01, teacher, ft_cfg, seed)
                         pred = low + head_scores(tuned, x[test]) * (high - low)
                         rows.append(
                             {
@@ -189,6 +208,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                                 **base,
                                 "status": "ok",
                                 "calibration": "head fine-tune + distillation regulariser",
+                                "l2": ft_cfg.l2,
                                 **_metrics(pred, data.mos[test]),
                                 "seconds": round(distill_s + time.perf_counter() - t0, 3),
                             }
@@ -209,7 +229,8 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                     )
                 else:
                     t0 = time.perf_counter()
-                    head = train_labels_only(x, lab, y01, head_cfg, seed)
+                    lo_cfg = _label_cfg(head_cfg, x, lab, y01, data, None)
+                    head = train_labels_only(x, lab, y01, lo_cfg, seed)
                     pred = low + head_scores(head, x[test]) * (high - low)
                     rows.append(
                         {
@@ -217,6 +238,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
                             **base,
                             "status": "ok",
                             "calibration": "regression to MOS",
+                            "l2": lo_cfg.l2,
                             **_metrics(pred, data.mos[test]),
                             "seconds": round(time.perf_counter() - t0, 3),
                         }

@@ -1,0 +1,233 @@
+"""Closed-form ridge trainings of the student's linear head: distillation, labels only, fine-tune.
+
+Why not SGD: a linear head on cached features is a least-squares problem. Solved exactly it has no
+learning rate, step count or batch noise, and its only knob, the ridge penalty, can be chosen over a
+whole grid from one eigendecomposition. The AdamW head it replaces was measured badly regularised
+(``docs/leaf_fr_teacher.md``: the label-free student at SRCC 0.49 where ridge on the same features and
+targets reached 0.62).
+
+Every fit minimises a *mean* loss, ``sum_i w_i (x_i W + b - y_i)^2 / sum_i w_i + l2 * |W - W0|^2``, so
+``l2`` means the same thing whatever the number of rows; the bias is not penalised.
+
+- :func:`ridge_distill`: output 0 regresses the teacher's expected score, outputs 1..5 its centred log
+  level probabilities (their softmax approximates the teacher's distribution, the KL term's minimiser),
+  rows weighted by the teacher's reliability. Pairs are not used: the teachers in this package derive
+  their pairs from the same point judgments, so they carry no extra ranking information.
+- :func:`ridge_labels`: output 0 regresses the labels alone (labels-only arm).
+- :func:`ridge_finetune`: calibration mode (b) in closed form. The distilled head's score is mapped
+  linearly onto the labels' scale (fitted on the labels), and the labels then move the weights away
+  from that prior by a ridge *centred on it* (``W0`` above): few labels leave the teacher's solution
+  nearly intact, many labels override it. It is the Bayesian reading of "fine-tune with the
+  distillation loss as a regulariser".
+
+With content groups of the labelled images, :func:`choose_l2_by_labels` picks the penalty of the two
+label arms by grouped cross-validation on the labels alone (the same procedure for both arms).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from iqalens.errors import InvalidInputError
+from iqalens.evaluation.metrics import srcc
+from iqalens.leaf.targets import TeacherTargets
+
+if TYPE_CHECKING:
+    from iqalens.leaf.head import FeatureHead
+
+#: Ridge penalties (mean-loss units, standardised features) the label cross-validation chooses among.
+LABEL_L2_GRID: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+#: Fewest labels, and content groups among them, for which the penalty is cross-validated.
+CV_MIN_LABELS = 10
+CV_MIN_GROUPS = 3
+_LOGP_FLOOR = 1e-4
+
+
+class RidgePath:
+    """Weighted ridge solutions of one design for any number of penalties (one eigendecomposition).
+
+    ``x`` (n x d), ``y`` (n x k), ``weights`` (n) or None; ``offset`` (n x k) is subtracted from ``y``
+    first (the prior's predictions, for a centred ridge).
+    """
+
+    _dual: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+    _primal: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
+        if x.shape[0] < 1:
+            raise InvalidInputError("ridge needs at least one row")
+        w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (x.shape[0],) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise InvalidInputError("ridge weights must be finite, >= 0 and not all zero")
+        w = w / w.sum()
+        self.x_mean = w @ x
+        self.y_mean = w @ y
+        xc, yc = x - self.x_mean, y - self.y_mean
+        xw = xc * w[:, None]
+        n, d = x.shape
+        if n < d:  # dual form: the n x n Gram matrix is the smaller problem
+            sw = np.sqrt(w)
+            evals, evecs = np.linalg.eigh((xc * sw[:, None]) @ (xc * sw[:, None]).T)
+            self._dual = (xc * sw[:, None], evals, evecs, yc * sw[:, None])
+        else:
+            evals, evecs = np.linalg.eigh(xc.T @ xw)
+            self._dual = None
+            self._primal = (evals, evecs, evecs.T @ (xw.T @ yc))
+
+    def solve(self, l2: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(W (d x k), b (k))`` for penalty ``l2`` (> 0)."""
+        if not l2 > 0:
+            raise InvalidInputError(f"the ridge penalty must be > 0, got {l2}")
+        if self._dual is not None:
+            xs, evals, evecs, ys = self._dual
+            alpha = evecs @ ((evecs.T @ ys) / (np.clip(evals, 0, None) + l2)[:, None])
+            coef = xs.T @ alpha
+        else:
+            evals, evecs, rhs = self._primal
+            coef = evecs @ (rhs / (np.clip(evals, 0, None) + l2)[:, None])
+        return coef, self.y_mean - self.x_mean @ coef
+
+
+def _as_head(
+    template: torch.nn.Module | None, dim: int, coef: np.ndarray, bias: np.ndarray
+) -> torch.nn.Module:
+    from iqalens.leaf.head import FeatureHead
+
+    head = copy.deepcopy(template) if template is not None else FeatureHead(dim)
+    assert isinstance(head, FeatureHead)
+    with torch.no_grad():
+        head.head.weight.copy_(torch.as_tensor(coef.T, dtype=torch.float32))
+        head.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return head.eval()
+
+
+def _features(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+
+
+def distill_targets(teacher: TeacherTargets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, targets n x 6, weights)`` of the teacher's point judgments: expected score, then the
+    centred log level probabilities."""
+    rows = teacher.points
+    if rows.size == 0:
+        raise InvalidInputError("no teacher point judgments on the train pool: nothing to distil")
+    logp = np.log(np.clip(teacher.probs[rows], _LOGP_FLOOR, None))
+    y = np.concatenate([teacher.expected[rows, None], logp - logp.mean(axis=1, keepdims=True)], axis=1)
+    weights = np.clip(teacher.reliability[rows], 0.0, None)
+    if not np.any(weights > 0):
+        weights = np.ones(rows.size)
+    return rows, y, weights
+
+
+def ridge_distill(x: torch.Tensor | np.ndarray, teacher: TeacherTargets, l2: float) -> torch.nn.Module:
+    """A :class:`~iqalens.leaf.head.FeatureHead` fitted in closed form to the teacher's point judgments."""
+    xs = _features(x)
+    rows, y, weights = distill_targets(teacher)
+    coef, bias = RidgePath(xs[rows], y, weights).solve(l2)
+    return _as_head(None, xs.shape[1], coef, bias)
+
+
+def _label_design(
+    xs: np.ndarray, labelled: np.ndarray, y: np.ndarray, prior: torch.nn.Module | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets of the label fit (residuals from the linearly mapped prior when there is one)."""
+    target = np.asarray(y, dtype=np.float64)[labelled]
+    if prior is None:
+        return target, np.zeros_like(target)
+    s0 = _prior_scores(prior, xs[labelled])
+    a, c = _scale_map(s0, target)
+    return target, a * s0 + c
+
+
+def _prior_scores(prior: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return prior.eval()(torch.as_tensor(x, dtype=torch.float32))[0].double().numpy()
+
+
+def _scale_map(s0: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``y ~ a s0 + c`` with ``a >= 0`` (a teacher is never read upside down)."""
+    if s0.size < 2 or np.ptp(s0) == 0:
+        return 0.0, float(np.mean(y))
+    a = float(np.cov(s0, y, bias=True)[0, 1] / np.var(s0))
+    a = max(a, 0.0)
+    return a, float(np.mean(y) - a * np.mean(s0))
+
+
+def ridge_labels(
+    x: torch.Tensor | np.ndarray, labelled: np.ndarray, y: np.ndarray, l2: float
+) -> torch.nn.Module:
+    """A head whose score regresses ``y`` of the labelled rows alone (level logits left at zero)."""
+    xs = _features(x)
+    coef, bias = RidgePath(xs[labelled], np.asarray(y, np.float64)[labelled]).solve(l2)
+    full = np.zeros((xs.shape[1], 6))
+    full[:, 0] = coef[:, 0]
+    return _as_head(None, xs.shape[1], full, np.concatenate([bias, np.zeros(5)]))
+
+
+def ridge_finetune(
+    head: FeatureHead, x: torch.Tensor | np.ndarray, labelled: np.ndarray, y: np.ndarray, l2: float
+) -> torch.nn.Module:
+    """Mode (b): the distilled ``head``'s score mapped onto the labels' scale, then moved towards the
+    labels by a ridge centred on it (penalty ``l2``); the level logits are kept."""
+    xs = _features(x)
+    if labelled.size == 0:
+        raise InvalidInputError("fine-tuning needs at least one label")
+    target, offset = _label_design(xs, labelled, y, head)
+    a, c = _scale_map(_prior_scores(head, xs[labelled]), target)
+    delta, delta_b = RidgePath(xs[labelled], target - offset).solve(l2)
+    weight = head.head.weight.detach().double().numpy().T.copy()
+    bias = head.head.bias.detach().double().numpy().copy()
+    weight[:, 0] = a * weight[:, 0] + delta[:, 0]
+    bias[0] = a * bias[0] + c + delta_b[0]
+    return _as_head(head, xs.shape[1], weight, bias)
+
+
+def choose_l2_by_labels(
+    x: torch.Tensor | np.ndarray,
+    labelled: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    prior: torch.nn.Module | None = None,
+    grid: Sequence[float] = LABEL_L2_GRID,
+    folds: int = 4,
+) -> tuple[float | None, dict[str, float]]:
+    """The ridge penalty of a label fit (labels-only, or centred on ``prior``) by grouped K-fold
+    cross-validation on the labelled rows: the SRCC of the pooled out-of-fold predictions with the
+    labels, the first (smallest) penalty on ties. ``(None, {})`` when there are fewer than
+    :data:`CV_MIN_LABELS` labels or :data:`CV_MIN_GROUPS` content groups among them (the caller keeps
+    its default). Only the budget's labels are read."""
+    xs = _features(x)
+    g = np.asarray(groups, dtype=str)[labelled]
+    uniq = np.unique(g)
+    if labelled.size < CV_MIN_LABELS or uniq.size < CV_MIN_GROUPS:
+        return None, {}
+    k = min(folds, uniq.size)
+    fold_of = {name: i % k for i, name in enumerate(uniq)}
+    fold = np.array([fold_of[name] for name in g])
+    target, offset = _label_design(xs, labelled, y, prior)
+    predictions = {value: np.zeros(labelled.size) for value in grid}
+    for f in range(k):
+        fit, held = fold != f, fold == f
+        if prior is not None:  # the prior's scale map is refitted inside the fold: no held-out label leaks
+            sub_target, sub_offset = _label_design(xs, labelled[fit], y, prior)
+            s0 = _prior_scores(prior, xs[labelled[held]])
+            a, c = _scale_map(_prior_scores(prior, xs[labelled[fit]]), sub_target)
+            held_offset = a * s0 + c
+        else:
+            sub_target, sub_offset = target[fit], offset[fit]
+            held_offset = np.zeros(int(held.sum()))
+        path = RidgePath(xs[labelled[fit]], sub_target - sub_offset)
+        for value in grid:
+            coef, bias = path.solve(value)
+            predictions[value][held] = held_offset + xs[labelled[held]] @ coef[:, 0] + bias[0]
+    scores = {f"{v:g}": srcc(predictions[v], target) for v in grid}
+    clean = {key: (val if np.isfinite(val) else -np.inf) for key, val in scores.items()}
+    best = max(grid, key=lambda v: (clean[f"{v:g}"], -list(grid).index(v)))
+    return float(best), {key: float(val) for key, val in scores.items()}
