@@ -18,7 +18,12 @@ normalisation first, so values are those of the [0, 1] RGB image):
   absolute value of the products of horizontally, vertically and diagonally adjacent coefficients; the
   local contrast map's mean, std and log-mean; the gradient magnitude's mean, std and log-mean;
 - blockiness: for horizontal and vertical neighbour differences, the log-ratio of the largest of the
-  eight 8-pixel phases to their mean (JPEG's block grid raises one phase).
+  eight 8-pixel phases to their mean (JPEG's block grid raises one phase);
+- then the square of every statistic. Quality is not monotone in most of them (too dark and too
+  bright are both bad), and a linear head on ``s`` and ``s^2`` fits a U-shaped response per
+  statistic. Measured on the label-budget benchmark (ridge on these statistics alone, FR teacher,
+  native-resolution images, SRCC on the 21 test photos): 0.597 without the squares, 0.661 with them,
+  where an RBF kernel ridge on the plain statistics reached 0.666 and gradient boosting 0.684.
 
 Only ONNX-exportable operations are used (convolution, pooling, reductions, slicing, elementwise), so a
 student with this branch exports and runs under onnxruntime like one without.
@@ -52,9 +57,11 @@ BLOCK_NAMES = ("block.h", "block.v")
 
 
 def statistic_names(scales: int = SCALES) -> list[str]:
-    """Names of the output columns, in order (for reports and tests)."""
+    """Names of the output columns, in order (for reports and tests): the statistics, then their
+    squares (``sq:`` + name)."""
     per_scale = [f"s{s}.{n}" for s in range(scales) for n in _SCALE_NAMES]
-    return [*TONE_NAMES, *per_scale, *BLOCK_NAMES]
+    base = [*TONE_NAMES, *per_scale, *BLOCK_NAMES]
+    return [*base, *(f"sq:{name}" for name in base)]
 
 
 def _gaussian_kernel(size: int = 7, sigma: float = 7.0 / 6.0) -> torch.Tensor:
@@ -102,7 +109,8 @@ class QualityStatistics(nn.Module):
                 y = F.avg_pool2d(y, 2)
             parts += self._scale_statistics(y)
         parts += [self._blockiness(luma, dim=3), self._blockiness(luma, dim=2)]
-        return torch.stack(parts, dim=1)
+        stats = torch.stack(parts, dim=1)
+        return torch.cat([stats, stats * stats], dim=1)
 
     def _blur(self, y: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.pad(y, (3, 3, 3, 3), mode="replicate"), self.window)

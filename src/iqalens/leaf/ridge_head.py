@@ -41,7 +41,9 @@ if TYPE_CHECKING:
     from iqalens.leaf.head import FeatureHead
 
 #: Ridge penalties (mean-loss units, standardised features) the label cross-validation chooses among.
-LABEL_L2_GRID: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+LABEL_L2_GRID: tuple[float, ...] = (
+    1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0
+)  # fmt: skip
 #: Fewest labels, and content groups among them, for which the penalty is cross-validated.
 CV_MIN_LABELS = 10
 CV_MIN_GROUPS = 3
@@ -126,12 +128,16 @@ def distill_targets(teacher: TeacherTargets) -> tuple[np.ndarray, np.ndarray, np
     return rows, y, weights
 
 
+def ridge_distill_path(x: torch.Tensor | np.ndarray, teacher: TeacherTargets) -> RidgePath:
+    """The distillation fit of every penalty at once (the label-free penalty search uses it)."""
+    rows, y, weights = distill_targets(teacher)
+    return RidgePath(_features(x)[rows], y, weights)
+
+
 def ridge_distill(x: torch.Tensor | np.ndarray, teacher: TeacherTargets, l2: float) -> torch.nn.Module:
     """A :class:`~iqalens.leaf.head.FeatureHead` fitted in closed form to the teacher's point judgments."""
-    xs = _features(x)
-    rows, y, weights = distill_targets(teacher)
-    coef, bias = RidgePath(xs[rows], y, weights).solve(l2)
-    return _as_head(None, xs.shape[1], coef, bias)
+    coef, bias = ridge_distill_path(x, teacher).solve(l2)
+    return _as_head(None, coef.shape[0], coef, bias)
 
 
 def _label_design(

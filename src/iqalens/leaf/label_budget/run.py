@@ -31,7 +31,7 @@ from iqalens.leaf.head import (
 from iqalens.leaf.label_budget.config import BudgetConfig
 from iqalens.leaf.label_budget.data import BudgetData, load_budget_data
 from iqalens.leaf.label_budget.results import write_results
-from iqalens.leaf.ridge_head import choose_l2_by_labels
+from iqalens.leaf.ridge_head import choose_l2_by_labels, ridge_distill_path
 from iqalens.leaf.student import StudentConfig
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.runs import start_run
@@ -121,13 +121,19 @@ def select_l2(
             splits.append((teacher, val))
     if not splits:
         return cfg.l2, {}
-    criteria: dict[str, float] = {}
-    for value in cfg.l2_candidates:
-        per_fold = []
-        for teacher, val in splits:
+    per_fold: dict[float, list[float]] = {value: [] for value in cfg.l2_candidates}
+    for teacher, val in splits:
+        if cfg.solver == "ridge":  # one decomposition per fold serves every candidate
+            path = ridge_distill_path(x, teacher)
+            xv = x[val].double().numpy()
+            for value in cfg.l2_candidates:
+                coef, bias = path.solve(value)
+                per_fold[value].append(srcc(xv @ coef[:, 0] + bias[0], data.teacher_expected[val]))
+            continue
+        for value in cfg.l2_candidates:
             head = distill_head(x, teacher, replace(cfg, l2=value), seed)
-            per_fold.append(srcc(head_scores(head, x[val]), data.teacher_expected[val]))
-        criteria[f"{value:g}"] = float(np.mean(per_fold))
+            per_fold[value].append(srcc(head_scores(head, x[val]), data.teacher_expected[val]))
+    criteria = {f"{value:g}": float(np.mean(scores)) for value, scores in per_fold.items()}
     best = max(cfg.l2_candidates, key=lambda v: (criteria[f"{v:g}"], -cfg.l2_candidates.index(v)))
     return float(best), criteria
 
