@@ -42,8 +42,17 @@ import torch
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest, write_manifest
 from iqalens.images import iter_image_files
-from iqalens.leaf.label_budget import ARM_TITLES, BudgetConfig, run_label_budget, table_markdown
+from iqalens.leaf.head import HeadConfig
+from iqalens.leaf.label_budget import (
+    ARM_TITLES,
+    DEFAULT_L2_CANDIDATES,
+    RIDGE_L2_CANDIDATES,
+    BudgetConfig,
+    run_label_budget,
+    table_markdown,
+)
 from iqalens.leaf.label_budget.plot import save_budget_curve
+from iqalens.leaf.quality_stats import statistic_names
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import POOLINGS, StudentConfig
 from iqalens.leaf.teach import TeachReport, run_teach
@@ -74,16 +83,32 @@ def first_photos(manifest_path: Path, n: int) -> Path:
     return write_manifest(subset, manifest_path.with_name(f"manifest-first{n}.csv"))
 
 
-def run_folder(work: Path, pooling: str, teacher: str = "classical", image_size: int = 224) -> Path:
+def run_folder(
+    work: Path,
+    pooling: str,
+    teacher: str = "classical",
+    image_size: int = 224,
+    resize_shorter: int | None = None,
+    quality_stats: bool = False,
+    solver: str = "adamw",
+) -> Path:
     """The protocol's run folder (and, inside it, the feature cache) of one setting.
 
-    ``last`` with the classical teacher at 224 keeps the original ``run`` so that existing work
-    folders are reused as they are.
+    ``last`` with the classical teacher at 224 and the AdamW head keeps the original ``run`` so that
+    existing work folders are reused as they are.
     """
     name = "run" if pooling == "last" else f"run-{pooling}"
     if teacher != "classical":
         name += f"-{teacher}"
-    return work / (name if image_size == 224 else f"{name}-{image_size}px")
+    if image_size != 224:
+        name += f"-{image_size}px"
+    if resize_shorter not in (None, image_size):
+        name += f"-from{resize_shorter}"
+    if quality_stats:
+        name += "-qs"
+    if solver != "adamw":
+        name += f"-{solver}"
+    return work / name
 
 
 def default_doc(pooling: str) -> Path:
@@ -156,6 +181,24 @@ def main(argv: list[str] | None = None) -> int:
         default=224,
         help="student input: shorter side resized to this, centre crop of this side (default 224)",
     )
+    parser.add_argument(
+        "--resize-shorter",
+        type=int,
+        default=None,
+        help="shorter side before the crop (default: --image-size; 384 keeps the 512x384 benchmark at its "
+        "native scale)",
+    )
+    parser.add_argument(
+        "--quality-stats",
+        action="store_true",
+        help="append the quality statistics to the backbone feature (StudentConfig.quality_stats)",
+    )
+    parser.add_argument(
+        "--solver",
+        choices=("ridge", "adamw"),
+        default="ridge",
+        help="head fits: closed-form ridge (default) or the step-wise AdamW head of the earlier runs",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     work = Path(args.work)
@@ -190,9 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     timings["teach_s"] = time.perf_counter() - t0
 
-    config = BudgetConfig(seeds=tuple(range(args.seeds)))
+    head = (
+        HeadConfig(solver="ridge", l2=1.0, l2_candidates=RIDGE_L2_CANDIDATES)
+        if args.solver == "ridge"
+        else HeadConfig(l2_candidates=DEFAULT_L2_CANDIDATES)
+    )
+    config = BudgetConfig(seeds=tuple(range(args.seeds)), head=head)
+    resize = args.resize_shorter or args.image_size
     teacher.close()
-    run = run_folder(work, args.pooling, args.teacher, args.image_size)
+    run = run_folder(
+        work, args.pooling, args.teacher, args.image_size, resize, args.quality_stats, args.solver
+    )
     feature_dir = run / "features"
     cached_before = len(list(feature_dir.glob("*.npy"))) if feature_dir.is_dir() else 0
     result = run_label_budget(
@@ -203,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         run,
         config,
         student_config=StudentConfig(
-            pooling=args.pooling, image_size=args.image_size, resize_shorter=args.image_size
+            pooling=args.pooling,
+            image_size=args.image_size,
+            resize_shorter=resize,
+            quality_stats=args.quality_stats,
         ),
     )
     result["features_reused"] = cached_before
@@ -228,6 +282,63 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _ridge_protocol(h: HeadConfig, config: BudgetConfig, l2_choice: str) -> list[str]:
+    """The protocol's head bullets for the closed-form ridge solver (``iqalens.leaf.ridge_head``)."""
+    grid = ", ".join(f"{v:g}" for v in h.l2_candidates)
+    return [
+        "- Head (all arms): `Linear(d, 6)` (score + 5 level logits, the `Student` head layout) fitted in "
+        "**closed form** (`HeadConfig(solver='ridge')`, `iqalens.leaf.ridge_head`): weighted ridge "
+        f"regression, mean loss + `l2 * |W|^2`, bias unpenalised. Chosen: {l2_choice}. No step, "
+        "learning rate or batch: the distilled head does not depend on the seed (its spread is 0); seeds "
+        "change the labelled subsets.",
+        f"- {ARM_TITLES['leaf']}: the score regresses the teacher's expected score and the logits its "
+        "centred log level probabilities on the unlabelled train images, weighted by its reliability; "
+        f"**l2 chosen without labels** among [{grid}] (4 photo folds of the train pool, held-out "
+        "agreement with the teacher, `label_budget.select_l2`); then "
+        f"`calibration.fit(..., '{config.calibration}')` on the budget's labels (a monotone map: the "
+        "ranking, hence SRCC, is the label-free one).",
+        f"- {ARM_TITLES['leaf_ft']} (calibration mode (b)): the distilled score mapped linearly onto the "
+        "labels' scale (least squares on the labels, slope >= 0), then a ridge **centred on that prior** "
+        "(`ridge_finetune`): few labels leave the teacher's head nearly intact, many override it.",
+        f"- {ARM_TITLES['labels_only']}: ridge regression of `(MOS - 1) / 4` on the labelled images alone.",
+        "- Both label arms choose their penalty the same way: grouped 4-fold cross-validation **on the "
+        "budget's labels only** (folds by photo, SRCC of the pooled out-of-fold predictions, "
+        "`ridge_head.choose_l2_by_labels`); below 10 labels or 3 photos they keep the label-free choice.",
+    ]
+
+
+def _adamw_protocol(h: HeadConfig, config: BudgetConfig, d: dict, l2_choice: str) -> list[str]:
+    """The protocol's head bullets for the step-wise AdamW head (the earlier protocol)."""
+    return [
+        f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
+        f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}, plus an "
+        "explicit penalty `l2 * sum(W^2)` in every training loss. **l2 is chosen per seed without labels** "
+        f"(`label_budget.select_l2`) among {list(h.l2_candidates)}: the train photos are dealt into 4 folds, "
+        "a head is distilled on 3 with each candidate, and the candidate whose scores rank the held-out "
+        "fold's images most like the teacher's expected score (mean SRCC over the folds) wins; every arm "
+        "of that seed (labels-only included: a shared hyperparameter) then trains with it. "
+        f"Chosen: {l2_choice}.",
+        f"- {ARM_TITLES['leaf']}: {h.distill_steps} steps of the joint loss (KL w {h.loss.w_kl}, score "
+        f"regression w {h.loss.w_reg}, {h.loss.pair_loss} pair loss w {h.loss.w_pair}, tau "
+        f"{h.loss.pair_temperature}, reliability-weighted) on the teacher's judgments of the unlabelled "
+        f"train images (batches of {h.point_batch} points + {h.pair_batch} pairs), then "
+        f"`calibration.fit(..., '{config.calibration}')` on the budget's labels (linear when fewer than its "
+        "minimum, or when the fitted logistic is a near-step that ties most of the pool's scores); "
+        "budget 0: `label_free` (teacher scale [0, 1] mapped linearly onto 1..5). A monotone map "
+        "cannot change the ranking, so its SRCC changes with the budget only where the fitted logistic "
+        "saturates and creates ties.",
+        f"- {ARM_TITLES['leaf_ft']} (calibration mode (b)): the distilled head fine-tuned {h.finetune_steps} "
+        f"steps (lr {h.finetune_lr}) on `(s - (MOS - 1) / 4)^2` of the labelled images plus "
+        f"{h.finetune_lambda} x the distillation loss on the teacher's judgments (KL w "
+        f"{h.finetune_reg.w_kl}, score regression w {h.finetune_reg.w_reg}, pairs w "
+        f"{h.finetune_reg.w_pair}) as a regulariser; prediction `1 + 4 s`. Budget 0: identical to the "
+        "label-free row of (a).",
+        f"- {ARM_TITLES['labels_only']}: the same head from the same initialisation, {h.label_steps} "
+        f"steps of `(s - (MOS - 1) / 4)^2` on the labelled images alone (batches of up to {h.label_batch}); "
+        "prediction `1 + 4 s`. Hyperparameters are shared with the LEAF arms, not tuned per arm.",
+    ]
+
+
 def write_doc(
     path: Path,
     args: argparse.Namespace,
@@ -244,7 +355,7 @@ def write_doc(
     d = result["data"]
     prov = read_manifest(manifest_path)[0].provenance
     h = config.head
-    origin = {}
+    origin: dict[str, int] = {}
     for r in refs:
         origin[r.parent.name] = origin.get(r.parent.name, 0) + 1
     versions = package_versions()
@@ -290,35 +401,22 @@ def write_doc(
         "batch order, dropout masks and the labelled subset.",
         f"- Features: EfficientNet-Lite0 (ImageNet weights, frozen) "
         f"{feature_description(args.pooling, d['feature_dim'])} of the student's centre crop (shorter "
-        f"side resized to {args.image_size}, "
-        f"{args.image_size} crop, TF-Lite normalisation), computed once per image and cached as "
+        f"side resized to {args.resize_shorter or args.image_size}, "
+        f"{args.image_size} crop, TF-Lite normalisation)"
+        + (
+            f", **plus the {len(statistic_names())} quality statistics** of the same crop "
+            "(`StudentConfig.quality_stats`, `iqalens.leaf.quality_stats`: tone, colour, MSCN moments, "
+            "local contrast, gradients, blockiness and their squares)"
+            if args.quality_stats
+            else ""
+        )
+        + ", computed once per image and cached as "
         "`features/<sha256>.npy`; standardised with the train split's mean/std (no labels involved).",
-        f"- Head (all arms): dropout {h.dropout} + `Linear({d['feature_dim']}, 6)` (score + 5 level "
-        f"logits, the `Student` head layout), AdamW lr {h.lr}, weight decay {h.weight_decay}, plus an "
-        "explicit penalty `l2 * sum(W^2)` in every training loss. **l2 is chosen per seed without labels** "
-        f"(`label_budget.select_l2`) among {list(h.l2_candidates)}: the train photos are dealt into 4 folds, "
-        "a head is distilled on 3 with each candidate, and the candidate whose scores rank the held-out "
-        "fold's images most like the teacher's expected score (mean SRCC over the folds) wins; every arm "
-        "of that seed (labels-only included: a shared hyperparameter) then trains with it. "
-        f"Chosen: {l2_choice}.",
-        f"- {ARM_TITLES['leaf']}: {h.distill_steps} steps of the joint loss (KL w {h.loss.w_kl}, score "
-        f"regression w {h.loss.w_reg}, {h.loss.pair_loss} pair loss w {h.loss.w_pair}, tau "
-        f"{h.loss.pair_temperature}, reliability-weighted) on the teacher's judgments of the unlabelled "
-        f"train images (batches of {h.point_batch} points + {h.pair_batch} pairs), then "
-        f"`calibration.fit(..., '{config.calibration}')` on the budget's labels (linear when fewer than its "
-        "minimum, or when the fitted logistic is a near-step that ties most of the pool's scores); "
-        "budget 0: `label_free` (teacher scale [0, 1] mapped linearly onto 1..5). A monotone map "
-        "cannot change the ranking, so its SRCC changes with the budget only where the fitted logistic "
-        "saturates and creates ties.",
-        f"- {ARM_TITLES['leaf_ft']} (calibration mode (b)): the distilled head fine-tuned {h.finetune_steps} "
-        f"steps (lr {h.finetune_lr}) on `(s - (MOS - 1) / 4)^2` of the labelled images plus "
-        f"{h.finetune_lambda} x the distillation loss on the teacher's judgments (KL w "
-        f"{h.finetune_reg.w_kl}, score regression w {h.finetune_reg.w_reg}, pairs w "
-        f"{h.finetune_reg.w_pair}) as a regulariser; prediction `1 + 4 s`. Budget 0: identical to the "
-        "label-free row of (a).",
-        f"- {ARM_TITLES['labels_only']}: the same head from the same initialisation, {h.label_steps} "
-        f"steps of `(s - (MOS - 1) / 4)^2` on the labelled images alone (batches of up to {h.label_batch}); "
-        "prediction `1 + 4 s`. Hyperparameters are shared with the LEAF arms, not tuned per arm.",
+        *(
+            _ridge_protocol(h, config, l2_choice)
+            if h.solver == "ridge"
+            else _adamw_protocol(h, config, d, l2_choice)
+        ),
         "",
         "## Data",
         "",

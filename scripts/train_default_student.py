@@ -32,9 +32,12 @@ from iqalens.images import iter_image_files
 from iqalens.leaf.calibration import fit, save_calibrator
 from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, load_default_scorer
 from iqalens.leaf.features import cache_features
+from iqalens.leaf.label_budget import RIDGE_L2_CANDIDATES
+from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_distill_path
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
+from iqalens.leaf.targets import TeacherTargets
 from iqalens.leaf.teach import run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
 from iqalens.leaf.teachers.fullref import FRTeacher
@@ -54,36 +57,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--pooling", choices=["last", "multiscale"], default="multiscale", help="backbone feature pooling"
     )
+    p.add_argument(
+        "--quality-stats",
+        action="store_true",
+        help="append the quality statistics (StudentConfig.quality_stats)",
+    )
+    p.add_argument("--resize-shorter", type=int, default=224, help="shorter side before the crop")
+    p.add_argument("--image-size", type=int, default=224, help="side of the centre crop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args()
-
-
-def ridge_head(
-    x: np.ndarray, probs: np.ndarray, expected: np.ndarray, rel: np.ndarray, alpha: float
-) -> torch.nn.Linear:
-    """Closed-form reliability-weighted ridge regression on standardised features, folded into a Linear.
-
-    Output 0 regresses the teacher's expected score (the LEAF regression term); outputs 1..5 regress the
-    teacher's centred log level probabilities, so their softmax approximates the teacher's distribution
-    (the KL term's minimiser). With 8 contents and 1280 features, only a strong ridge penalty generalises
-    to unseen content (see the leave-one-reference-out selection in student.json).
-    """
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = (x - mu) / sd
-    logp = np.log(np.clip(probs, 1e-4, None))
-    y = np.concatenate([expected[:, None], logp - logp.mean(1, keepdims=True)], axis=1)
-    wts = rel / rel.mean()
-    ym = (wts[:, None] * y).sum(0) / wts.sum()
-    zw = z * wts[:, None]
-    beta = np.linalg.solve(z.T @ zw + alpha * np.eye(z.shape[1]), zw.T @ (y - ym))  # 1280 x 6
-    head = torch.nn.Linear(x.shape[1], 6)
-    with torch.no_grad():
-        w = beta.T / sd
-        head.weight.copy_(torch.from_numpy(w))
-        head.bias.copy_(torch.from_numpy(ym - w @ mu))
-    return head
 
 
 def teacher_labels(
@@ -135,37 +119,59 @@ def main() -> None:
 
     print("3/6 caching frozen backbone features")
     # efficientnet-lite0, shorter side 224, centre crop 224, one crop; multiscale pooling by default
-    config = StudentConfig(pooling=args.pooling)
+    config = StudentConfig(
+        pooling=args.pooling,
+        quality_stats=args.quality_stats,
+        resize_shorter=args.resize_shorter,
+        image_size=args.image_size,
+    )
     student = Student(config).eval()
-    feature_dir = args.work / ("run" if config.pooling == "last" else f"run-{config.pooling}") / "features"
+    name = "run" if config.pooling == "last" else f"run-{config.pooling}"
+    name += "-qs" if config.quality_stats else ""
+    name += (
+        ""
+        if (args.resize_shorter, args.image_size) == (224, 224)
+        else f"-{args.resize_shorter}-{args.image_size}"
+    )
+    feature_dir = args.work / name / "features"
     f_plain = cache_features(paths, feature_dir, config, hashes=hashes).astype(np.float32)
 
     print("4/6 fitting the head (ridge penalty chosen by 4-fold by-photo agreement with the teacher)")
     refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
     photos = np.unique(refs_train)
     folds = [photos[k::4] for k in range(4)]
-    x2 = f_plain.astype(np.float64)
+    mu, sd = f_plain.mean(axis=0), f_plain.std(axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    z = (f_plain - mu) / sd
+    everything = TeacherTargets.restricted(
+        np.arange(len(keep)), probs, expected, rel, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0)
+    )
     selection: dict[str, Any] = {}
-    for alpha in (1e2, 1e3, 1e4, 3e4, 1e5):
+    fold_paths = []
+    for fold in folds:
+        te = np.isin(refs_train, fold)
+        fit_rows = TeacherTargets.restricted(
+            np.flatnonzero(~te), probs, expected, rel, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0)
+        )
+        fold_paths.append((te, ridge_distill_path(z, fit_rows)))
+    for l2 in RIDGE_L2_CANDIDATES:
         vs_t, vs_m = [], []
-        for fold in folds:
-            te = np.isin(refs_train, fold)
-            head = ridge_head(x2[~te], probs[~te], expected[~te], rel[~te], alpha)
-            with torch.no_grad():
-                pred = head(torch.from_numpy(f_plain[te]))[:, 0].numpy()
+        for te, path in fold_paths:
+            coef, bias = path.solve(l2)
+            pred = z[te] @ coef[:, 0] + bias[0]
             vs_t.append(srcc(pred, expected[te]))
             vs_m.append(srcc(pred, mos[te]))
-        selection[f"{alpha:g}"] = {
+        selection[f"{l2:g}"] = {
             "srcc_vs_teacher": float(np.mean(vs_t)),
             "srcc_vs_proxy_mos": float(np.mean(vs_m)),
         }
         print(
-            f"  alpha={alpha:g}: mean held-out-fold SRCC vs teacher {np.mean(vs_t):.3f}, "
+            f"  l2={l2:g}: mean held-out-fold SRCC vs teacher {np.mean(vs_t):.3f}, "
             f"vs proxy MOS {np.mean(vs_m):.3f}"
         )
-    best_alpha = float(max(selection, key=lambda k: selection[k]["srcc_vs_teacher"]))
-    head = ridge_head(x2, probs, expected, rel, best_alpha)
-    student.head.load_state_dict(head.state_dict())
+    best_l2 = float(max(selection, key=lambda k: selection[k]["srcc_vs_teacher"]))
+    head = fold_standardisation(ridge_distill(z, everything, best_l2), mu, sd)
+    student.head.load_state_dict(head.head.state_dict())  # type: ignore[union-attr]
     with torch.no_grad():
         raw = student.head(torch.from_numpy(f_plain))[:, 0].double().numpy()
 
@@ -244,8 +250,9 @@ def main() -> None:
             "features": "frozen backbone, eval mode, centre crop",
             "fit": "closed-form reliability-weighted ridge on standardised features (folded into the "
             "head): score -> teacher expected score, logits -> centred log teacher probs",
-            "alpha": best_alpha,
-            "alpha_selection_4_fold_by_photo": selection,
+            "l2": best_l2,
+            "l2_units": "mean-loss ridge penalty on standardised features (iqalens.leaf.ridge_head)",
+            "l2_selection_4_fold_by_photo": selection,
         },
         "calibration": {
             "method": "logistic4",

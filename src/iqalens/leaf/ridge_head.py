@@ -110,6 +110,20 @@ def _as_head(
     return head.eval()
 
 
+def fold_standardisation(head: torch.nn.Module, mean: np.ndarray, std: np.ndarray) -> torch.nn.Module:
+    """The same head on raw features: a head fitted on ``(x - mean) / std`` with the standardisation
+    folded into its weights and bias (how a shipped student keeps one ``Linear`` on raw features)."""
+    out = copy.deepcopy(head)
+    linear = out.head
+    assert isinstance(linear, torch.nn.Linear)
+    with torch.no_grad():
+        w = linear.weight.double() / torch.as_tensor(std, dtype=torch.float64)[None]
+        b = linear.bias.double() - w @ torch.as_tensor(mean, dtype=torch.float64)
+        linear.weight.copy_(w.float())
+        linear.bias.copy_(b.float())
+    return out
+
+
 def _features(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
 
