@@ -108,3 +108,28 @@ def test_student_with_statistics_exports_to_onnx_with_the_same_scores(tmp_path: 
     got = onnx_scorer.score_prepared(prepared, 2)[1]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert np.ptp(want) > 1e-3
+
+
+def test_a_feature_cache_of_other_statistics_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from iqalens.errors import InvalidInputError
+    from iqalens.leaf.features import cache_features
+    from iqalens.leaf.quality_stats import STATISTICS_VERSION
+
+    paths = sample_paths()[:2]
+    cfg = StudentConfig(
+        backbone="tiny", image_size=32, resize_shorter=40, pretrained=False, quality_stats=True
+    )
+    feats = cache_features(paths, tmp_path / "f", cfg, progress=False)
+    assert feats.shape == (2, 16 + len(NAMES))
+    meta = tmp_path / "f" / "features.json"
+    recorded = json.loads(meta.read_text())
+    assert recorded["student"]["quality_stats"] == STATISTICS_VERSION
+    plain = StudentConfig(backbone="tiny", image_size=32, resize_shorter=40, pretrained=False)
+    with pytest.raises(InvalidInputError, match="another backbone setting"):
+        cache_features(paths, tmp_path / "f", plain, progress=False)
+    recorded["student"]["quality_stats"] = STATISTICS_VERSION - 1  # written by earlier statistics
+    meta.write_text(json.dumps(recorded))
+    with pytest.raises(InvalidInputError, match="another backbone setting"):
+        cache_features(paths, tmp_path / "f", cfg, progress=False)

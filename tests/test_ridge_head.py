@@ -21,6 +21,7 @@ from iqalens.leaf.ridge_head import (
     LABEL_L2_GRID,
     RidgePath,
     choose_l2_by_labels,
+    fold_standardisation,
     ridge_distill,
     ridge_finetune,
     ridge_labels,
@@ -153,3 +154,17 @@ def test_protocol_with_the_ridge_solver_beats_labels_only_at_a_small_budget() ->
         assert by[("leaf", "0", seed)]["srcc"] > 0.8  # label-free from a good teacher
         assert by[("leaf_ft", "12", seed)]["srcc"] > by[("labels_only", "12", seed)]["srcc"]
         assert by[("labels_only", "1.0", seed)]["l2"] in LABEL_L2_GRID
+
+
+def test_folding_the_standardisation_gives_the_same_scores_on_raw_features() -> None:
+    rng = np.random.default_rng(5)
+    raw = rng.normal(3.0, 5.0, size=(60, 8))
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    data = synthetic(n_groups=6, per_group=10, dim=8)
+    teacher = TeacherTargets.of(data, data.indices("train"))
+    head = ridge_distill((raw - mean) / std, teacher, 0.1)
+    folded = fold_standardisation(head, mean, std)
+    z = torch.as_tensor((raw - mean) / std, dtype=torch.float32)
+    np.testing.assert_allclose(
+        head_scores(folded, torch.as_tensor(raw, dtype=torch.float32)), head_scores(head, z), atol=1e-4
+    )

@@ -87,6 +87,10 @@ def feature_setting(config: StudentConfig) -> dict[str, Any]:
     student.pop("dropout", None)
     if student["mean"] is None or student["std"] is None:
         student["mean"], student["std"] = default_normalisation(config)
+    if config.quality_stats:  # the statistics are code, not weights: their version keys the cache
+        from iqalens.leaf.quality_stats import STATISTICS_VERSION
+
+        student["quality_stats"] = STATISTICS_VERSION
     return json.loads(json.dumps({"student": student, "crop": "test crops, mean"}))
 
 

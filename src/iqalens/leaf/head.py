@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from iqalens.errors import ConfigError, InvalidInputError
+from iqalens.leaf.feature_head import FeatureHead
 from iqalens.leaf.losses import JointLoss, LossConfig, PairTargets, PointTargets
 from iqalens.leaf.ridge_head import ridge_distill, ridge_finetune, ridge_labels
 from iqalens.leaf.targets import TeacherTargets
@@ -38,19 +39,6 @@ LABELS_ONLY_MIN = 2
 SOLVERS = ("adamw", "ridge")
 
 HeadT = TypeVar("HeadT", bound=nn.Module)
-
-
-class FeatureHead(nn.Module):
-    """The student's head on cached features: dropout, then ``Linear(d, 6)`` -> (score, level logits)."""
-
-    def __init__(self, dim: int, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, 6)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.dropout(x))
-        return out[:, 0], out[:, 1:]
 
 
 @dataclass

@@ -37,6 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+#: Bumped whenever the statistics change: a feature cache records it (``leaf.features``), so features
+#: computed by an earlier version are refused instead of silently mixed with new ones.
+STATISTICS_VERSION = 2
 #: Scales (dyadic, by 2x2 averaging) at which the luminance statistics are taken.
 SCALES = 3
 #: Small constants: a pixel step of 1/255 keeps divisions and logs finite on flat regions.

@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from iqalens.errors import InvalidInputError
 from iqalens.evaluation.metrics import srcc
+from iqalens.leaf.feature_head import FeatureHead
 from iqalens.leaf.targets import TeacherTargets
-
-if TYPE_CHECKING:
-    from iqalens.leaf.head import FeatureHead
 
 #: Ridge penalties (mean-loss units, standardised features) the label cross-validation chooses among.
 LABEL_L2_GRID: tuple[float, ...] = (
@@ -100,8 +97,6 @@ class RidgePath:
 def _as_head(
     template: torch.nn.Module | None, dim: int, coef: np.ndarray, bias: np.ndarray
 ) -> torch.nn.Module:
-    from iqalens.leaf.head import FeatureHead
-
     head = copy.deepcopy(template) if template is not None else FeatureHead(dim)
     assert isinstance(head, FeatureHead)
     with torch.no_grad():
