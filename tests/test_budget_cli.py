@@ -126,3 +126,6 @@ def test_budget_cli_passes_the_pooling_to_the_student_backbone(
     args = ["budget", "--store", "s", "--manifest", "m", "-o", str(tmp_path / "r"), "-q"]
     main(args + ([] if pooling is None else ["--pooling", pooling]))
     assert seen["student"].pooling == (pooling or "multiscale")  # the default of efficientnet-lite0
+    assert seen["student"].quality_stats is False
+    main([*args, "--quality-stats"])
+    assert seen["student"].quality_stats is True

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from iqalens.cli import main
+from iqalens.leaf.quality_stats import statistic_names
 from iqalens.leaf.student import load_student
 from test_distill import make_store
 from tolerances import TINY_CNN_DEPTH, float32_atol
@@ -39,6 +40,10 @@ def test_distill_cli_pooling(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not (tmp_path / "hf").exists()
     with pytest.raises(SystemExit):  # argparse: not one of the choices
         main([*args, "-o", str(run), "--pooling", "max"])
+    stats_run = tmp_path / "stats"
+    assert main([*args, "-o", str(stats_run), "--backbone", "tiny", "--quality-stats"]) == 0
+    with_stats = load_student(stats_run)
+    assert with_stats.config.quality_stats and with_stats.head.in_features == 16 + len(statistic_names())
 
 
 def test_distill_cli_needs_a_known_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,4 +226,7 @@ def test_last_block_finetuning_needs_pooling_last() -> None:
     assert split_backbone(Student(cfg))  # pooling "last": supported
     cfg.pooling = "multiscale"
     with pytest.raises(ValueError, match="needs a student with pooling 'last'"):
+        split_backbone(Student(cfg))
+    cfg.pooling, cfg.quality_stats = "last", True
+    with pytest.raises(ValueError, match="without quality_stats"):
         split_backbone(Student(cfg))

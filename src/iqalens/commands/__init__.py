@@ -41,7 +41,8 @@ POOLING_CHOICES: tuple[str, ...] = POOLINGS
 
 
 def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
-    """``--pooling {last,multiscale}``, shared by every command that builds a student backbone."""
+    """``--pooling {last,multiscale}`` and ``--quality-stats``, shared by every command that builds a
+    student backbone."""
     parser.add_argument(
         "--pooling",
         choices=POOLING_CHOICES,
@@ -49,4 +50,11 @@ def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
         help="backbone feature: 'last' = mean of the last feature map; 'multiscale' = also mean and std "
         "of earlier stages, which keep the blur and noise a global mean hides (efficientnet-lite0 and "
         "tiny backbones). Default: multiscale for efficientnet-lite0, last otherwise",
+    )
+    parser.add_argument(
+        "--quality-stats",
+        action="store_true",
+        help="append parameter-free distortion statistics of the crop (tone, colour, MSCN moments, local "
+        "contrast, gradients, blockiness, and their squares) to the backbone feature "
+        "(StudentConfig.quality_stats)",
     )

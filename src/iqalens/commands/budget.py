@@ -78,12 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_pooling_argument(p)
     p.add_argument(
-        "--quality-stats",
-        action="store_true",
-        help="append hand-designed distortion statistics (tone, colour, MSCN, contrast, gradients, "
-        "blockiness) to the backbone feature (StudentConfig.quality_stats)",
-    )
-    p.add_argument(
         "--features",
         help="feature cache folder (default RUN/features; share it between runs of the same --pooling: "
         "a folder of another setting is refused)",

@@ -140,9 +140,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise CliError(f"choose one teacher with --teacher-id/--prompt-version; the store holds: {listed}")
     teacher_id, prompt_version = chosen[0]
     if args.backbone.startswith("hf:"):
-        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:], pooling=args.pooling)
+        student = StudentConfig(
+            backbone="hf", hf_path=args.backbone[3:], pooling=args.pooling, quality_stats=args.quality_stats
+        )
     else:
-        student = StudentConfig(backbone=args.backbone, pooling=args.pooling)
+        student = StudentConfig(
+            backbone=args.backbone, pooling=args.pooling, quality_stats=args.quality_stats
+        )
     config = DistillConfig(
         student=student,
         seed=args.seed,
