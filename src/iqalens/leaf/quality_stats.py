@@ -14,7 +14,8 @@ normalisation first, so values are those of the [0, 1] RGB image):
 - tone and colour: mean and std of luminance, of the red-green and yellow-blue opponent channels and of
   the saturation (max - min over RGB); the fractions of clipped dark and bright pixels;
 - at three dyadic scales of the luminance: MSCN coefficients (local mean/contrast normalised, the
-  BRISQUE transform) with their variance, mean absolute value, skewness and kurtosis; the mean and mean
+  BRISQUE transform) with their variance, mean absolute value, skewness (signed log) and kurtosis
+  (log); the mean and mean
   absolute value of the products of horizontally, vertically and diagonally adjacent coefficients; the
   local contrast map's mean, std and log-mean; the gradient magnitude's mean, std and log-mean;
 - blockiness: for horizontal and vertical neighbour differences, the log-ratio of the largest of the
@@ -39,7 +40,7 @@ from torch.nn import functional as F
 
 #: Bumped whenever the statistics change: a feature cache records it (``leaf.features``), so features
 #: computed by an earlier version are refused instead of silently mixed with new ones.
-STATISTICS_VERSION = 2
+STATISTICS_VERSION = 3
 #: Scales (dyadic, by 2x2 averaging) at which the luminance statistics are taken.
 SCALES = 3
 #: Small constants: a pixel step of 1/255 keeps divisions and logs finite on flat regions.
@@ -52,7 +53,7 @@ TONE_NAMES = (
     "clip.dark", "clip.bright",
 )  # fmt: skip
 _SCALE_NAMES = (
-    "mscn.var", "mscn.abs", "mscn.skew", "mscn.kurt",
+    "mscn.var", "mscn.abs", "mscn.skew_slog", "mscn.kurt_log",
     *(f"pair{k}.{s}" for k in ("h", "v", "d1", "d2") for s in ("mean", "abs")),
     "sigma.mean", "sigma.std", "sigma.log", "grad.mean", "grad.std", "grad.log",
 )  # fmt: skip
@@ -126,6 +127,10 @@ class QualityStatistics(nn.Module):
         centred = mscn - mscn.mean(dim=(1, 2, 3), keepdim=True)
         skew = centred.pow(3).mean(dim=(1, 2, 3)) / (var + 1e-6).pow(1.5)
         kurt = centred.pow(4).mean(dim=(1, 2, 3)) / (var + 1e-6).pow(2)
+        # Moment ratios explode on near-flat crops (kurtosis 10^3 where photos give 3-30), and a linear
+        # head extrapolates such a value into an absurd score: both enter on a log scale.
+        skew = torch.sign(skew) * torch.log1p(skew.abs())
+        kurt = torch.log(kurt.clamp_min(1e-6))
         out = [var, mscn.abs().mean(dim=(1, 2, 3)), skew, kurt]
         for dy, dx in _PAIR_SHIFTS:
             h, w = mscn.shape[2], mscn.shape[3]
