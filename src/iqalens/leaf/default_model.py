@@ -35,11 +35,11 @@ measured numbers are in ``student.json`` under ``"training"``):
 full-reference teacher on synthetic distortions of 86 photos: a *demo-grade default*, useful to rank
 images by visible technical distortion (blur, noise, compression, colour, ...), not a
 state-of-the-art IQA model and not calibrated to any human opinion study. Measured on content it
-never saw (the 8 bundled photos, 25 types x 5 levels + clean at 512 x 384, 1008 images): SRCC 0.520,
-PLCC 0.531 against the proxy MOS, where the previous default (trained from the classical NIQE + BRISQUE
-teacher on the bundled photos, measured on 12 other photos at 0.477) scores 0.430 on the same images
-and the teacher itself 0.904 (the teacher's mapping was fitted on these photos' benchmark; the
-student never saw them). The frozen 224-pixel features are the limit, not the teacher: see
+never saw (the 8 bundled photos, 25 types x 5 levels + clean at 512 x 384, 1008 images): SRCC 0.618,
+PLCC 0.610 against the proxy MOS, where the previous default (the same teacher and head fit on
+downscaled 224-pixel features without the statistics) scores 0.520 on the same images and the
+teacher itself 0.904 (the teacher's mapping was fitted on these photos' benchmark; the student never
+saw them). A frozen backbone with a linear head is the limit, not the teacher: see
 ``docs/leaf_fr_teacher.md``. Train your own with ``iqalens distill`` and ``iqalens calibrate`` for
 real use.
 """
