@@ -277,7 +277,9 @@ def main() -> None:  # noqa: C901 - one linear script: set up, time, write
         f"onnx {version('onnx')}, onnxruntime {version('onnxruntime')}, numpy {np.__version__}, "
         f"pillow {version('pillow')}.",
         f"- Model: the default student (frozen EfficientNet-Lite0, {torch_scorer.student.config.pooling} "
-        "pooling, linear head, proxy-MOS calibration), default preprocessing: shorter side "
+        "pooling"
+        + (", quality statistics" if torch_scorer.student.config.quality_stats else "")
+        + ", linear head, proxy-MOS calibration), default preprocessing: shorter side "
         f"{torch_scorer.student.config.resize_shorter} (bicubic), centre crop {s}x{s}, one crop; batch "
         f"size {bs}. ONNX Runtime runs the graph `iqalens score` caches (opset 17); the default path uses "
         f"it as `leaf.runtimes` configures it ({default.threads} intra-op thread(s): one per core; no "
