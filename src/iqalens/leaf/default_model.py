@@ -7,11 +7,12 @@ stages plus the last map's mean, 1664-d) followed by the 132 parameter-free qual
 crop (``StudentConfig.quality_stats``, :mod:`iqalens.leaf.quality_stats`), and whose only trained part
 is the linear head (1796 -> 6: score + five level logits). Its input is a 224-pixel centre crop of the
 image with the shorter side resized to 384: at the training images' native scale, so noise and
-compression artefacts are not shrunk away, at the network cost of a 224 crop. The package data ``iqalens/data/default_student/`` holds just that head
-(``head.safetensors``, about 40 kB), its ``student.json`` (the student config plus how it was trained)
-and ``calibration.json``.
+compression artefacts are not shrunk away, at the network cost of a 224 crop. The package data
+``iqalens/data/default_student/`` holds just that head (``head.safetensors``, about 43 kB), its
+``student.json`` (the student config plus how it was trained) and ``calibration.json``.
 
-**How it was trained** (``python scripts/train_default_student.py --work DIR``; the exact settings and
+**How it was trained** (``python scripts/train_default_student.py --work DIR --quality-stats
+--resize-shorter 384 --image-size 224``; the exact settings and
 measured numbers are in ``student.json`` under ``"training"``):
 
 1. a synthetic benchmark was built from all 86 photos of ``../shared/data/pristine`` (CBSD68 and
