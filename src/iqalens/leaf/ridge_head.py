@@ -151,14 +151,15 @@ def ridge_distill(x: torch.Tensor | np.ndarray, teacher: TeacherTargets, l2: flo
 
 def _label_design(
     xs: np.ndarray, labelled: np.ndarray, y: np.ndarray, prior: torch.nn.Module | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Targets of the label fit (residuals from the linearly mapped prior when there is one)."""
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """``(targets, offsets, (a, c))`` of a label fit: the labels, and the prior's score mapped onto
+    their scale by ``a s0 + c`` (zeros and ``(0, 0)`` without a prior); the fit regresses the residual."""
     target = np.asarray(y, dtype=np.float64)[labelled]
     if prior is None:
-        return target, np.zeros_like(target)
+        return target, np.zeros_like(target), (0.0, 0.0)
     s0 = _prior_scores(prior, xs[labelled])
     a, c = _scale_map(s0, target)
-    return target, a * s0 + c
+    return target, a * s0 + c, (a, c)
 
 
 def _prior_scores(prior: torch.nn.Module, x: np.ndarray) -> np.ndarray:
@@ -194,8 +195,7 @@ def ridge_finetune(
     xs = _features(x)
     if labelled.size == 0:
         raise InvalidInputError("fine-tuning needs at least one label")
-    target, offset = _label_design(xs, labelled, y, head)
-    a, c = _scale_map(_prior_scores(head, xs[labelled]), target)
+    target, offset, (a, c) = _label_design(xs, labelled, y, head)
     delta, delta_b = RidgePath(xs[labelled], target - offset).solve(l2)
     weight = head.head.weight.detach().double().numpy().T.copy()
     bias = head.head.bias.detach().double().numpy().copy()
@@ -226,15 +226,13 @@ def choose_l2_by_labels(
     k = min(folds, uniq.size)
     fold_of = {name: i % k for i, name in enumerate(uniq)}
     fold = np.array([fold_of[name] for name in g])
-    target, offset = _label_design(xs, labelled, y, prior)
+    target, offset, _ = _label_design(xs, labelled, y, prior)
     predictions = {value: np.zeros(labelled.size) for value in grid}
     for f in range(k):
         fit, held = fold != f, fold == f
         if prior is not None:  # the prior's scale map is refitted inside the fold: no held-out label leaks
-            sub_target, sub_offset = _label_design(xs, labelled[fit], y, prior)
-            s0 = _prior_scores(prior, xs[labelled[held]])
-            a, c = _scale_map(_prior_scores(prior, xs[labelled[fit]]), sub_target)
-            held_offset = a * s0 + c
+            sub_target, sub_offset, (a, c) = _label_design(xs, labelled[fit], y, prior)
+            held_offset = a * _prior_scores(prior, xs[labelled[held]]) + c
         else:
             sub_target, sub_offset = target[fit], offset[fit]
             held_offset = np.zeros(int(held.sum()))
