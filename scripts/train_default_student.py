@@ -143,17 +143,18 @@ def main() -> None:
     mu, sd = f_plain.mean(axis=0), f_plain.std(axis=0)
     sd = np.where(sd > 1e-8, sd, 1.0)
     z = (f_plain - mu) / sd
-    everything = TeacherTargets.restricted(
-        np.arange(len(keep)), probs, expected, rel, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0)
-    )
+
+    def points_of(rows: np.ndarray) -> TeacherTargets:  # point judgments only: no pairs are fitted
+        return TeacherTargets.restricted(
+            rows, probs, expected, rel, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0)
+        )
+
+    everything = points_of(np.arange(len(keep)))
     selection: dict[str, Any] = {}
     fold_paths = []
     for fold in folds:
         te = np.isin(refs_train, fold)
-        fit_rows = TeacherTargets.restricted(
-            np.flatnonzero(~te), probs, expected, rel, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0)
-        )
-        fold_paths.append((te, ridge_distill_path(z, fit_rows)))
+        fold_paths.append((te, ridge_distill_path(z, points_of(np.flatnonzero(~te)))))
     for l2 in RIDGE_L2_CANDIDATES:
         vs_t, vs_m = [], []
         for te, path in fold_paths:

@@ -50,8 +50,8 @@ _LOGP_FLOOR = 1e-4
 class RidgePath:
     """Weighted ridge solutions of one design for any number of penalties (one eigendecomposition).
 
-    ``x`` (n x d), ``y`` (n x k), ``weights`` (n) or None; ``offset`` (n x k) is subtracted from ``y``
-    first (the prior's predictions, for a centred ridge).
+    ``x`` (n x d), ``y`` (n x k), ``weights`` (n) or None. A ridge centred on a prior is fitted by
+    passing the residual ``y - prior(x)`` (:func:`ridge_finetune`).
     """
 
     _dual: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
