@@ -190,6 +190,12 @@ def test_demo_runs_every_stage_into_one_folder_with_a_report(
     assert headline["leaf"]["labels_used"] == 6
     assert headline["leaf"]["teacher"].startswith("fr:")  # the reference-aware teacher
     assert -1.0 <= headline["leaf"]["labels_only_srcc"] <= 1.0 and "labels alone: SRCC" in out
+    # the labels-only comparison over 5 label draws, the first being the calibration's own
+    draws = headline["leaf"]["labels_only_srcc_draws"]
+    assert len(draws) == 5 and draws[0] == headline["leaf"]["labels_only_srcc"]
+    assert "over 5 draws of 6 labels" in out
+    student = json.loads((run / "leaf" / "student" / "metrics.json").read_text())
+    assert student["ridge"]["solver"] == "ridge" and student["steps"] == 0  # the closed-form head
     assert 0.0 <= headline["perception"]["after"]["forced_choice_accuracy"] <= 1.0
     scores = headline["scored_photos"]
     assert len(scores) == 8 and all(1 <= s <= 5 for s in scores.values())

@@ -46,6 +46,23 @@ def test_distill_cli_pooling(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert with_stats.config.quality_stats and with_stats.head.in_features == 16 + len(statistic_names())
 
 
+def test_distill_cli_ridge_solver_and_input_scale(tmp_path: Path) -> None:
+    store, _ = make_store(tmp_path / "data", n=20)
+    run = tmp_path / "run"
+    args = ["distill", "--store", str(store), "-o", str(run), "--backbone", "tiny", "-q"]
+    assert (
+        main([*args, "--solver", "ridge", "--l2", "3", "--resize-shorter", "24", "--image-size", "16"]) == 0
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 0 and metrics["ridge"]["l2"] == 3.0
+    distill = json.loads((run / "config.json").read_text())["config"]["distill"]
+    # --solver ridge implies the frozen backbone and no augmentation it needs
+    assert distill["freeze_backbone"] and not distill["augment"]
+    student = load_student(run)
+    assert (student.config.resize_shorter, student.config.image_size) == (24, 16)
+    assert main([*args[:-1], "-o", str(tmp_path / "bad"), "--solver", "ridge", "--l2", "0", "-q"]) == 2
+
+
 def test_distill_cli_needs_a_known_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store, _ = make_store(tmp_path / "data")
     code = main(["distill", "--store", str(store), "--teacher-id", "nobody", "-o", str(tmp_path / "r")])

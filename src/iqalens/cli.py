@@ -42,6 +42,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         workers=args.workers,
         align_steps=args.align_steps,
         distill_steps=args.distill_steps,
+        distill_solver=args.solver,
         label_budget=args.budget,
         progress=not args.quiet,
     )
@@ -71,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the main job end to end on the bundled photos (about 5-10 min on 2 cores)",
         description="On the bundled photos, with no downloads: build a perception benchmark, run the "
         "diagnostics of the mini model before and after fine-tuning its vision path, run LEAF with the "
-        "offline classical teacher (judgments, distillation, calibration with a few proxy-MOS labels, "
-        "evaluation), score the photos, and write one HTML report. Everything lands in one run folder.",
+        "offline full-reference teacher (judgments, distillation, calibration with a few proxy-MOS labels, "
+        "evaluation, the same student on the labels alone), score the photos, and write one HTML report. "
+        "Everything lands in one run folder.",
     )
     p.add_argument("--output", "-o", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--levels", type=parse_level, nargs="+", default=[1, 3, 5], help="levels (default 1 3 5)")
@@ -80,7 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and the teacher")
     p.add_argument("--align-steps", type=int, default=100, help="fine-tuning steps (default 100)")
     p.add_argument(
-        "--distill-steps", type=int, default=600, help="student (head-only) training steps (default 600)"
+        "--solver",
+        choices=("ridge", "adamw"),
+        default="ridge",
+        help="how the student's head is fitted: ridge = closed form on stored features (default), "
+        "adamw = --distill-steps optimizer steps",
+    )
+    p.add_argument(
+        "--distill-steps", type=int, default=600, help="adamw only: head training steps (default 600)"
     )
     p.add_argument(
         "--budget", default="10%", help="proxy-MOS labels for calibration: N or P%% (default 10%%)"

@@ -9,8 +9,11 @@ Everything iqalens does, end to end, on a fresh install with no user data and no
    align``: projector + the encoder after its first 5 sites, on cached maps; see
    docs/p1_reproduction.md for why);
 3. **LEAF**: the offline full-reference teacher (each image against its clean reference) judges the
-   benchmark (points and pairs), a student is distilled from it, calibrated with a few proxy-MOS
-   labels and evaluated on the test split, next to the same student trained on those labels alone;
+   benchmark (points and pairs), a student is distilled from it (the shipped default's recipe: a
+   closed-form head on frozen EfficientNet-Lite0 features of a 224 crop at the native height, plus
+   quality statistics), calibrated with a few proxy-MOS labels and evaluated on the test split, next
+   to the same student trained on those labels alone (that draw and 4 others: 2 test photos make one
+   draw's number noisy);
 4. **score**: the calibrated student scores the bundled photos;
 5. **report**: one self-contained HTML page of all of the above.
 
@@ -66,7 +69,14 @@ class DemoConfig:
     align_train_images: int = 0  # 0 = every training image of the demo benchmark
     align_resize_shorter: int = 384  # the benchmark's native height: noise is not shrunk away
     align_frozen_sites: int = 5  # stem + stages 1-4 frozen, their maps cached (docs/p1_reproduction.md)
-    distill_steps: int = 600  # head-only on stored backbone features: seconds, not minutes
+    # The student as the shipped default is built (docs/leaf_fr_teacher.md, "Update"): head in closed
+    # form (ridge) on the frozen backbone's features of a 224 crop of the native-height image, with the
+    # quality statistics appended. "adamw" trains the head for distill_steps instead.
+    distill_solver: str = "ridge"
+    distill_steps: int = 600  # adamw only: head-only on stored backbone features
+    student_resize_shorter: int = 384
+    student_quality_stats: bool = True
+    baseline_draws: int = 5  # label draws of the labels-only comparison (the first is the calibration's)
     pairs_per_image: int = 2
     label_budget: str = "10%"
     progress: bool = True
@@ -77,7 +87,13 @@ class DemoConfig:
             raise InvalidInputError(f"levels must be among 1..5, got {self.levels}")
         if self.max_photos is not None and self.max_photos < 3:
             raise InvalidInputError("the demo needs at least 3 photos (train, val and test contents)")
-        for name in ("workers", "align_steps", "align_resize_shorter", "distill_steps"):
+        for name in (
+            "workers",
+            "align_steps",
+            "align_resize_shorter",
+            "distill_steps",
+            "student_resize_shorter",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -180,6 +196,10 @@ def run_demo(
             "teacher_srcc": _teacher_srcc(store, manifest),
             # the same student (frozen backbone + linear head) trained on the same labels, no teacher
             "labels_only_srcc": baseline.get("srcc"),
+            # over baseline_draws draws of as many labels (the first is the calibration's own)
+            "labels_only_srcc_draws": (baseline.get("draws") or {}).get("srcc"),
+            "labels_only_srcc_mean": (baseline.get("draws") or {}).get("srcc_mean"),
+            "labels_only_srcc_std": (baseline.get("draws") or {}).get("srcc_std"),
             "mos": "proxy MOS of the KADID-10k (type, level) table, not human ratings",
         },
         "scored_photos": scores,
@@ -259,6 +279,14 @@ def _teach(manifest: Path, store_path: Path, cfg: DemoConfig) -> Path:
     return store_path
 
 
+def _student_config(cfg: DemoConfig) -> Any:
+    from iqalens.leaf.student import StudentConfig
+
+    return StudentConfig(
+        resize_shorter=cfg.student_resize_shorter, image_size=224, quality_stats=cfg.student_quality_stats
+    )
+
+
 def _distill(store: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
     from iqalens.leaf.distill import DistillConfig, distill
     from iqalens.leaf.store import JudgmentStore
@@ -266,12 +294,15 @@ def _distill(store: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[st
     with JudgmentStore(store, create=False) as js:
         group = js.status()["teachers"][0]
     config = DistillConfig(
+        student=_student_config(cfg),
         seed=cfg.seed,
+        solver=cfg.distill_solver,
         max_steps=cfg.distill_steps,
-        # Head-only without augmentation: each image's backbone features are computed once and the
-        # head trains on them, so hundreds of steps cost seconds on 2 cores.
+        # Head-only without augmentation: each image's backbone features are computed once (and
+        # shared with the labels-only baseline), so the head costs seconds on 2 cores.
         freeze_backbone=True,
         augment=False,
+        feature_dir=str(out.parent / "features"),
         warmup_steps=max(1, cfg.distill_steps // 10),
         eval_every=max(1, cfg.distill_steps // 4),
         checkpoint_every=cfg.distill_steps,
@@ -303,14 +334,52 @@ def _evaluate(model: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[s
 
 
 def _baseline(manifest: Path, calibrated: Path, leaf: Path, cfg: DemoConfig) -> dict[str, Any]:
+    """The same student on the calibration's labels alone, and on :attr:`DemoConfig.baseline_draws`
+    other draws of as many labels from the same pool: with 2 test photos one draw's number is noise
+    (measured: 0.25-0.50 over 5 draws), so the headline gives the spread too."""
     import json
 
+    import numpy as np
+
+    from iqalens.datasets.manifest import read_manifest
     from iqalens.leaf.baseline import labels_only_baseline
+    from iqalens.leaf.calibration.budgets import draw_budget
+    from iqalens.leaf.evaluate import rows_with_mos
+    from iqalens.leaf.head import HeadConfig
 
     used = json.loads((calibrated / "metrics.json").read_text())["used_paths"]
     if len(used) < 2:
         return {}
-    return labels_only_baseline(manifest, used, leaf / "features", seed=cfg.seed, progress=cfg.progress)
+    # The same student features and the same kind of head as the LEAF student (ridge: its penalty by
+    # grouped cross-validation on these labels), so the only difference is the teacher.
+    head = HeadConfig(solver="ridge", l2=1.0) if cfg.distill_solver == "ridge" else None
+
+    def arm(paths: list[str]) -> dict[str, Any]:
+        return labels_only_baseline(
+            manifest,
+            paths,
+            leaf / "features",
+            student_config=_student_config(cfg),
+            head=head,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
+
+    result = arm(used)
+    table, _ = read_manifest(manifest)
+    pool = [r.path for r in rows_with_mos(table, "train").rows]
+    draws = [result["srcc"]]
+    for extra in range(1, cfg.baseline_draws):
+        picked = draw_budget(len(pool), cfg.label_budget, seed=cfg.seed + extra)
+        draws.append(arm([pool[i] for i in picked])["srcc"])
+    finite = np.array([d for d in draws if d is not None and np.isfinite(d)])
+    result["draws"] = {
+        "seeds": [cfg.seed + i for i in range(cfg.baseline_draws)],
+        "srcc": draws,
+        "srcc_mean": float(finite.mean()) if finite.size else None,
+        "srcc_std": float(finite.std(ddof=1)) if finite.size > 1 else None,
+    }
+    return result
 
 
 def _teacher_id(store: Path) -> str:
@@ -391,6 +460,16 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
 
 
+def _draws(leaf: dict[str, Any]) -> str:
+    draws = leaf.get("labels_only_srcc_draws") or []
+    if len(draws) < 2 or leaf.get("labels_only_srcc_std") is None:
+        return ""
+    return (
+        f" (over {len(draws)} draws of {leaf['labels_used']} labels: "
+        f"{_num(leaf.get('labels_only_srcc_mean'))} +- {_num(leaf.get('labels_only_srcc_std'))})"
+    )
+
+
 def format_summary(result: DemoResult) -> str:
     """The lines printed at the end: where the report is, and the headline numbers with their provenance."""
     h = result.headline
@@ -420,7 +499,7 @@ def format_summary(result: DemoResult) -> str:
         f"{_ci(leaf.get('srcc_ci95'), leaf.get('resampling'), leaf.get('ci_unavailable'))}, "
         f"PLCC {_num(leaf['plcc'])} against {leaf['mos']}; the teacher itself on the same images: "
         f"SRCC {_num(leaf.get('teacher_srcc'))}; the same student trained on the "
-        f"{leaf['labels_used']} labels alone: SRCC {_num(leaf.get('labels_only_srcc'))}",
+        f"{leaf['labels_used']} labels alone: SRCC {_num(leaf.get('labels_only_srcc'))}" + _draws(leaf),
         "Scores of the bundled photos (proxy-MOS scale 1-5): "
         + ", ".join(f"{k} {v:.2f}" for k, v in h["scored_photos"].items()),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from types import ModuleType
+from typing import Any
 
 from iqalens.leaf.names import ARMS, CALIBRATION_METHODS, POOLINGS
 
@@ -41,8 +42,8 @@ POOLING_CHOICES: tuple[str, ...] = POOLINGS
 
 
 def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
-    """``--pooling {last,multiscale}`` and ``--quality-stats``, shared by every command that builds a
-    student backbone."""
+    """``--pooling {last,multiscale}``, ``--quality-stats``, ``--resize-shorter`` and ``--image-size``,
+    shared by every command that builds a student backbone."""
     parser.add_argument(
         "--pooling",
         choices=POOLING_CHOICES,
@@ -58,3 +59,21 @@ def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
         "contrast, gradients, blockiness, and their squares) to the backbone feature "
         "(StudentConfig.quality_stats)",
     )
+    parser.add_argument(
+        "--resize-shorter",
+        type=int,
+        default=224,
+        help="shorter side the image is resized to before the centre crop (default 224; the native "
+        "height, e.g. 384, keeps noise and blur at their own scale)",
+    )
+    parser.add_argument("--image-size", type=int, default=224, help="side of the square crop (default 224)")
+
+
+def student_feature_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~iqalens.leaf.student.StudentConfig` fields set by :func:`add_pooling_argument`."""
+    return {
+        "pooling": args.pooling,
+        "quality_stats": args.quality_stats,
+        "resize_shorter": args.resize_shorter,
+        "image_size": args.image_size,
+    }

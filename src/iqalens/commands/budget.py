@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from iqalens.commands import ARM_CHOICES, CALIBRATION_CHOICES, add_pooling_argument
+from iqalens.commands import (
+    ARM_CHOICES,
+    CALIBRATION_CHOICES,
+    add_pooling_argument,
+    student_feature_settings,
+)
 from iqalens.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -141,7 +146,7 @@ def _cmd_budget(args: argparse.Namespace) -> int:
         prompt_version,
         args.output,
         config,
-        student_config=StudentConfig(pooling=args.pooling, quality_stats=args.quality_stats),
+        student_config=StudentConfig(**student_feature_settings(args)),
         progress=not args.quiet,
         feature_dir=args.features,
         command="budget",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from iqalens.commands import add_pooling_argument
+from iqalens.commands import add_pooling_argument, student_feature_settings
 from iqalens.commands._hf import add_hf_arguments, hf_options
 from iqalens.commands._shared import CliError
 from iqalens.leaf.exporters import EXPORTERS, exporters_help
@@ -140,18 +140,18 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise CliError(f"choose one teacher with --teacher-id/--prompt-version; the store holds: {listed}")
     teacher_id, prompt_version = chosen[0]
     if args.backbone.startswith("hf:"):
-        student = StudentConfig(
-            backbone="hf", hf_path=args.backbone[3:], pooling=args.pooling, quality_stats=args.quality_stats
-        )
+        student = StudentConfig(backbone="hf", hf_path=args.backbone[3:], **student_feature_settings(args))
     else:
-        student = StudentConfig(
-            backbone=args.backbone, pooling=args.pooling, quality_stats=args.quality_stats
-        )
+        student = StudentConfig(backbone=args.backbone, **student_feature_settings(args))
+    ridge = args.solver == "ridge"  # closed form on stored features: frozen backbone, no augmentation
     config = DistillConfig(
         student=student,
         seed=args.seed,
         max_steps=args.steps,
-        freeze_backbone=args.freeze_backbone,
+        freeze_backbone=args.freeze_backbone or ridge,
+        augment=not ridge,
+        solver=args.solver,
+        l2=args.l2,
         manifest=args.manifest,
         progress=not args.quiet,
         device=args.device,
@@ -445,6 +445,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=2000, help="maximum optimizer steps (early stopping on val)")
     p.add_argument(
         "--freeze-backbone", action="store_true", help="train the head only (fast on a CPU; weaker student)"
+    )
+    p.add_argument(
+        "--solver",
+        choices=("adamw", "ridge"),
+        default="adamw",
+        help="adamw: the training loop (default); ridge: the head in closed form on stored features of "
+        "the frozen backbone (implies --freeze-backbone, no augmentation; seconds, and it ranked better "
+        "than the AdamW head on the label-budget protocol, docs/leaf_fr_teacher.md)",
+    )
+    p.add_argument(
+        "--l2",
+        type=float,
+        default=None,
+        help="ridge penalty (default: chosen on the validation split by agreement with the teacher)",
     )
     add_pooling_argument(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")

@@ -5,7 +5,9 @@ further. The fair comparison is therefore the same student (frozen backbone + li
 pooled features) trained only on the labels a calibration used, and evaluated on the same test
 images. :func:`labels_only_baseline` is that comparison for one calibrated run (the demo shows it
 next to the LEAF student); the label-budget experiment (``iqalens budget``) repeats it over budgets
-and seeds.
+and seeds. With ``HeadConfig(solver="ridge")`` the head is fitted in closed form and its penalty
+chosen by grouped cross-validation on the same labels (by content: a photo's versions stay together),
+the rule the label-budget protocol uses for both label arms.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,7 @@ from iqalens.errors import InvalidInputError
 from iqalens.evaluation.metrics import plcc, srcc
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.head import HeadConfig, head_scores, train_labels_only
+from iqalens.leaf.ridge_head import choose_l2_by_labels
 from iqalens.leaf.student import StudentConfig
 
 __all__ = ["labels_only_baseline"]
@@ -76,6 +80,12 @@ def labels_only_baseline(
     y = np.zeros(len(rows))
     y[lab] = [(r.mos - scale.low) / (scale.high - scale.low) for r in labelled]
     cfg = head or HeadConfig(l2=BASELINE_L2)
+    chosen_by = "given"
+    if cfg.solver == "ridge":  # the penalty by grouped cross-validation on these labels alone
+        groups = np.array([r.reference or r.path for r in rows])
+        chosen, _ = choose_l2_by_labels(x, lab, y, groups)
+        if chosen is not None:
+            cfg, chosen_by = replace(cfg, l2=chosen), "grouped_cv_on_labels"
     trained = train_labels_only(x, lab, y, cfg, seed)
     pred = scale.low + (scale.high - scale.low) * head_scores(trained, x[[index[r.path] for r in test]])
     mos = np.array([r.mos for r in test])
@@ -84,6 +94,8 @@ def labels_only_baseline(
         "test_images": len(test),
         "srcc": srcc(pred, mos),
         "plcc": plcc(pred, mos),
+        "solver": cfg.solver,
         "l2": cfg.l2,
-        "steps": cfg.label_steps,
+        "l2_chosen_by": chosen_by,
+        "steps": cfg.label_steps if cfg.solver == "adamw" else 0,
     }

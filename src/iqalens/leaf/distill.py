@@ -36,6 +36,11 @@ Design decisions, and why:
 - **Images** are loaded with :func:`iqalens.images.load_rgb`, resized once (shorter side) and cached as
   uint8 in memory (``cache_images``); judgments whose image file is missing are skipped and counted.
 
+- **Closed form when nothing needs a loop.** ``solver="ridge"`` (frozen backbone, no augmentation)
+  skips the loop: the head is a weighted ridge fit to the point judgments on stored features, its
+  penalty chosen on the validation split (:mod:`iqalens.leaf.distill_ridge`, why it ranks better than
+  the AdamW head on the same features). The run folder and student files are the same.
+
 This module is the training loop; the settings are :mod:`iqalens.leaf.distill_config`, the judgments
 as training data (splits, image cache, crops, targets) :mod:`iqalens.leaf.distill_data`, and the
 checkpoint's contents and resume rule :mod:`iqalens.leaf.distill_checkpoint`.
@@ -69,6 +74,7 @@ from iqalens.leaf.distill_data import (
     load_splits,
     train_crop,
 )
+from iqalens.leaf.distill_ridge import ridge_distill_student
 from iqalens.leaf.losses import JointLoss
 from iqalens.leaf.results import DistillResult
 from iqalens.leaf.student import Student, save_student
@@ -208,6 +214,65 @@ def _extra_versions() -> dict[str, str]:
     return out
 
 
+def _ridge_run(
+    store_path: str | os.PathLike[str],
+    teacher_id: str,
+    prompt_version: str,
+    out: Path,
+    cfg: DistillConfig,
+    student: Student,
+    train: SplitData,
+    val: SplitData,
+    paths: dict[str, str],
+    skipped: dict[str, int],
+) -> dict[str, Any]:
+    """The closed-form distillation (:mod:`iqalens.leaf.distill_ridge`): same run folder, student
+    files and metrics kind as the training loop, with ``steps`` 0 and the ridge fit under ``ridge``."""
+    started = time.time()
+    data = {
+        "train_points": len(train.points),
+        "train_pairs": len(train.pairs),
+        "val_points": len(val.points),
+        "val_pairs": len(val.pairs),
+        "images": len(paths),
+        "skipped": skipped,
+    }
+    start_run(
+        out,
+        "distill",
+        {
+            "store": str(Path(store_path).resolve()),
+            "teacher_id": teacher_id,
+            "prompt_version": prompt_version,
+            "distill": cfg.to_dict(),
+            "world_size": 1,
+            "device": "cpu",
+            "extra_versions": _extra_versions(),
+            "data": data,
+        },
+        cfg.seed,
+    )
+    fit = ridge_distill_student(
+        student.cpu(),
+        train,
+        val,
+        cfg.feature_dir or out / "features",
+        l2=cfg.l2,
+        progress=cfg.progress,
+    )
+    chosen = fit["val_srcc_vs_teacher_per_l2"].get(f"{fit['l2']:g}")
+    metrics_out: dict[str, Any] = {
+        "steps": 0,
+        "val": {} if chosen is None else {"srcc_vs_teacher_of_train_only_fit": chosen},
+        "data": data,
+        "ridge": fit,
+        "seconds": round(time.time() - started, 3),
+    }
+    save_student(student, out)
+    write_result(out, DistillResult(**metrics_out))
+    return metrics_out
+
+
 def distill(
     store_path: str | os.PathLike[str],
     teacher_id: str,
@@ -263,6 +328,12 @@ def _distill(
     student = Student(cfg.student).to(device)
     if cfg.freeze_backbone:
         student.freeze_backbone()
+    if cfg.solver == "ridge":
+        if world > 1:
+            raise InvalidInputError("the ridge solver runs in one process (it trains no network)")
+        return _ridge_run(
+            store_path, teacher_id, prompt_version, out, cfg, student, train, val, paths, skipped
+        )
     loss_fn = JointLoss(cfg.loss)
     optimizer = torch.optim.AdamW(_param_groups(student, cfg))
     model: nn.Module = student

@@ -16,7 +16,11 @@ from iqalens.errors import InvalidInputError
 from iqalens.leaf.losses import LossConfig
 from iqalens.leaf.student import StudentConfig
 
-__all__ = ["DistillConfig"]
+__all__ = ["DISTILL_SOLVERS", "DistillConfig"]
+
+#: How the student is fitted: "adamw" (the training loop, any backbone setting) or "ridge" (the head
+#: in closed form on stored features of a frozen backbone; :mod:`iqalens.leaf.distill_ridge`).
+DISTILL_SOLVERS = ("adamw", "ridge")
 
 
 @dataclass
@@ -49,6 +53,11 @@ class DistillConfig:
     cache_images: bool = True
     progress: bool = True
     device: str = "auto"
+    solver: str = "adamw"
+    # ridge only: the penalty (None = chosen on the validation split by agreement with the teacher)
+    # and where the backbone features are cached (None = RUN/features)
+    l2: float | None = None
+    feature_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.student, dict):
@@ -62,6 +71,17 @@ class DistillConfig:
             raise InvalidInputError("point_batch and pair_batch must be >= 0 and not both 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.solver not in DISTILL_SOLVERS:
+            raise InvalidInputError(
+                f"solver must be one of {', '.join(DISTILL_SOLVERS)}, got {self.solver!r}"
+            )
+        if self.solver == "ridge" and (not self.freeze_backbone or self.augment):
+            raise InvalidInputError(
+                "the ridge solver fits the head on stored features: it needs freeze_backbone=True and "
+                "augment=False (--freeze-backbone; augmentation would change the features every step)"
+            )
+        if self.l2 is not None and not self.l2 > 0:
+            raise InvalidInputError(f"l2 must be > 0 (or None to choose it), got {self.l2}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

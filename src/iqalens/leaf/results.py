@@ -34,6 +34,8 @@ class DistillResult:
     #: counts of images, points and pairs per split
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None
+    #: the closed-form fit of ``solver="ridge"`` (penalty, how it was chosen, agreement), else None
+    ridge: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)
