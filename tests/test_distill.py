@@ -82,6 +82,19 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     return make_store(tmp_path_factory.mktemp("toy"))
 
 
+def count_backbone_forwards(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """``{"n": forward passes of the tiny backbone so far}``, counted from now on (tests reset it)."""
+    calls = {"n": 0}
+    original = TinyBackbone.forward
+
+    def counting(self: TinyBackbone, x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(TinyBackbone, "forward", counting)
+    return calls
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -348,14 +361,7 @@ def test_frozen_backbone_trains_the_head_only(toy: tuple[Path, list[Path]], tmp_
 def test_frozen_backbone_without_augmentation_reuses_stored_features(
     toy: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"n": 0}
-    original = TinyBackbone.forward
-
-    def counting(self: TinyBackbone, x: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(TinyBackbone, "forward", counting)
+    calls = count_backbone_forwards(monkeypatch)
     weights, counts = [], []
     for cached in (True, False):
         calls["n"] = 0

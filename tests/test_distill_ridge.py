@@ -22,8 +22,8 @@ from iqalens.leaf.distill_ridge import DISTILL_L2_GRID, _targets
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.head import HeadConfig
 from iqalens.leaf.ridge_head import RidgePath, distill_targets
-from iqalens.leaf.student import StudentConfig, TinyBackbone, load_student
-from test_distill import T, V, make_store
+from iqalens.leaf.student import StudentConfig, load_student
+from test_distill import T, V, count_backbone_forwards, make_store
 
 TINY = StudentConfig(backbone="tiny", image_size=16, resize_shorter=20, pooling="multiscale")
 
@@ -90,14 +90,7 @@ def test_the_saved_head_is_the_ridge_solution_on_standardised_features(
 def test_features_are_computed_once_per_image_in_a_shared_folder(
     toy: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"n": 0}
-    original = TinyBackbone.forward
-
-    def counting(self: TinyBackbone, x: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(TinyBackbone, "forward", counting)
+    calls = count_backbone_forwards(monkeypatch)
     shared = str(tmp_path / "features")
     distill(toy[0], T, V, tmp_path / "a", ridge_config(feature_dir=shared))
     first = calls["n"]

@@ -214,6 +214,34 @@ def _extra_versions() -> dict[str, str]:
     return out
 
 
+def _run_config(
+    store_path: str | os.PathLike[str],
+    teacher_id: str,
+    prompt_version: str,
+    cfg: DistillConfig,
+    train: SplitData,
+    val: SplitData,
+    paths: dict[str, str],
+    skipped: dict[str, int],
+) -> dict[str, Any]:
+    """What a run's ``config.json`` records of its data and settings (both solvers)."""
+    return {
+        "store": str(Path(store_path).resolve()),
+        "teacher_id": teacher_id,
+        "prompt_version": prompt_version,
+        "distill": cfg.to_dict(),
+        "extra_versions": _extra_versions(),
+        "data": {
+            "train_points": len(train.points),
+            "train_pairs": len(train.pairs),
+            "val_points": len(val.points),
+            "val_pairs": len(val.pairs),
+            "images": len(paths),
+            "skipped": skipped,
+        },
+    }
+
+
 def _ridge_run(
     store_path: str | os.PathLike[str],
     teacher_id: str,
@@ -229,29 +257,8 @@ def _ridge_run(
     """The closed-form distillation (:mod:`iqalens.leaf.distill_ridge`): same run folder, student
     files and metrics kind as the training loop, with ``steps`` 0 and the ridge fit under ``ridge``."""
     started = time.time()
-    data = {
-        "train_points": len(train.points),
-        "train_pairs": len(train.pairs),
-        "val_points": len(val.points),
-        "val_pairs": len(val.pairs),
-        "images": len(paths),
-        "skipped": skipped,
-    }
-    start_run(
-        out,
-        "distill",
-        {
-            "store": str(Path(store_path).resolve()),
-            "teacher_id": teacher_id,
-            "prompt_version": prompt_version,
-            "distill": cfg.to_dict(),
-            "world_size": 1,
-            "device": "cpu",
-            "extra_versions": _extra_versions(),
-            "data": data,
-        },
-        cfg.seed,
-    )
+    run_config = _run_config(store_path, teacher_id, prompt_version, cfg, train, val, paths, skipped)
+    start_run(out, "distill", {**run_config, "world_size": 1, "device": "cpu"}, cfg.seed)
     fit = ridge_distill_student(
         student.cpu(),
         train,
@@ -264,7 +271,7 @@ def _ridge_run(
     metrics_out: dict[str, Any] = {
         "steps": 0,
         "val": {} if chosen is None else {"srcc_vs_teacher_of_train_only_fit": chosen},
-        "data": data,
+        "data": run_config["data"],
         "ridge": fit,
         "seconds": round(time.time() - started, 3),
     }
@@ -348,22 +355,10 @@ def _distill(
         state = load_checkpoint(ckpt_path, cfg, student, optimizer, device)
 
     run_config = {
-        "store": str(Path(store_path).resolve()),
-        "teacher_id": teacher_id,
-        "prompt_version": prompt_version,
-        "distill": cfg.to_dict(),
+        **_run_config(store_path, teacher_id, prompt_version, cfg, train, val, paths, skipped),
         "world_size": world,
         "device": str(device),
         "resumed_from_step": state.step,
-        "extra_versions": _extra_versions(),
-        "data": {
-            "train_points": len(train.points),
-            "train_pairs": len(train.pairs),
-            "val_points": len(val.points),
-            "val_pairs": len(val.pairs),
-            "images": len(paths),
-            "skipped": skipped,
-        },
     }
     if rank == 0:
         start_run(out, "distill", run_config, cfg.seed)
