@@ -148,6 +148,13 @@ def test_calibrate_and_evaluate_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert metrics["ci"] == {} and metrics["ci_unavailable"].startswith("only 3 reference images")
     assert -1.0 <= metrics["metrics"]["srcc"] <= 1.0
     assert (out / "predictions.csv").read_text().count("\n") == 22
+    # the benchmark names its types: a breakdown per type (KADID ids read as names), worst first
+    per_type = metrics["per_distortion"]
+    assert set(per_type) == {"gaussian_blur", "white_noise", "clean"}
+    assert [d["n"] for d in per_type.values()] and sum(d["n"] for d in per_type.values()) == 21
+    rmses = [d["rmse"] for d in per_type.values()]
+    assert rmses == sorted(rmses, reverse=True) and "worst distortion types" in printed
+    assert "dist_type,dist_level" in (out / "predictions.csv").read_text().splitlines()[0]
     # label-free: budget 0 maps the raw score onto the manifest's scale
     free = tmp_path / "free"
     assert (

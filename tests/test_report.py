@@ -484,3 +484,19 @@ def test_the_proxy_callout_names_each_proxy_once() -> None:
 
     html = _proxy_callout([run(note), run(f"proxy MOS: {note}")])  # type: ignore[list-item]
     assert html.count("KADID-10k mean DMOS") == 1
+
+
+def test_the_per_distortion_breakdown_is_a_table_worst_first(runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "typed"
+    shutil.copytree(runs / "leaf" / "evaluate", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "Per distortion type" not in _evaluation_text(build_report(collect([run])))  # no types: none
+    metrics["per_distortion"] = {
+        "color_block": {"n": 10, "srcc": 0.4, "mean_error": 1.0, "rmse": 1.1},
+        "gaussian_blur": {"n": 10, "srcc": None, "mean_error": -0.05, "rmse": 0.3},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    block = _evaluation_text(build_report(collect([run])))
+    assert "Per distortion type (worst first)" in block
+    assert block.index("color_block") < block.index("gaussian_blur")
+    assert "1.100" in block and "–" in block.split("gaussian_blur")[1].split("</tr>")[0]  # undefined

@@ -358,6 +358,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         level = metrics.get("ci_level", 0.95)
         print(f"  [low, high]: {level:.0%} bootstrap intervals resampling {metrics.get('resampling', '?')}")
     print(f"  MOS: {metrics['mos_note']}")
+    worst = list((metrics.get("per_distortion") or {}).items())[:3]
+    if worst:
+        print(
+            "  worst distortion types (RMSE after the fitted map; all in metrics.json): "
+            + "; ".join(f"{name} {d['rmse']:.2f} (mean error {d['mean_error']:+.2f})" for name, d in worst)
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from iqalens.datasets.manifest import Manifest, read_manifest
 from iqalens.errors import InvalidInputError
+from iqalens.evaluation.by_distortion import distortion_breakdown, distortion_label
 from iqalens.evaluation.metrics import evaluate
 from iqalens.leaf.results import EvaluationResult
 from iqalens.leaf.scoring import load_scorer, score_paths
@@ -44,7 +45,8 @@ def evaluate_run(
     """Score a manifest's images (its ``split`` if it has splits) and compare with their MOS.
 
     Writes ``metrics.json`` (SRCC, PLCC raw and after the 4-parameter logistic, KRCC, RMSE, 95%
-    bootstrap intervals resampling whole references, per-source breakdown) and ``predictions.csv``.
+    bootstrap intervals resampling whole references, per-source breakdown, and per distortion type when
+    the manifest names types) and ``predictions.csv``.
     With fewer than :data:`iqalens.evaluation.metrics.MIN_BOOTSTRAP_GROUPS` reference images there are
     no intervals: ``ci_unavailable`` says so instead.
     """
@@ -82,10 +84,14 @@ def evaluate_run(
         "mos_note": manifest.provenance.get("proxy_mos", "MOS as given by the manifest"),
         **result.to_dict(),
     }
+    if any(r.dist_type for r, _ in pairs):  # a synthetic benchmark: where does the model fail?
+        labels = [distortion_label(r.dist_type) for r, _ in pairs]
+        metrics["per_distortion"] = distortion_breakdown(pred, mos, labels, result.fit)
     write_result(folder, EvaluationResult(**metrics))
     with open(folder / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "reference", "source", "mos", "prediction"])
+        writer.writerow(["path", "reference", "source", "dist_type", "dist_level", "mos", "prediction"])
         for (row, _res), p in zip(pairs, pred, strict=True):
-            writer.writerow([row.path, row.reference, row.source, row.mos, p])
+            level = "" if row.dist_level is None else row.dist_level
+            writer.writerow([row.path, row.reference, row.source, row.dist_type, level, row.mos, p])
     return metrics

@@ -84,6 +84,9 @@ class EvaluationResult:
     resampling: str | None = None
     fit: dict[str, Any] | None = None
     per_source: dict[str, Any] = field(default_factory=dict)
+    #: per distortion type of the manifest (:mod:`iqalens.evaluation.by_distortion`), worst first;
+    #: empty when the manifest names no types
+    per_distortion: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 

@@ -431,6 +431,30 @@ def evaluation_article(run: EvaluationRun, anchor: str) -> str:
                 if isinstance(d, dict)
             ],
         )
+    per_distortion = metrics.get("per_distortion") or {}
+    if per_distortion:
+        body += "<h4>Per distortion type (worst first)</h4>" + table(
+            [
+                "type",
+                Cell("images", "num"),
+                Cell("SRCC within the type", "num"),
+                Cell("mean error", "num"),
+                Cell("RMSE", "num"),
+            ],
+            [
+                [
+                    str(name),
+                    numeric(str(d.get("n", "?"))),
+                    numeric(num(d.get("srcc"))),
+                    numeric(num(d.get("mean_error"))),
+                    numeric(num(d.get("rmse"))),
+                ]
+                for name, d in per_distortion.items()
+                if isinstance(d, dict)
+            ],
+            f"errors after the fitted map, on the {label} scale; a positive mean error: the type is rated "
+            "better than its MOS",
+        )
     notes = metrics.get("notes") or []
     if metrics.get("unreadable"):
         notes = [*notes, f"{len(metrics['unreadable'])} unreadable image(s) left out"]
