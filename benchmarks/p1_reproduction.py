@@ -74,6 +74,9 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     Cell("L", "L"),
     Cell("V+P", "V+P"),
     Cell("V+P+c", "V+P", 10.0),
+    # the same weight on the drift of the encoder's ImageNet *predictions* (KL of its classifier)
+    # instead of its features: what the agreement target measures (added in session 8)
+    Cell("V+P+kl", "V+P", 10.0, overrides={"constraint": "logits"}),
     Cell("V+P+L", "V+P+L"),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion

@@ -15,6 +15,7 @@ from iqalens.align.objectives import (
     accuracy,
     feature_drift,
     info_nce,
+    logit_drift,
     similarity_cross_entropy,
     weight_drift,
 )
@@ -185,3 +186,14 @@ def test_drift_measure_and_comparison_rows() -> None:
     assert ["forced_choice", "all", "accuracy", 0.5, 0.75, 0.25, 0.5] in rows
     assert ["semantic", "blur", "mean_rank", 0.5, 0.75, 0.25, 0.5] in rows
     assert ["drift", "vision_encoder", "imagenet_top1_agreement", 1.0, 0.5, None, None] in rows
+
+
+def test_logit_drift_is_the_kl_of_the_class_distributions() -> None:
+    ref = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    assert logit_drift(ref.clone(), ref).item() == pytest.approx(0.0, abs=1e-7)
+    assert logit_drift(ref + 5.0, ref).item() == pytest.approx(0.0, abs=1e-6)  # a shift keeps softmax
+    # hand-computed: p = softmax([ln 3, 0]) = (0.75, 0.25) against q = (0.5, 0.5)
+    p_logits, q_logits = torch.tensor([[np.log(3.0), 0.0]]), torch.zeros(1, 2)
+    expected = 0.75 * np.log(0.75 / 0.5) + 0.25 * np.log(0.25 / 0.5)
+    assert logit_drift(q_logits, p_logits).item() == pytest.approx(expected, rel=1e-5)
+    assert logit_drift(p_logits, q_logits).item() != pytest.approx(expected, rel=1e-3)  # KL is asymmetric

@@ -236,6 +236,38 @@ def test_weight_constraint_and_early_stopping(template: MiniVLM, bench: Path, tm
     assert all(float(line.split(",")[5]) == 0.0 for line in log)  # L2-SP of unchanged weights
 
 
+def test_logit_constraint_reads_the_frozen_classifier_and_keeps_predictions(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    # the KL term is 0 at step 1 (the encoder is unchanged), positive once the encoder moves, and the
+    # classifier it reads never trains (a trainable one could flatten itself to lower the KL)
+    cfg = tiny(train=("vision_encoder", "projector"), constraint="logits", w_constraint=1.0, max_steps=4)
+    model = fresh(template)
+    metrics = align(model, bench, tmp_path / "run", cfg, cache_dir=tmp_path / "cache")
+    log = [line.split(",") for line in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[2:]]
+    drift = [float(row[5]) for row in log]
+    assert drift[0] == pytest.approx(0.0, abs=1e-6) and max(drift) > 0.0
+    fc, fc0 = model.model.encoder._fc, template.encoder._fc
+    assert torch.equal(fc.weight, fc0.weight) and torch.equal(fc.bias, fc0.bias)
+    assert not torch.equal(model.model.encoder._conv_head.weight, template.encoder._conv_head.weight)
+    assert metrics["drift"]["imagenet_top1_agreement"] is not None
+
+
+class _NoClassifier(MiniAlignable):
+    """A model whose encoder has no classifier of its own (as an HF vision tower)."""
+
+    @property
+    def encoder_classifier(self) -> None:  # type: ignore[override]
+        raise AttributeError("no classifier")
+
+
+def test_logit_constraint_needs_an_encoder_classifier(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+    model = _NoClassifier(copy.deepcopy(template))
+    cfg = tiny(train=("vision_encoder",), constraint="logits", w_constraint=1.0)
+    with pytest.raises(ValueError, match="needs an encoder with its own classifier"):
+        align(model, bench, tmp_path / "run", cfg)
+
+
 _DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys

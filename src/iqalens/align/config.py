@@ -19,7 +19,7 @@ from iqalens.errors import InvalidInputError
 #: building the command-line parser does not import torch; :mod:`iqalens.align.base` re-exports it).
 COMPONENTS: tuple[str, ...] = ("vision_encoder", "projector", "language_model")
 
-CONSTRAINTS = ("features", "weights")
+CONSTRAINTS = ("features", "logits", "weights")
 #: What the answer template is trained to say: the distortion class (the perception task), or the
 #: quality level from the MOS (the quality-description templates of Q-Instruct-style training).
 TARGETS = ("class", "quality")
@@ -62,7 +62,9 @@ class AlignConfig:
     ``train``: components updated; ``lora``: those of them trained through LoRA adapters instead
     of full weights (merged on save). Objective: ``w_template * template + w_align * InfoNCE +
     w_constraint * drift`` where drift is ``constraint`` ("features": relative squared distance of the
-    vision encoder's pooled features to the original encoder's on the same images; "weights": L2-SP,
+    vision encoder's pooled features to the original encoder's on the same images; "logits": KL of the
+    encoder's own classifier's class distribution on those features to the original's, for encoders
+    that have one, e.g. the mini model's ImageNet head; "weights": L2-SP,
     squared distance of the encoder's weights to the original ones). ``max_train_images`` /
     ``max_val_images`` cap the distinct images used (seeded subsets; 0 = all), which bounds the
     one-off encoder passes over the benchmark. ``lr`` is the learning rate of the projector and of

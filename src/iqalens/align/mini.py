@@ -113,7 +113,13 @@ class MiniAlignable:
     @torch.no_grad()
     def encoder_class_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """EfficientNet-Lite0's ImageNet-1k logits (its classifier reads the pooled head)."""
-        return self.model.encoder._fc(self._encode(inputs)[1])
+        return self.encoder_classifier(self._encode(inputs)[1])
+
+    def encoder_classifier(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The ImageNet classifier on pooled head features [B, D] (gradients flow to the features;
+        the classifier itself is never trained): what the "logits" drift constraint reads."""
+        fc = self.model.encoder._fc  # detached: a trainable classifier could flatten itself to cheat
+        return nn.functional.linear(pooled, fc.weight.detach(), fc.bias.detach())
 
     # -- training ---------------------------------------------------------------------------------
 

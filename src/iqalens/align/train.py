@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from iqalens.align.base import AlignableModel
 from iqalens.align.config import AlignConfig, short_name
 from iqalens.align.data import QUALITY_WORDS, InputBank, Rows, bank_file, select_rows
-from iqalens.align.objectives import accuracy, feature_drift, info_nce
+from iqalens.align.objectives import accuracy, feature_drift, info_nce, logit_drift
 from iqalens.align.trainable import Trainable
 from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
@@ -194,6 +194,11 @@ class _Run:
         if hasattr(model, "to"):
             model.to(device)
         self.trainable = Trainable(model, cfg)
+        if self.trainable.uses_logits and not hasattr(model, "encoder_classifier"):
+            raise InvalidInputError(
+                f"{model.model_id}: the 'logits' constraint needs an encoder with its own classifier "
+                "(the mini model's ImageNet head); use --constraint features or weights"
+            )
         encoder_frozen = "vision_encoder" not in cfg.train
         self.kind = "encoded" if encoder_frozen and hasattr(model, "encode_frozen") else "pixels"
         if cfg.encoder_frozen_sites:
@@ -275,7 +280,11 @@ class _Run:
                 words = model.class_word_embeddings(self.words)
                 align = info_nce(fwd.visual, words, labels, cfg.align_temperature)
             constraint = zero
-            if self.trainable.uses_features:
+            if self.trainable.uses_logits:
+                classify = model.encoder_classifier  # type: ignore[attr-defined]
+                reference = self.bank.reference(keys).to(device)
+                constraint = logit_drift(classify(fwd.encoder_features), classify(reference))
+            elif self.trainable.uses_features:
                 constraint = feature_drift(fwd.encoder_features, self.bank.reference(keys).to(device))
             elif self.trainable.uses_weights:
                 constraint = self.trainable.weight_term()

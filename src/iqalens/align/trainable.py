@@ -73,7 +73,9 @@ class Trainable:
                 f"the chosen components ({', '.join(cfg.train)}) have no trainable parameters"
             )
         encoder_trains = "vision_encoder" in cfg.train and cfg.w_constraint > 0
-        self.uses_features = encoder_trains and cfg.constraint == "features"
+        # "logits" reads the same stored original features, through the encoder's classifier
+        self.uses_features = encoder_trains and cfg.constraint in ("features", "logits")
+        self.uses_logits = encoder_trains and cfg.constraint == "logits"
         self.uses_weights = encoder_trains and cfg.constraint == "weights"
         self.weight_originals: list[torch.Tensor] = []
         if self.uses_weights and "vision_encoder" not in cfg.lora:

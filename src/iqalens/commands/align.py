@@ -70,7 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.w_constraint,
         help="vision-encoder drift penalty weight",
     )
-    p.add_argument("--constraint", choices=CONSTRAINTS, default=_DEFAULTS.constraint)
+    p.add_argument(
+        "--constraint",
+        choices=CONSTRAINTS,
+        default=_DEFAULTS.constraint,
+        help="drift measure: features (distance of the encoder's pooled features to the original's, "
+        "default), logits (KL of the encoder's own classifier on them: keeps its predictions; mini "
+        "model), weights (L2-SP)",
+    )
     p.add_argument(
         "--target",
         choices=TARGETS,
