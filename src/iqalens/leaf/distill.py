@@ -38,8 +38,9 @@ Design decisions, and why:
 
 - **Closed form when nothing needs a loop.** ``solver="ridge"`` (frozen backbone, no augmentation)
   skips the loop: the head is a weighted ridge fit to the point judgments on stored features, its
-  penalty chosen on the validation split (:mod:`iqalens.leaf.distill_ridge`, why it ranks better than
-  the AdamW head on the same features). The run folder and student files are the same.
+  penalty chosen by grouped cross-validation over the train + val photos
+  (:mod:`iqalens.leaf.distill_ridge`, and why it ranks better than the AdamW head on the same
+  features). The run folder and student files are the same.
 
 This module is the training loop; the settings are :mod:`iqalens.leaf.distill_config`, the judgments
 as training data (splits, image cache, crops, targets) :mod:`iqalens.leaf.distill_data`, and the
@@ -71,6 +72,7 @@ from iqalens.leaf.distill_data import (
     PointItem,
     SplitData,
     batch_targets,
+    content_groups,
     load_splits,
     train_crop,
 )
@@ -264,13 +266,16 @@ def _ridge_run(
         train,
         val,
         cfg.feature_dir or out / "features",
+        content_groups(train.points + val.points, cfg.manifest),
         l2=cfg.l2,
+        seed=cfg.seed,
         progress=cfg.progress,
     )
-    chosen = fit["val_srcc_vs_teacher_per_l2"].get(f"{fit['l2']:g}")
+    chosen = fit["cv_srcc_vs_teacher_per_l2"].get(f"{fit['l2']:g}")
     metrics_out: dict[str, Any] = {
         "steps": 0,
-        "val": {} if chosen is None else {"srcc_vs_teacher_of_train_only_fit": chosen},
+        # the held-out agreement of the chosen penalty (the saved head is fitted on every photo)
+        "val": {} if chosen is None else {"cv_srcc_vs_teacher": chosen},
         "data": run_config["data"],
         "ridge": fit,
         "seconds": round(time.time() - started, 3),
@@ -326,7 +331,7 @@ def _distill(
     train, val, paths, skipped = load_splits(store_path, teacher_id, prompt_version, cfg)
     if not train.points and not train.pairs:
         raise InvalidInputError("no training judgments left after the validation split")
-    if not val.points and not val.pairs:
+    if not val.points and not val.pairs and cfg.solver != "ridge":  # ridge needs no early stopping
         warnings.warn(
             "the validation split is empty: no early stopping, the last weights are kept", stacklevel=2
         )

@@ -32,6 +32,7 @@ __all__ = [
     "PointItem",
     "SplitData",
     "batch_targets",
+    "content_groups",
     "load_splits",
     "train_crop",
 ]
@@ -74,6 +75,13 @@ def _manifest_index(manifest: str | None) -> dict[str, tuple[str, str]]:
 
     m, _ = read_manifest(manifest, check_files=False)
     return {str(m.resolve(r)): (r.split, r.reference or r.path) for r in m.rows}
+
+
+def content_groups(points: list[PointItem], manifest: str | None) -> list[str]:
+    """The content group of each point: its manifest row's reference (every version of one photo
+    together), else its own content hash (each image a group of its own)."""
+    index = _manifest_index(manifest)
+    return [index.get(p.path, ("", p.hash))[1] for p in points]
 
 
 def load_splits(

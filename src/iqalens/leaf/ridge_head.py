@@ -21,7 +21,9 @@ Every fit minimises a *mean* loss, ``sum_i w_i (x_i W + b - y_i)^2 / sum_i w_i +
   distillation loss as a regulariser".
 
 With content groups of the labelled images, :func:`choose_l2_by_labels` picks the penalty of the two
-label arms by grouped cross-validation on the labels alone (the same procedure for both arms).
+label arms by grouped cross-validation on the labels alone (the same procedure for both arms);
+:func:`choose_l2_by_teacher` picks the distillation's penalty without any label, by how well heads
+fitted on some photos rank the other photos' images as the teacher does.
 """
 
 from __future__ import annotations
@@ -244,3 +246,61 @@ def choose_l2_by_labels(
     clean = {key: (val if np.isfinite(val) else -np.inf) for key, val in scores.items()}
     best = max(grid, key=lambda v: (clean[f"{v:g}"], -list(grid).index(v)))
     return float(best), {key: float(val) for key, val in scores.items()}
+
+
+def teacher_folds(groups: np.ndarray, pool: np.ndarray, folds: int, seed: int) -> np.ndarray | None:
+    """The fold (0..k-1) of each ``pool`` row: its content group's, groups dealt into
+    ``k = min(folds, groups)`` folds in a seeded order; None with fewer than two groups."""
+    uniq = np.unique(groups[pool])
+    k = min(folds, uniq.size)
+    if k < 2:
+        return None
+    order = np.random.default_rng([seed, 4]).permutation(uniq.size)
+    fold_of = {g: i % k for i, g in enumerate(uniq[order])}
+    return np.array([fold_of[g] for g in groups[pool]])
+
+
+def choose_l2_by_teacher(
+    x: torch.Tensor | np.ndarray,
+    teacher: TeacherTargets,
+    pool: np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    grid: Sequence[float] = LABEL_L2_GRID,
+    folds: int = 4,
+    seed: int = 0,
+) -> tuple[float | None, dict[str, float]]:
+    """The distillation penalty among ``grid`` without labels: ``pool``'s content ``groups`` (one per
+    row of ``x``) are dealt into folds (:func:`teacher_folds`); per fold a head is distilled on the
+    others and scored by the SRCC of its held-out scores with the teacher's expected score; the best
+    mean wins, the first on ties. ``(None, {})`` when no fold can be held out (fewer than two groups,
+    or no fold with 3 judged images). ``teacher`` holds the judgments of every row (its ``points`` are
+    ignored: each fold restricts them)."""
+    xs = _features(x)
+    group_of = np.asarray(groups, dtype=str)
+    fold = teacher_folds(group_of, pool, folds, seed)
+    if fold is None:
+        return None, {}
+    per_value: dict[float, list[float]] = {value: [] for value in grid}
+    for f in range(int(fold.max()) + 1):
+        held = pool[(fold == f) & np.isfinite(teacher.expected[pool])]
+        fit = TeacherTargets.restricted(
+            pool[fold != f],
+            teacher.probs,
+            teacher.expected,
+            teacher.reliability,
+            teacher.pairs,
+            teacher.pair_p,
+            teacher.pair_rel,
+        )
+        if held.size < 3 or fit.points.size == 0:
+            continue
+        path = ridge_distill_path(xs, fit)
+        for value in grid:
+            coef, bias = path.solve(value)
+            per_value[value].append(srcc(xs[held] @ coef[:, 0] + bias[0], teacher.expected[held]))
+    if not per_value[grid[0]]:
+        return None, {}
+    criteria = {f"{v:g}": float(np.mean(per_value[v])) for v in grid}
+    clean = {key: (val if np.isfinite(val) else -np.inf) for key, val in criteria.items()}
+    best = max(grid, key=lambda v: (clean[f"{v:g}"], -list(grid).index(v)))
+    return float(best), criteria

@@ -31,7 +31,7 @@ from iqalens.leaf.head import (
 from iqalens.leaf.label_budget.config import BudgetConfig
 from iqalens.leaf.label_budget.data import BudgetData, load_budget_data
 from iqalens.leaf.label_budget.results import write_results
-from iqalens.leaf.ridge_head import choose_l2_by_labels, ridge_distill_path
+from iqalens.leaf.ridge_head import choose_l2_by_labels, choose_l2_by_teacher, teacher_folds
 from iqalens.leaf.student import StudentConfig
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.runs import start_run
@@ -106,15 +106,17 @@ def select_l2(
     than two content groups, ``cfg.l2`` is kept and the criteria are empty.
     """
     pool = data.indices("train")
-    groups = np.unique(data.groups[pool])
-    k = min(folds, groups.size)
-    if k < 2:
+    if cfg.solver == "ridge":  # closed form: one decomposition per fold serves every candidate
+        teacher_all = TeacherTargets.of(data, pool)
+        chosen, criteria = choose_l2_by_teacher(
+            x, teacher_all, pool, data.groups, cfg.l2_candidates, folds, seed
+        )
+        return (cfg.l2, {}) if chosen is None else (chosen, criteria)
+    fold = teacher_folds(np.asarray(data.groups), pool, folds, seed)
+    if fold is None:
         return cfg.l2, {}
-    order = np.random.default_rng([seed, 4]).permutation(groups.size)
-    fold_of = {g: i % k for i, g in enumerate(groups[order])}
-    fold = np.array([fold_of[g] for g in data.groups[pool]])
     splits = []
-    for f in range(k):
+    for f in range(int(fold.max()) + 1):
         val = pool[(fold == f) & np.isfinite(data.teacher_expected[pool])]
         teacher = TeacherTargets.of(data, pool[fold != f])
         if val.size >= 3 and (teacher.points.size or teacher.pairs.shape[0]):
@@ -123,13 +125,6 @@ def select_l2(
         return cfg.l2, {}
     per_fold: dict[float, list[float]] = {value: [] for value in cfg.l2_candidates}
     for teacher, val in splits:
-        if cfg.solver == "ridge":  # one decomposition per fold serves every candidate
-            path = ridge_distill_path(x, teacher)
-            xv = x[val].double().numpy()
-            for value in cfg.l2_candidates:
-                coef, bias = path.solve(value)
-                per_fold[value].append(srcc(xv @ coef[:, 0] + bias[0], data.teacher_expected[val]))
-            continue
         for value in cfg.l2_candidates:
             head = distill_head(x, teacher, replace(cfg, l2=value), seed)
             per_fold[value].append(srcc(head_scores(head, x[val]), data.teacher_expected[val]))
