@@ -91,6 +91,7 @@ def run_folder(
     resize_shorter: int | None = None,
     quality_stats: bool = False,
     solver: str = "adamw",
+    test_grid: int = 1,
 ) -> Path:
     """The protocol's run folder (and, inside it, the feature cache) of one setting.
 
@@ -104,6 +105,8 @@ def run_folder(
         name += f"-{image_size}px"
     if resize_shorter not in (None, image_size):
         name += f"-from{resize_shorter}"
+    if test_grid != 1:
+        name += f"-grid{test_grid}"
     if quality_stats:
         name += "-qs"
     if solver != "adamw":
@@ -189,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         "native scale)",
     )
     parser.add_argument(
+        "--test-grid",
+        type=int,
+        default=1,
+        help="average the feature over a g x g grid of crops covering the image (default 1: the centre "
+        "crop only; 2 covers a 512x384 image with four 224 crops)",
+    )
+    parser.add_argument(
         "--quality-stats",
         action="store_true",
         help="append the quality statistics to the backbone feature (StudentConfig.quality_stats)",
@@ -242,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     resize = args.resize_shorter or args.image_size
     teacher.close()
     run = run_folder(
-        work, args.pooling, args.teacher, args.image_size, resize, args.quality_stats, args.solver
+        work,
+        args.pooling,
+        args.teacher,
+        args.image_size,
+        resize,
+        args.quality_stats,
+        args.solver,
+        args.test_grid,
     )
     feature_dir = run / "features"
     cached_before = len(list(feature_dir.glob("*.npy"))) if feature_dir.is_dir() else 0
@@ -258,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size,
             resize_shorter=resize,
             quality_stats=args.quality_stats,
+            test_grid=args.test_grid,
         ),
     )
     result["features_reused"] = cached_before
@@ -400,8 +418,13 @@ def write_doc(
         f"- Seeds {list(config.seeds)}: each seed sets the head initialisation (shared by the arms), the "
         "batch order, dropout masks and the labelled subset.",
         f"- Features: EfficientNet-Lite0 (ImageNet weights, frozen) "
-        f"{feature_description(args.pooling, d['feature_dim'])} of the student's centre crop (shorter "
-        f"side resized to {args.resize_shorter or args.image_size}, "
+        f"{feature_description(args.pooling, d['feature_dim'])} of the student's "
+        + (
+            "centre crop"
+            if args.test_grid == 1
+            else f"{args.test_grid}x{args.test_grid} grid of crops (averaged)"
+        )
+        + f" (shorter side resized to {args.resize_shorter or args.image_size}, "
         f"{args.image_size} crop, TF-Lite normalisation)"
         + (
             f", **plus the {len(statistic_names())} quality statistics** of the same crop "
