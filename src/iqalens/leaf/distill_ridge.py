@@ -30,7 +30,7 @@ from iqalens.leaf.ridge_head import ridge_distill as fit_ridge_head
 from iqalens.leaf.student import Student
 from iqalens.leaf.targets import TeacherTargets
 
-#: Penalties the validation split chooses among (mean-loss units on standardised features).
+#: Penalties the grouped cross-validation chooses among (mean-loss units, standardised features).
 DISTILL_L2_GRID: tuple[float, ...] = LABEL_L2_GRID
 
 
