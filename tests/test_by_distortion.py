@@ -14,6 +14,9 @@ def test_kadid_ids_are_named_and_other_labels_kept() -> None:
     assert distortion_label("") == CLEAN
     assert distortion_label("99") == "99"  # not a KADID id: kept as written
     assert distortion_label("my_blur") == "my_blur"
+    assert distortion_label("7", "kadid10k") == "color_saturation_1"
+    # another database numbers its own types: TID2013's 01 is additive noise, not gaussian_blur
+    assert distortion_label("01", "tid2013") == "tid2013:01"
 
 
 def test_a_type_the_model_misses_is_listed_first_with_its_bias() -> None:

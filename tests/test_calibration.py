@@ -289,13 +289,28 @@ def test_from_dict_errors(tmp_path) -> None:
         load_calibrator(bad)
 
 
+def test_soft_clip_bounds_without_ties() -> None:
+    from iqalens.evaluation.mapping import soft_clip
+
+    x = np.linspace(-3.0, 9.0, 2001)
+    y = soft_clip(x, 1.0, 5.0)
+    assert np.all(np.diff(y) > 0) and y.min() > 1.0 and y.max() < 5.0  # strictly increasing, inside
+    inside = (x >= 1.2) & (x <= 4.8)  # the range shrunk by 5% of its width at each end
+    np.testing.assert_array_equal(y[inside], x[inside])
+    eps = 1e-7  # continuous with slope 1 where the compression starts
+    assert soft_clip(1.2 - eps, 1.0, 5.0) == pytest.approx(1.2 - eps, abs=1e-12)
+    assert soft_clip(-100.0, 1.0, 5.0) == 1.0  # far beyond a bound it rounds onto it (float64)
+
+
 # --- label-free mode --------------------------------------------------------------------------------
 
 
 def test_label_free_linear() -> None:
     cal = label_free(MosScale(1.0, 5.0))
-    assert cal([0.0, 0.25, 0.5, 1.0]) == pytest.approx([1.0, 2.0, 3.0, 5.0])
-    assert cal([-0.2, 1.3]) == pytest.approx([1.0, 5.0])  # clamped to the range
+    assert cal([0.25, 0.5, 0.75]) == pytest.approx([2.0, 3.0, 4.0])
+    # bounded softly: the ends of the range are approached, never reached, and order is kept
+    ends = cal([-0.2, 0.0, 1.0, 1.3])
+    assert 1.0 < ends[0] < ends[1] < 1.1 and 4.9 < ends[2] < ends[3] < 5.0
     assert cal.note and "linearly" in cal.note
     assert label_free((0.0, 100.0))(0.37) == pytest.approx(37.0)
 
@@ -307,7 +322,7 @@ def test_label_free_quantile() -> None:
     mapped = cal(scores)
     assert np.median(mapped) == pytest.approx(3.0, abs=0.01)  # median score -> middle of the range
     assert np.quantile(mapped, 0.25) == pytest.approx(2.0, abs=0.02)
-    assert mapped.min() == pytest.approx(1.0) and mapped.max() == pytest.approx(5.0)
+    assert 1.0 < mapped.min() < 1.1 and 4.9 < mapped.max() < 5.0  # the ends approached softly
     assert np.all(np.diff(cal(np.sort(scores))) >= 0)
     ref = rng.normal(3.5, 0.4, 5000)
     cal_ref = label_free((1.0, 5.0), "quantile", scores=scores, reference_mos=ref)

@@ -1,5 +1,5 @@
 """Closed-form distillation (``DistillConfig(solver="ridge")``) and the ridge labels-only baseline:
-the head learns the teacher, its penalty is chosen on the validation split, the saved student is the
+the head learns the teacher, its penalty is chosen by grouped cross-validation, the saved student is the
 ridge solution on raw features, features are cached once, and bad settings are refused."""
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def test_ridge_distillation_learns_the_teacher_and_writes_an_ordinary_student(
     toy: tuple[Path, list[Path]], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    metrics = distill(toy[0], T, V, run, ridge_config())
+    with pytest.warns(UserWarning, match="no manifest: every image is its own content group"):
+        metrics = distill(toy[0], T, V, run, ridge_config())
     for name in ("config.json", "metrics.json", "student.safetensors", "student.json"):
         assert (run / name).is_file(), name
     assert not (run / CHECKPOINT_FILE).exists()  # nothing iterative to resume
@@ -73,7 +74,7 @@ def test_the_saved_head_is_the_ridge_solution_on_standardised_features(
     toy: tuple[Path, list[Path]], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    cfg = ridge_config(l2=0.3, feature_dir=str(tmp_path / "features"))
+    cfg = ridge_config(l2=0.3, feature_dir=str(tmp_path / "features"), seed=1)
     metrics = distill(toy[0], T, V, run, cfg)
     assert metrics["ridge"]["l2"] == 0.3 and metrics["ridge"]["l2_chosen_by"] == "given"
     train, val, _, _ = load_splits(toy[0], T, V, cfg)
@@ -87,6 +88,12 @@ def test_the_saved_head_is_the_ridge_solution_on_standardised_features(
     with torch.no_grad():
         out = load_student(run).head(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
     np.testing.assert_allclose(out, z @ coef + bias, atol=2e-3 * np.abs(z @ coef + bias).max())
+    # the saved backbone is the one the features came from, whatever the seed (the tiny backbone is
+    # randomly initialised: a seed-1 backbone would not match features cached under seed 0)
+    from iqalens.leaf.features import backbone_features
+
+    again = np.concatenate([f for _, f in backbone_features(load_student(run), [p.path for p in points[:4]])])
+    np.testing.assert_allclose(again, x[:4], rtol=1e-4, atol=1e-5)
 
 
 def test_features_are_computed_once_per_image_in_a_shared_folder(
@@ -112,6 +119,29 @@ def test_photos_stay_on_one_side_of_the_penalty_folds(tmp_path: Path) -> None:
     assert metrics["ridge"]["cv_groups"] == 4  # 4 photos, not 24 images: folds are by photo
 
 
+def test_penalty_folds_never_split_a_photo() -> None:
+    from iqalens.leaf.ridge_head import teacher_folds
+
+    groups = np.repeat(np.array([f"photo{i}" for i in range(7)]), 5)
+    pool = np.arange(groups.size)
+    for folds in (2, 4, 10):
+        fold = teacher_folds(groups, pool, folds, seed=3)
+        assert fold is not None and len(set(fold.tolist())) == min(folds, 7)
+        for g in np.unique(groups):
+            assert len(set(fold[groups == g].tolist())) == 1  # every version of a photo in one fold
+    assert teacher_folds(np.array(["one"] * 5), np.arange(5), 4, 0) is None  # nothing to hold out
+
+
+def test_a_step_wise_checkpoint_in_the_folder_is_refused(
+    toy: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CHECKPOINT_FILE).write_bytes(b"earlier adamw run")
+    with pytest.raises(InvalidInputError, match="checkpoint of a step-wise run"):
+        distill(toy[0], T, V, run, ridge_config())
+
+
 def test_bad_ridge_settings_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="freeze_backbone"):
         ridge_config(freeze_backbone=False)
@@ -121,6 +151,8 @@ def test_bad_ridge_settings_are_refused() -> None:
         ridge_config(l2=0.0)
     with pytest.raises(InvalidInputError, match="solver must be one of"):
         ridge_config(solver="lbfgs")
+    with pytest.raises(InvalidInputError, match="ridge solver's penalty"):
+        DistillConfig(l2=1.0)  # adamw has no such penalty: an error, not silently ignored
 
 
 def test_a_store_with_pairs_only_is_refused_by_the_ridge_solver(tmp_path: Path) -> None:

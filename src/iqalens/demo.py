@@ -93,9 +93,12 @@ class DemoConfig:
             "align_resize_shorter",
             "distill_steps",
             "student_resize_shorter",
+            "baseline_draws",
         ):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.distill_solver not in ("ridge", "adamw"):  # checked before minutes of earlier stages
+            raise InvalidInputError(f"distill_solver must be ridge or adamw, got {self.distill_solver!r}")
 
 
 @dataclass
@@ -375,7 +378,8 @@ def _baseline(manifest: Path, calibrated: Path, leaf: Path, cfg: DemoConfig) -> 
     finite = np.array([d for d in draws if d is not None and np.isfinite(d)])
     result["draws"] = {
         "seeds": [cfg.seed + i for i in range(cfg.baseline_draws)],
-        "srcc": draws,
+        # undefined (constant predictions) as None: JSON has no NaN
+        "srcc": [float(d) if d is not None and np.isfinite(d) else None for d in draws],
         "srcc_mean": float(finite.mean()) if finite.size else None,
         "srcc_std": float(finite.std(ddof=1)) if finite.size > 1 else None,
     }

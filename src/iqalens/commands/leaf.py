@@ -464,7 +464,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--l2",
         type=float,
         default=None,
-        help="ridge penalty (default: chosen on the validation split by agreement with the teacher)",
+        help="ridge penalty (default: chosen by grouped cross-validation over the train + val photos, by "
+        "agreement with the teacher; give --manifest so that the folds are by photo)",
     )
     add_pooling_argument(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")

@@ -343,6 +343,22 @@ def _distill(
     if cfg.solver == "ridge":
         if world > 1:
             raise InvalidInputError("the ridge solver runs in one process (it trains no network)")
+        if (out / CHECKPOINT_FILE).is_file():
+            raise InvalidInputError(
+                f"{out} holds a checkpoint of a step-wise run (a later adamw run would resume it over "
+                "this student); use a new folder"
+            )
+        # the backbone the cached features come from (iqalens.leaf.features builds it under seed 0):
+        # the same weights for a pretrained backbone, and for a randomly initialised one too
+        torch.manual_seed(0)
+        student = Student(cfg.student).to(device)
+        student.freeze_backbone()
+        if cfg.manifest is None:
+            warnings.warn(
+                "no manifest: every image is its own content group, so the penalty's folds may put "
+                "versions of one photo on both sides (give the manifest to fold by photo)",
+                stacklevel=2,
+            )
         return _ridge_run(
             store_path, teacher_id, prompt_version, out, cfg, student, train, val, paths, skipped
         )

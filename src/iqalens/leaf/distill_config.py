@@ -54,7 +54,8 @@ class DistillConfig:
     progress: bool = True
     device: str = "auto"
     solver: str = "adamw"
-    # ridge only: the penalty (None = chosen on the validation split by agreement with the teacher)
+    # ridge only: the penalty (None = chosen by grouped cross-validation over the train + val photos,
+    # by agreement with the teacher)
     # and where the backbone features are cached (None = RUN/features)
     l2: float | None = None
     feature_dir: str | None = None
@@ -82,6 +83,8 @@ class DistillConfig:
             )
         if self.l2 is not None and not self.l2 > 0:
             raise InvalidInputError(f"l2 must be > 0 (or None to choose it), got {self.l2}")
+        if self.l2 is not None and self.solver != "ridge":
+            raise InvalidInputError("l2 is the ridge solver's penalty; the adamw solver uses weight_decay")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -85,7 +85,7 @@ def evaluate_run(
         **result.to_dict(),
     }
     if any(r.dist_type for r, _ in pairs):  # a synthetic benchmark: where does the model fail?
-        labels = [distortion_label(r.dist_type) for r, _ in pairs]
+        labels = [distortion_label(r.dist_type, r.source) for r, _ in pairs]
         metrics["per_distortion"] = distortion_breakdown(pred, mos, labels, result.fit)
     write_result(folder, EvaluationResult(**metrics))
     with open(folder / "predictions.csv", "w", newline="") as fh:

@@ -298,9 +298,10 @@ def choose_l2_by_teacher(
         for value in grid:
             coef, bias = path.solve(value)
             per_value[value].append(srcc(xs[held] @ coef[:, 0] + bias[0], teacher.expected[held]))
-    if not per_value[grid[0]]:
+    # a fold whose held-out teacher scores are constant has no SRCC: leave it out, not every candidate
+    means = {v: float(np.nanmean(per_value[v])) if np.any(np.isfinite(per_value[v])) else None for v in grid}
+    if all(m is None for m in means.values()):
         return None, {}
-    criteria = {f"{v:g}": float(np.mean(per_value[v])) for v in grid}
-    clean = {key: (val if np.isfinite(val) else -np.inf) for key, val in criteria.items()}
-    best = max(grid, key=lambda v: (clean[f"{v:g}"], -list(grid).index(v)))
-    return float(best), criteria
+    scored = [v for v in grid if means[v] is not None]
+    best = max(scored, key=lambda v: (means[v], -list(grid).index(v)))
+    return float(best), {f"{v:g}": float(means[v]) for v in scored}  # type: ignore[arg-type]
