@@ -500,3 +500,24 @@ def test_the_per_distortion_breakdown_is_a_table_worst_first(runs: Path, tmp_pat
     assert "Per distortion type (worst first)" in block
     assert block.index("color_block") < block.index("gaussian_blur")
     assert "1.100" in block and "–" in block.split("gaussian_blur")[1].split("</tr>")[0]  # undefined
+
+
+def test_a_closed_form_distillation_shows_its_penalty_not_steps(runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ridge"
+    shutil.copytree(runs / "leaf" / "distill", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(steps=0, history=[], best_val_loss=None, best_step=None)
+    metrics["ridge"] = {
+        "solver": "ridge",
+        "l2": 3.0,
+        "l2_chosen_by": "grouped_cv_vs_teacher",
+        "cv_srcc_vs_teacher_per_l2": {"1": 0.78, "3": 0.82},
+        "cv_groups": 6,
+        "fit_srcc_vs_teacher": 0.91,
+        "fitted_points": 432,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(collect([run]))
+    assert "closed-form ridge head on 432 teacher points" in page
+    assert "penalty 3.0000 (chosen by 6-photo grouped CV, held-out SRCC vs teacher 0.820)" in page
+    assert "0 steps" not in page and "best val loss" not in page

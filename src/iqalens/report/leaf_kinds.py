@@ -68,9 +68,15 @@ def load_distill(folder: Path, name: str, result: DistillResult) -> DistillRun:
         f"/ prompt {cfg.get('prompt_version', '?')}",
         data=f"judgments store {cfg.get('store', '?')}: "
         + ", ".join(f"{k.replace('_', ' ')} {inline(v)}" for k, v in counts.items()),
-        protocol=f"joint distillation of point and pair judgments (loss {inline(loss)}), "
-        f"{result.steps} steps, early stopping on the validation loss of a content-disjoint split. "
-        "Labels: the teacher's judgments (no MOS involved).",
+        protocol=(
+            "closed-form weighted ridge fit of the head to the teacher's point judgments on stored "
+            "features of the frozen backbone, penalty chosen by grouped cross-validation over photos "
+            "(agreement with the teacher). "
+            if result.ridge is not None
+            else f"joint distillation of point and pair judgments (loss {inline(loss)}), "
+            f"{result.steps} steps, early stopping on the validation loss of a content-disjoint split. "
+        )
+        + "Labels: the teacher's judgments (no MOS involved).",
     )
     return DistillRun(folder, name, prov, metrics=result_data(result))
 

@@ -122,8 +122,25 @@ def judgments_article(run: JudgmentsRun, anchor: str) -> str:
 # -- distillation -----------------------------------------------------------------------------------
 
 
+def _ridge_lines(ridge: dict[str, Any]) -> list[str]:
+    """What a closed-form (ridge) distillation chose: no steps or losses to show."""
+    cv = (ridge.get("cv_srcc_vs_teacher_per_l2") or {}).get(f"{ridge.get('l2', 0):g}")
+    how = {
+        "grouped_cv_vs_teacher": f"chosen by {ridge.get('cv_groups', '?')}-photo grouped CV, "
+        f"held-out SRCC vs teacher {num(cv)}",
+        "given": "given",
+    }.get(str(ridge.get("l2_chosen_by")), str(ridge.get("l2_chosen_by", "?")))
+    return [
+        f"closed-form ridge head on {ridge.get('fitted_points', '?')} teacher points",
+        f"penalty {num(ridge.get('l2'), 4)} ({how})",
+        f"fit SRCC vs teacher {num(ridge.get('fit_srcc_vs_teacher'))}",
+    ]
+
+
 def distill_headline(run: DistillRun) -> list[str]:
     m = run.metrics
+    if isinstance(m.get("ridge"), dict):
+        return _ridge_lines(m["ridge"])
     val = m.get("val") or {}
     out = [
         f"{m.get('steps', '?')} steps (best {m.get('best_step', '?')})",
@@ -168,6 +185,10 @@ def distill_article(run: DistillRun, anchor: str) -> str:
                     "scores, and the share of decisive pairs ordered as the teacher ordered them.",
                 )
             )
+    if isinstance(m.get("ridge"), dict):
+        lines = _ridge_lines(m["ridge"])
+        body = "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"
+        return _article(anchor, f"Student distillation: {esc(run.name)}", body, run)
     val = m.get("val") or {}
     rows = [
         [
