@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iqalens.evaluation.by_distortion import CLEAN, distortion_breakdown, distortion_label
+from iqalens.datasets.distortion_names import CLEAN, distortion_label
+from iqalens.evaluation.by_distortion import distortion_breakdown
 
 
 def test_kadid_ids_are_named_and_other_labels_kept() -> None:

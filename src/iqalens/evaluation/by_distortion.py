@@ -6,10 +6,11 @@ desaturation, mean shift and contrast change at 0.1-0.2, and rated clean photos 
 too low (docs/leaf_fr_teacher.md): a table per type says what to fix (the crop, the features, the
 teacher) where the overall number only says "0.65".
 
-For each type: the SRCC *within* it (its levels and contents; how well the model orders that
-distortion's severity), and the mean error and RMSE after the map the overall evaluation fitted
-(so a raw, uncalibrated score is read on the MOS scale too; a positive mean error = the type is
-rated better than its MOS).
+The labels are the caller's (``iqalens.datasets.distortion_names.distortion_label`` turns a
+manifest's type ids into names). For each type: the SRCC *within* it (its levels and contents; how
+well the model orders that distortion's severity), and the mean error and RMSE after the map the
+overall evaluation fitted (so a raw, uncalibrated score is read on the MOS scale too; a positive
+mean error = the type is rated better than its MOS).
 """
 
 from __future__ import annotations
@@ -20,36 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from iqalens.errors import UnknownNameError
 from iqalens.evaluation.metrics import srcc
 
 #: Fewest images of a type for its within-type SRCC (fewer: NaN, the errors are still given).
 MIN_TYPE_IMAGES = 3
-#: The label of images without a distortion type (the clean references of a benchmark).
-CLEAN = "clean"
-
-
-#: Sources whose numeric ``dist_type`` is a KADID-10k type id (the synthetic benchmark builder's
-#: and the KADID-10k importer's); other databases number their own types (TID2013's 01 is noise).
-KADID_NUMBERED_SOURCES = frozenset({"synthetic", "kadid10k"})
-
-
-def distortion_label(dist_type: str, source: str = "synthetic") -> str:
-    """The readable name of a manifest's ``dist_type``: for a KADID-numbered ``source`` a type id
-    becomes its name (``"7"`` -> ``"color_saturation_1"``); other ids and names are kept as written
-    (prefixed with the source when numeric, e.g. ``"tid2013:01"``); an empty one is :data:`CLEAN`."""
-    if not dist_type:
-        return CLEAN
-    if not dist_type.isdigit():
-        return dist_type
-    if source in KADID_NUMBERED_SOURCES:
-        from iqalens.distortions import get_type
-
-        try:
-            return str(get_type(int(dist_type)).name)
-        except UnknownNameError:  # an id outside KADID's 25: keep it as written
-            return dist_type
-    return f"{source}:{dist_type}" if source else dist_type
 
 
 def distortion_breakdown(

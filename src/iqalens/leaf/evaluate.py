@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.datasets.distortion_names import distortion_label
 from iqalens.datasets.manifest import Manifest, read_manifest
 from iqalens.errors import InvalidInputError
-from iqalens.evaluation.by_distortion import distortion_breakdown, distortion_label
+from iqalens.evaluation.by_distortion import distortion_breakdown
 from iqalens.evaluation.metrics import evaluate
 from iqalens.leaf.results import EvaluationResult
 from iqalens.leaf.scoring import load_scorer, score_paths
