@@ -336,7 +336,10 @@ def _distill(
             "the validation split is empty: no early stopping, the last weights are kept", stacklevel=2
         )
 
-    torch.manual_seed(cfg.seed)  # the head's initialisation
+    # The head's initialisation; a ridge run instead builds the backbone its cached features come
+    # from (iqalens.leaf.features builds it under seed 0): the same weights for a pretrained backbone,
+    # and for a randomly initialised one too.
+    torch.manual_seed(0 if cfg.solver == "ridge" else cfg.seed)
     student = Student(cfg.student).to(device)
     if cfg.freeze_backbone:
         student.freeze_backbone()
@@ -348,11 +351,6 @@ def _distill(
                 f"{out} holds a checkpoint of a step-wise run (a later adamw run would resume it over "
                 "this student); use a new folder"
             )
-        # the backbone the cached features come from (iqalens.leaf.features builds it under seed 0):
-        # the same weights for a pretrained backbone, and for a randomly initialised one too
-        torch.manual_seed(0)
-        student = Student(cfg.student).to(device)
-        student.freeze_backbone()
         if cfg.manifest is None:
             warnings.warn(
                 "no manifest: every image is its own content group, so the penalty's folds may put "
