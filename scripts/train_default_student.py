@@ -33,7 +33,7 @@ from iqalens.leaf.calibration import fit, save_calibrator
 from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, load_default_scorer
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.label_budget import RIDGE_L2_CANDIDATES
-from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_distill_path
+from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_distill_path, standardise
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
@@ -140,9 +140,7 @@ def main() -> None:
     refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
     photos = np.unique(refs_train)
     folds = [photos[k::4] for k in range(4)]
-    mu, sd = f_plain.mean(axis=0), f_plain.std(axis=0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    z = (f_plain - mu) / sd
+    z, mu, sd = standardise(f_plain)
 
     def points_of(rows: np.ndarray) -> TeacherTargets:  # point judgments only: no pairs are fitted
         return TeacherTargets.restricted(

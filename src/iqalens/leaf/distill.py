@@ -245,21 +245,16 @@ def _run_config(
 
 
 def _ridge_run(
-    store_path: str | os.PathLike[str],
-    teacher_id: str,
-    prompt_version: str,
     out: Path,
     cfg: DistillConfig,
     student: Student,
     train: SplitData,
     val: SplitData,
-    paths: dict[str, str],
-    skipped: dict[str, int],
+    run_config: dict[str, Any],
 ) -> dict[str, Any]:
     """The closed-form distillation (:mod:`iqalens.leaf.distill_ridge`): same run folder, student
     files and metrics kind as the training loop, with ``steps`` 0 and the ridge fit under ``ridge``."""
     started = time.time()
-    run_config = _run_config(store_path, teacher_id, prompt_version, cfg, train, val, paths, skipped)
     start_run(out, "distill", {**run_config, "world_size": 1, "device": "cpu"}, cfg.seed)
     fit = ridge_distill_student(
         student.cpu(),
@@ -357,9 +352,8 @@ def _distill(
                 "versions of one photo on both sides (give the manifest to fold by photo)",
                 stacklevel=2,
             )
-        return _ridge_run(
-            store_path, teacher_id, prompt_version, out, cfg, student, train, val, paths, skipped
-        )
+        base = _run_config(store_path, teacher_id, prompt_version, cfg, train, val, paths, skipped)
+        return _ridge_run(out, cfg, student, train, val, base)
     loss_fn = JointLoss(cfg.loss)
     optimizer = torch.optim.AdamW(_param_groups(student, cfg))
     model: nn.Module = student

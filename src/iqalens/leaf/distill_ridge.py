@@ -25,7 +25,12 @@ from iqalens.errors import InvalidInputError
 from iqalens.evaluation.metrics import srcc
 from iqalens.leaf.distill_data import PointItem, SplitData
 from iqalens.leaf.features import cache_features
-from iqalens.leaf.ridge_head import LABEL_L2_GRID, choose_l2_by_teacher, fold_standardisation
+from iqalens.leaf.ridge_head import (
+    LABEL_L2_GRID,
+    choose_l2_by_teacher,
+    fold_standardisation,
+    standardise,
+)
 from iqalens.leaf.ridge_head import ridge_distill as fit_ridge_head
 from iqalens.leaf.student import Student
 from iqalens.leaf.targets import TeacherTargets
@@ -90,10 +95,7 @@ def ridge_distill_student(
         hashes=[p.hash for p in points],
         progress=progress,
     ).astype(np.float64)
-    mean = feats.mean(axis=0)
-    std = feats.std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0)
-    z = (feats - mean) / std
+    z, mean, std = standardise(feats)
     targets = _targets(points)
 
     criteria: dict[str, float] = {}

@@ -107,6 +107,17 @@ def _as_head(
     return head.eval()
 
 
+def standardise(
+    x: np.ndarray, fit_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(z, mean, std)``: ``x`` standardised by the mean and std of ``fit_rows`` (all rows if None;
+    constant columns keep std 1). The inverse of :func:`fold_standardisation`'s folding."""
+    ref = x if fit_rows is None else x[fit_rows]
+    mean, std = ref.mean(axis=0), ref.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return (x - mean) / std, mean, std
+
+
 def fold_standardisation(head: torch.nn.Module, mean: np.ndarray, std: np.ndarray) -> torch.nn.Module:
     """The same head on raw features: a head fitted on ``(x - mean) / std`` with the standardisation
     folded into its weights and bias (how a shipped student keeps one ``Linear`` on raw features)."""

@@ -31,7 +31,7 @@ from iqalens.leaf.head import (
 from iqalens.leaf.label_budget.config import BudgetConfig
 from iqalens.leaf.label_budget.data import BudgetData, load_budget_data
 from iqalens.leaf.label_budget.results import write_results
-from iqalens.leaf.ridge_head import choose_l2_by_labels, choose_l2_by_teacher, teacher_folds
+from iqalens.leaf.ridge_head import choose_l2_by_labels, choose_l2_by_teacher, standardise, teacher_folds
 from iqalens.leaf.student import StudentConfig
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.runs import start_run
@@ -154,8 +154,7 @@ def _run_protocol(data: BudgetData, cfg: BudgetConfig, progress: bool) -> dict[s
     pool, test = data.indices("train"), data.indices("test")
     x_np = data.features
     if cfg.standardize:
-        mu, sd = x_np[pool].mean(axis=0), x_np[pool].std(axis=0)
-        x_np = (x_np - mu) / np.where(sd > 1e-8, sd, 1.0)
+        x_np, _, _ = standardise(x_np, pool)
     x = torch.as_tensor(x_np, dtype=torch.float32)
     low, high = data.mos_range
     y01 = (data.mos - low) / (high - low)
