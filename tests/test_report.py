@@ -521,3 +521,17 @@ def test_a_closed_form_distillation_shows_its_penalty_not_steps(runs: Path, tmp_
     assert "closed-form ridge head on 432 teacher points" in page
     assert "penalty 3.0000 (chosen by 6-photo grouped CV, held-out SRCC vs teacher 0.820)" in page
     assert "0 steps" not in page and "best val loss" not in page
+    assert "last stage trained" not in page
+    metrics["ridge"]["tail"] = {
+        "config": {"steps": 600},
+        "curve": [
+            {"step": 0, "held_out_srcc_vs_teacher": 0.70},
+            {"step": 300, "held_out_srcc_vs_teacher": 0.75},
+            {"step": 600, "held_out_srcc_vs_teacher": 0.74},
+        ],
+        "chosen_step": 300,
+        "held_out_groups": 2,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    page = build_report(collect([run]))
+    assert "last stage trained 600 steps, kept step 300: held-out SRCC vs teacher from 0.700 to 0.750" in page

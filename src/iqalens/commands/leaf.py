@@ -152,6 +152,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         augment=not ridge,
         solver=args.solver,
         l2=args.l2,
+        tail_steps=args.tail_steps,
         manifest=args.manifest,
         progress=not args.quiet,
         device=args.device,
@@ -466,6 +467,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="ridge penalty (default: chosen by grouped cross-validation over the train + val photos, by "
         "agreement with the teacher; give --manifest so that the folds are by photo)",
+    )
+    p.add_argument(
+        "--tail-steps",
+        type=int,
+        default=0,
+        help="with --solver ridge and efficientnet-lite0: then train the backbone's last resolution stage "
+        "this many steps towards the teacher on cached activations, choosing the step on held-out photos, "
+        "and refit the head (minutes on a CPU; docs/leaf_fr_teacher.md measures it; 0 = frozen backbone)",
     )
     add_pooling_argument(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")

@@ -80,6 +80,7 @@ from iqalens.leaf.distill_ridge import ridge_distill_student
 from iqalens.leaf.losses import JointLoss
 from iqalens.leaf.results import DistillResult
 from iqalens.leaf.student import Student, save_student
+from iqalens.leaf.tail_tune import TailTuneConfig
 from iqalens.results import write_result
 from iqalens.runs import start_run
 from iqalens.training import batch_stream, broadcast, init_distributed, resolve_device, warmup_cosine_factor
@@ -265,6 +266,7 @@ def _ridge_run(
         l2=cfg.l2,
         seed=cfg.seed,
         progress=cfg.progress,
+        tail=TailTuneConfig(steps=cfg.tail_steps, seed=cfg.seed) if cfg.tail_steps else None,
     )
     chosen = fit["cv_srcc_vs_teacher_per_l2"].get(f"{fit['l2']:g}")
     metrics_out: dict[str, Any] = {

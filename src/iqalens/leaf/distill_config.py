@@ -59,6 +59,9 @@ class DistillConfig:
     # and where the backbone features are cached (None = RUN/features)
     l2: float | None = None
     feature_dir: str | None = None
+    # ridge only: train the backbone's last resolution stage this many steps towards the teacher on
+    # cached trunk outputs (:mod:`iqalens.leaf.tail_tune`), then refit the head; 0 = frozen backbone
+    tail_steps: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.student, dict):
@@ -72,6 +75,10 @@ class DistillConfig:
             raise InvalidInputError("point_batch and pair_batch must be >= 0 and not both 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InvalidInputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        self._check_solver()
+
+    def _check_solver(self) -> None:
+        """The ridge solver's settings (l2, tail_steps) and what it needs of the rest."""
         if self.solver not in DISTILL_SOLVERS:
             raise InvalidInputError(
                 f"solver must be one of {', '.join(DISTILL_SOLVERS)}, got {self.solver!r}"
@@ -85,6 +92,13 @@ class DistillConfig:
             raise InvalidInputError(f"l2 must be > 0 (or None to choose it), got {self.l2}")
         if self.l2 is not None and self.solver != "ridge":
             raise InvalidInputError("l2 is the ridge solver's penalty; the adamw solver uses weight_decay")
+        if self.tail_steps < 0:
+            raise InvalidInputError(f"tail_steps must be >= 0, got {self.tail_steps}")
+        if self.tail_steps and (self.solver != "ridge" or self.student.backbone != "efficientnet-lite0"):
+            raise InvalidInputError(
+                "tail_steps trains EfficientNet-Lite0's last stage from the ridge solution: it needs "
+                "solver='ridge' and the efficientnet-lite0 backbone"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

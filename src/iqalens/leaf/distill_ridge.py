@@ -33,6 +33,7 @@ from iqalens.leaf.ridge_head import (
 )
 from iqalens.leaf.ridge_head import ridge_distill as fit_ridge_head
 from iqalens.leaf.student import Student
+from iqalens.leaf.tail_tune import StudentTail, TailTuneConfig, cache_trunk, tail_features, tune_tail
 from iqalens.leaf.targets import TeacherTargets
 
 #: Penalties the grouped cross-validation chooses among (mean-loss units, standardised features).
@@ -71,6 +72,7 @@ def ridge_distill_student(
     folds: int = DISTILL_CV_FOLDS,
     seed: int = 0,
     progress: bool = False,
+    tail: TailTuneConfig | None = None,
 ) -> dict[str, Any]:
     """Fit ``student``'s head (in place) to the teacher's point judgments of ``train`` + ``val``.
 
@@ -80,6 +82,10 @@ def ridge_distill_student(
     (:func:`~iqalens.leaf.ridge_head.choose_l2_by_teacher`; ``fallback_l2`` with fewer than two
     groups). Features are cached in ``feature_dir`` (one folder per student setting). Returns what
     was chosen and measured, for the run's metrics.
+
+    With ``tail`` the backbone's last resolution stage is then trained towards the teacher with that
+    penalty's head as the start (:func:`~iqalens.leaf.tail_tune.tune_tail`; trunk outputs cached in
+    ``feature_dir/trunk``) and the head is refitted on the tuned features.
     """
     if not student.backbone_frozen:
         raise InvalidInputError("the ridge solver fits the head on stored features: freeze the backbone")
@@ -106,6 +112,16 @@ def ridge_distill_student(
         )
         chosen_by = "grouped_cv_vs_teacher" if chosen is not None else "fallback"
         chosen = fallback_l2 if chosen is None else chosen
+    tuned: dict[str, Any] | None = None
+    if tail is not None:
+        trunk = cache_trunk(
+            student, [p.path for p in points], [p.hash for p in points], Path(feature_dir) / "trunk", progress
+        )
+        tuned = tune_tail(
+            student, trunk, targets.expected, targets.reliability, groups, chosen, tail, progress
+        )
+        feats = trunk.features(tail_features(StudentTail(student), trunk.maps))
+        z, mean, std = standardise(feats)
     head = fold_standardisation(fit_ridge_head(z, targets, chosen), mean, std)
     student.head.load_state_dict(head.head.state_dict())  # type: ignore[union-attr]
     with torch.no_grad():
@@ -120,4 +136,5 @@ def ridge_distill_student(
         "fit_srcc_vs_teacher": float(srcc(fitted, targets.expected)),
         "fitted_points": len(points),
         "feature_dir": str(Path(feature_dir).resolve()),
+        **({} if tuned is None else {"tail": tuned}),
     }

@@ -130,11 +130,21 @@ def _ridge_lines(ridge: dict[str, Any]) -> list[str]:
         f"held-out SRCC vs teacher {num(cv)}",
         "given": "given",
     }.get(str(ridge.get("l2_chosen_by")), str(ridge.get("l2_chosen_by", "?")))
-    return [
+    lines = [
         f"closed-form ridge head on {ridge.get('fitted_points', '?')} teacher points",
         f"penalty {num(ridge.get('l2'), 4)} ({how})",
         f"fit SRCC vs teacher {num(ridge.get('fit_srcc_vs_teacher'))}",
     ]
+    tail = ridge.get("tail")
+    if isinstance(tail, dict) and tail.get("curve"):
+        curve = {c.get("step"): c.get("held_out_srcc_vs_teacher") for c in tail["curve"]}
+        chosen = tail.get("chosen_step")
+        lines.append(
+            f"last stage trained {tail.get('config', {}).get('steps', '?')} steps, kept step {chosen}: "
+            f"held-out SRCC vs teacher from {num(curve.get(0))} to {num(curve.get(chosen))} "
+            f"({tail.get('held_out_groups', '?')} photos held out)"
+        )
+    return lines
 
 
 def distill_headline(run: DistillRun) -> list[str]:
