@@ -120,10 +120,19 @@ def test_tune_tail_trains_the_students_own_tail_and_keeps_the_best_step(tmp_path
 
 def test_tune_tail_checks_its_inputs(tmp_path) -> None:
     student = _student()
-    paths = _images(tmp_path, 4)
-    trunk = cache_trunk(student, paths, [f"h{i}" for i in range(4)], tmp_path / "trunk", progress=False)
+    paths = _images(tmp_path, 6)
+    trunk = cache_trunk(student, paths, [f"h{i}" for i in range(6)], tmp_path / "trunk", progress=False)
+    groups = ["a", "a", "a", "b", "b", "b"]  # seed 1 holds out photo "a"
     with pytest.raises(InvalidInputError, match="one teacher score"):
-        tune_tail(student, trunk, np.ones(3), np.ones(4), ["a", "a", "b", "b"], l2=1.0)
+        tune_tail(student, trunk, np.ones(5), np.ones(6), groups, l2=1.0)
+    unjudged_held = np.array([0.9, np.nan, 0.7, 0.5, 0.4, 0.3])
+    cfg = TailTuneConfig(steps=2, batch=2, holdout_fraction=0.5, seed=1)
+    with pytest.raises(InvalidInputError, match="teacher scores on both"):
+        tune_tail(student, trunk, unjudged_held, np.ones(6), groups, l2=1.0, config=cfg)
+    # an unjudged training image is skipped, not fitted as NaN
+    ok = tune_tail(student, trunk, np.array([0.9, 0.8, 0.7, 0.5, np.nan, 0.3]), np.ones(6), groups, 1.0, cfg)
+    assert ok["fit_images"] == 2 and ok["held_out_images"] == 3
+    assert all(np.isfinite(c["held_out_srcc_vs_teacher"]) for c in ok["curve"])
     with pytest.raises(InvalidInputError, match="lr"):
         TailTuneConfig(lr=0)
 

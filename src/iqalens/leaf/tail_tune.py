@@ -252,6 +252,11 @@ def tune_tail(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     fit, held = holdout_split(np.asarray(groups, dtype=str), cfg.holdout_fraction, cfg.seed)
+    judged = np.isfinite(expected)  # an image without a teacher score is neither fitted nor checked
+    fit, held = fit[judged[fit]], held[judged[held]]
+    if fit.size == 0 or held.size < 3:  # a rank correlation needs three images
+        raise InvalidInputError("tail tuning needs teacher scores on both the fitted and the held-out photos")
+    expected = np.where(judged, expected, 0.0)
     tail = StudentTail(student)
     was_trainable = [q.requires_grad for q in tail.parameters()]
     tail.requires_grad_(True)  # a frozen student's backbone has requires_grad off
