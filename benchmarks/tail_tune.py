@@ -24,11 +24,20 @@ from pathlib import Path
 import numpy as np
 
 from iqalens.datasets.manifest import read_manifest
+from iqalens.evaluation.metrics import srcc
 from iqalens.files import content_hash
 from iqalens.leaf.label_budget import BudgetConfig, BudgetData, HeadConfig, run_protocol
 from iqalens.leaf.label_budget.config import RIDGE_L2_CANDIDATES
 from iqalens.leaf.student import Student, StudentConfig
-from iqalens.leaf.tail_tune import StudentTail, TailTuneConfig, cache_trunk, tail_features, tune_tail
+from iqalens.leaf.tail_tune import (
+    LR_SCHEDULES,
+    StudentTail,
+    TailTuneConfig,
+    TrunkCache,
+    cache_trunk,
+    tail_features,
+    tune_tail,
+)
 from iqalens.leaf.targets import teacher_arrays
 
 
@@ -50,6 +59,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--eval-every", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--schedule", choices=LR_SCHEDULES, default="constant")
     ap.add_argument("--l2", type=float, default=1.0, help="ridge penalty of the head the tuning starts from")
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--resize-shorter", type=int, default=384)
@@ -86,12 +97,22 @@ def main() -> None:
         sub = _subset(trunk, train)
         tune = tune_tail(
             student, sub, expected[train], rel[train], groups[train], args.l2,
-            TailTuneConfig(steps=args.steps, eval_every=args.eval_every, seed=seed), progress=True,
+            TailTuneConfig(
+                steps=args.steps, lr=args.lr, schedule=args.schedule, eval_every=args.eval_every, seed=seed
+            ),
+            progress=True,
         )  # fmt: skip
         tuned = trunk.features(tail_features(tail, trunk.maps))
+        trained_head = tune.pop("head")  # the head trained with the tail, scored label-free next to the refit
+        test = split == "test"
+        mos = np.array([r.mos for r in rows])
+        tune["test_srcc_head_as_trained"] = srcc(trained_head.scores(tuned[test]), mos[test])
         tunes.append({"seed": seed, **tune})
         print(
-            json.dumps({"seed": seed, "chosen_step": tune["chosen_step"], "curve": tune["curve"]}), flush=True
+            json.dumps(
+                {k: tune[k] for k in ("chosen_step", "curve", "test_srcc_head_as_trained")} | {"seed": seed}
+            ),
+            flush=True,
         )
         protocol = BudgetConfig(budgets=("0%", "10%"), seeds=(seed,), head=head)
         for name, feats in (("frozen", frozen), ("tuned", tuned)):
@@ -102,6 +123,10 @@ def main() -> None:
         part = [r for r in results if r["features"] == name]
         for arm, budget in (("leaf", "0%"), ("leaf_ft", "10%"), ("labels_only", "10%")):
             summary[f"{name}/{arm}/{budget}"] = _summary(part, arm, budget)
+    trained = [t["test_srcc_head_as_trained"] for t in tunes]
+    summary["tuned/head_as_trained/0%"] = (
+        float(np.mean(trained)), float(np.std(trained, ddof=1)) if len(trained) > 1 else 0.0, len(trained)
+    )  # fmt: skip
     record = {
         "command": "benchmarks/tail_tune.py",
         "args": vars(args),
@@ -117,9 +142,7 @@ def main() -> None:
         print(f"{key:32s} {m:.3f} +- {s:.3f} (n={n})")
 
 
-def _subset(trunk, rows):  # type: ignore[no-untyped-def]
-    from iqalens.leaf.tail_tune import TrunkCache
-
+def _subset(trunk: TrunkCache, rows: np.ndarray) -> TrunkCache:
     return TrunkCache(trunk.prefix[rows], trunk.maps[rows], trunk.suffix[rows])
 
 

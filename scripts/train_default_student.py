@@ -30,13 +30,14 @@ from iqalens.evaluation.metrics import plcc, rmse, srcc
 from iqalens.files import content_hash
 from iqalens.images import iter_image_files
 from iqalens.leaf.calibration import fit, save_calibrator
-from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, load_default_scorer
+from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, TAIL_FILE, load_default_scorer
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.label_budget import RIDGE_L2_CANDIDATES
 from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_distill_path, standardise
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
+from iqalens.leaf.tail_tune import StudentTail, TailTuneConfig, cache_trunk, tail_features, tune_tail
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.leaf.teach import run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
@@ -64,6 +65,14 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--resize-shorter", type=int, default=224, help="shorter side before the crop")
     p.add_argument("--image-size", type=int, default=224, help="side of the centre crop")
+    p.add_argument(
+        "--tail-steps",
+        type=int,
+        default=0,
+        help="train the backbone's last stage this many steps towards the teacher before the head "
+        "(iqalens.leaf.tail_tune; 0 = frozen backbone)",
+    )
+    p.add_argument("--tail-lr", type=float, default=1e-4, help="Adam learning rate of the last stage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -92,6 +101,37 @@ def teacher_labels(
         teacher.close()
     print(f"  teacher: {report.images_judged} judged, {report.images_existing} already in the store")
     return paths, mos, {"judged": judged, "teacher": teacher, "manifest": manifest}
+
+
+def tune_last_stage(
+    student: Student,
+    paths: list[Path],
+    hashes: list[str],
+    expected: np.ndarray,
+    rel: np.ndarray,
+    refs: np.ndarray,
+    args: argparse.Namespace,
+    name: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train ``student``'s last stage towards the teacher (in place); its features afterwards + a record.
+
+    The step is chosen on 20% of the training photos held out from the tuning (teacher agreement, no
+    label read); the tuning starts from the ridge head at penalty 1, the label-budget protocol's.
+    """
+    print(f"  training the last backbone stage {args.tail_steps} steps (trunk outputs cached once)")
+    trunk = cache_trunk(student, paths, hashes, args.work / name / "trunk")
+    tail_config = TailTuneConfig(steps=args.tail_steps, lr=args.tail_lr, eval_every=100, seed=args.seed)
+    record = tune_tail(student, trunk, expected, rel, refs, l2=1.0, config=tail_config, progress=True)
+    record.pop("head")  # the head is refitted in closed form on the tuned features
+    curve = ", ".join(f"{c['step']}: {c['held_out_srcc_vs_teacher']:.3f}" for c in record["curve"])
+    print(f"  held-out agreement with the teacher by step: {curve}; kept step {record['chosen_step']}")
+    tail = StudentTail(student)
+    with torch.no_grad():  # shipped in float16: measure what is shipped
+        for tensor in tail.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    features = trunk.features(tail_features(tail, trunk.maps)).astype(np.float32)
+    return features, record
 
 
 def main() -> None:
@@ -134,10 +174,14 @@ def main() -> None:
         else f"-{args.resize_shorter}-{args.image_size}"
     )
     feature_dir = args.work / name / "features"
-    f_plain = cache_features(paths, feature_dir, config, hashes=hashes).astype(np.float32)
+    refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
+    tail_record: dict[str, Any] | None = None
+    if args.tail_steps:
+        f_plain, tail_record = tune_last_stage(student, paths, hashes, expected, rel, refs_train, args, name)
+    else:
+        f_plain = cache_features(paths, feature_dir, config, hashes=hashes).astype(np.float32)
 
     print("4/6 fitting the head (ridge penalty chosen by 4-fold by-photo agreement with the teacher)")
-    refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
     photos = np.unique(refs_train)
     folds = [photos[k::4] for k in range(4)]
     z, mu, sd = standardise(f_plain)
@@ -229,6 +273,15 @@ def main() -> None:
         metadata={"format_version": str(FORMAT_VERSION)},
     )
     save_calibrator(calibrator, args.out / CALIBRATION_FILE)
+    if tail_record is not None:
+        tail_state = StudentTail(student).state_dict()
+        save_file(
+            {k: v.detach().half().contiguous().clone() for k, v in tail_state.items()},
+            str(args.out / TAIL_FILE),
+            metadata={"format_version": str(FORMAT_VERSION)},
+        )
+    else:  # a frozen-backbone default must not keep an earlier run's trained stage
+        (args.out / TAIL_FILE).unlink(missing_ok=True)
     teacher_words = "full-reference (GMSD+VSI+VIF)" if args.teacher == "fr" else "classical NIQE+BRISQUE"
     training = {
         "note": "demo-grade default: frozen ImageNet EfficientNet-Lite0 + a linear head trained from the "
@@ -246,13 +299,15 @@ def main() -> None:
         },
         "teacher": {"id": extra["teacher"].teacher_id, "prompt_version": extra["teacher"].prompt_version},
         "head_training": {
-            "features": "frozen backbone, eval mode, centre crop",
+            "features": "backbone in eval mode, centre crop; "
+            + ("last stage trained towards the teacher (tail_training)" if tail_record else "frozen"),
             "fit": "closed-form reliability-weighted ridge on standardised features (folded into the "
             "head): score -> teacher expected score, logits -> centred log teacher probs",
             "l2": best_l2,
             "l2_units": "mean-loss ridge penalty on standardised features (iqalens.leaf.ridge_head)",
             "l2_selection_4_fold_by_photo": selection,
         },
+        "tail_training": tail_record,
         "calibration": {
             "method": "logistic4",
             "clip": [1.0, 5.0],

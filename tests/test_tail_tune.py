@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from iqalens.errors import InvalidInputError
+from iqalens.evaluation.metrics import srcc
 from iqalens.leaf.student import Student, StudentConfig
 from iqalens.leaf.tail_tune import (
     StudentTail,
@@ -107,6 +108,11 @@ def test_tune_tail_trains_the_students_own_tail_and_keeps_the_best_step(tmp_path
     assert result["fit_images"] == 9 and result["held_out_images"] == 3
     moved = any(not torch.equal(a, b) for a, b in zip(before, StudentTail(student).parameters(), strict=True))
     assert moved == (result["chosen_step"] > 0)
+    # the head trained with the tail, taken at the kept step, ranks the held-out photos as the curve says
+    _, held = holdout_split(groups, 0.25, 0)
+    tuned = trunk.features(tail_features(StudentTail(student), trunk.maps))
+    got = srcc(result["head"].scores(tuned)[held], expected[held])
+    assert got == pytest.approx(best["held_out_srcc_vs_teacher"], abs=1e-9)
     # the tuned tail is the student's: its own backbone now computes the tuned features
     x = student.to_tensor(
         np.stack([student.test_crops(student.prepare(Image.open(p)))[0] for p in paths[:2]])
@@ -135,6 +141,18 @@ def test_tune_tail_checks_its_inputs(tmp_path) -> None:
     assert all(np.isfinite(c["held_out_srcc_vs_teacher"]) for c in ok["curve"])
     with pytest.raises(InvalidInputError, match="lr"):
         TailTuneConfig(lr=0)
+    with pytest.raises(InvalidInputError, match="schedule"):
+        TailTuneConfig(schedule="linear")
+    decayed = tune_tail(
+        student,
+        trunk,
+        unjudged_held[::-1].copy(),
+        np.ones(6),
+        groups,
+        1.0,
+        TailTuneConfig(steps=2, batch=2, holdout_fraction=0.5, seed=1, schedule="cosine"),
+    )
+    assert decayed["config"]["schedule"] == "cosine" and len(decayed["curve"]) == 2
 
 
 def test_distill_with_tail_steps_saves_the_tuned_backbone(tmp_path) -> None:
@@ -181,3 +199,31 @@ def test_tail_steps_need_the_ridge_solver_and_efficientnet() -> None:
         )
     with pytest.raises(InvalidInputError, match=">= 0"):
         DistillConfig(tail_steps=-1)
+
+
+def test_default_student_takes_the_shipped_last_stage(tmp_path, monkeypatch) -> None:
+    """A ``tail.safetensors`` next to the default head replaces the ImageNet last stage (float16 on
+    disk, float32 in the network) and joins the files its exported-graph cache is keyed on."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from iqalens.leaf import default_model
+
+    for f in default_model.default_model_files():
+        shutil.copy(f, tmp_path)
+    (tmp_path / default_model.TAIL_FILE).unlink(missing_ok=True)
+    monkeypatch.setattr(default_model, "default_model_dir", lambda: tmp_path)
+    plain = default_model.load_default_student()
+    assert default_model.TAIL_FILE not in {f.name for f in default_model.default_model_files()}
+    state = {k: v.clone() for k, v in StudentTail(plain).state_dict().items()}
+    state["conv_head.weight"] = state["conv_head.weight"] * 1.5
+    save_file({k: v.half() for k, v in state.items()}, str(tmp_path / default_model.TAIL_FILE))
+    tuned = default_model.load_default_student()
+    assert default_model.TAIL_FILE in {f.name for f in default_model.default_model_files()}
+    got = StudentTail(tuned).state_dict()["conv_head.weight"]
+    assert got.dtype == torch.float32
+    assert torch.equal(got, state["conv_head.weight"].half().float())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert not torch.allclose(plain(x)[0], tuned(x)[0])

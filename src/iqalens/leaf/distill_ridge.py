@@ -136,5 +136,5 @@ def ridge_distill_student(
         "fit_srcc_vs_teacher": float(srcc(fitted, targets.expected)),
         "fitted_points": len(points),
         "feature_dir": str(Path(feature_dir).resolve()),
-        **({} if tuned is None else {"tail": tuned}),
+        **({} if tuned is None else {"tail": {k: v for k, v in tuned.items() if k != "head"}}),
     }

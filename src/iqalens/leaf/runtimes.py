@@ -110,10 +110,9 @@ def _source_files(model: str | os.PathLike[str] | None) -> tuple[str, list[Path]
     from iqalens.leaf.student import CONFIG_FILE, WEIGHTS_FILE
 
     if model is None:
-        from iqalens.leaf.default_model import HEAD_FILE, default_model_dir
+        from iqalens.leaf.default_model import default_model_files
 
-        folder = default_model_dir()
-        return "default-student", [folder / CONFIG_FILE, folder / HEAD_FILE, folder / CALIBRATION_FILE]
+        return "default-student", default_model_files()
     folder = Path(model)
     files = [folder / CONFIG_FILE, folder / WEIGHTS_FILE]
     if not all(f.is_file() for f in files):

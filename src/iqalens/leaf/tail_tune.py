@@ -48,6 +48,24 @@ from iqalens.runs import write_json
 TRUNK_META = "trunk.json"
 
 
+#: Learning-rate schedules of :class:`TailTuneConfig`.
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TunedHead:
+    """The linear head trained together with the tail, at the kept step: ``scores`` of features laid
+    out like :meth:`TrunkCache.features`. Kept for comparison with the closed-form refit."""
+
+    coef: np.ndarray  # D, on standardised features
+    bias: float
+    mean: np.ndarray  # D
+    std: np.ndarray  # D
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std) @ self.coef + self.bias
+
+
 @dataclass
 class TailTuneConfig:
     """Optimisation of :func:`tune_tail` (defaults: the CPU run of docs/leaf_fr_teacher.md)."""
@@ -59,10 +77,15 @@ class TailTuneConfig:
     holdout_fraction: float = 0.2  # of the photos (content groups), for choosing the step
     eval_every: int = 100
     seed: int = 0
+    schedule: str = "constant"  # or "cosine": the rate decays to 0 at the last step
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.eval_every < 1:
             raise InvalidInputError("steps, batch and eval_every must be >= 1")
+        if self.schedule not in LR_SCHEDULES:
+            raise InvalidInputError(
+                f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.schedule!r}"
+            )
         if not self.lr > 0:
             raise InvalidInputError(f"lr must be > 0, got {self.lr}")
         if not 0.0 < self.crop_fraction <= 1.0:
@@ -241,8 +264,9 @@ def tune_tail(
 ) -> dict[str, Any]:
     """Train ``student``'s last stage (in place) towards the teacher's expected score of N images.
 
-    Returns the curve (held-out agreement with the teacher per evaluated step), the step kept and the
-    time taken. The student's head is *not* updated: refit it on the tuned features.
+    Returns the curve (held-out agreement with the teacher per evaluated step), the step kept, the
+    time taken and, under ``"head"``, the :class:`TunedHead` trained with the tail (not JSON: drop it
+    before writing). The student's head is *not* updated: refit it on the tuned features.
     """
     cfg = config or TailTuneConfig()
     n = len(expected)
@@ -290,8 +314,17 @@ def tune_tail(
     side = int(maps.shape[-1])
     crop = max(1, round(cfg.crop_fraction * side))
     optimiser = torch.optim.Adam([*tail.parameters(), w_frozen, w_tail, b], lr=cfg.lr)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, cfg.steps) if cfg.schedule == "cosine" else None
+    )
+
+    def snapshot() -> tuple[dict[str, torch.Tensor], TunedHead]:
+        coef = np.zeros(x0.shape[1])
+        coef[frozen_cols], coef[tail_cols] = w_frozen.detach().numpy(), w_tail.detach().numpy()
+        return copy.deepcopy(tail.state_dict()), TunedHead(coef, float(b.item()), mean, std)
+
     curve = [{"step": 0, "held_out_srcc_vs_teacher": held_agreement()}]
-    best_state, best = copy.deepcopy(tail.state_dict()), curve[0]
+    (best_state, best_head), best = snapshot(), curve[0]
     bar = tqdm(total=cfg.steps, desc="tail", disable=not progress, leave=False)
     for step in range(1, cfg.steps + 1):
         rows = torch.as_tensor(rng.choice(fit, min(cfg.batch, fit.size), replace=False))
@@ -301,11 +334,13 @@ def tune_tail(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if schedule is not None:
+            schedule.step()
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             curve.append({"step": step, "held_out_srcc_vs_teacher": held_agreement(), "loss": loss.item()})
             if curve[-1]["held_out_srcc_vs_teacher"] > best["held_out_srcc_vs_teacher"]:
-                best_state, best = copy.deepcopy(tail.state_dict()), curve[-1]
+                (best_state, best_head), best = snapshot(), curve[-1]
     bar.close()
     tail.load_state_dict(best_state)
     for q, flag in zip(tail.parameters(), was_trainable, strict=True):
@@ -319,4 +354,5 @@ def tune_tail(
         "curve": curve,
         "chosen_step": int(best["step"]),
         "seconds": round(time.time() - started, 3),
+        "head": best_head,
     }
