@@ -37,7 +37,14 @@ from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_d
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
 from iqalens.leaf.student import CONFIG_FILE, FORMAT_VERSION, Student, StudentConfig
-from iqalens.leaf.tail_tune import StudentTail, TailTuneConfig, cache_trunk, tail_features, tune_tail
+from iqalens.leaf.tail_tune import (
+    LR_SCHEDULES,
+    StudentTail,
+    TailTuneConfig,
+    cache_trunk,
+    tail_features,
+    tune_tail,
+)
 from iqalens.leaf.targets import TeacherTargets
 from iqalens.leaf.teach import run_teach
 from iqalens.leaf.teachers.classical import ClassicalTeacher
@@ -72,7 +79,8 @@ def parse_args() -> argparse.Namespace:
         help="train the backbone's last stage this many steps towards the teacher before the head "
         "(iqalens.leaf.tail_tune; 0 = frozen backbone)",
     )
-    p.add_argument("--tail-lr", type=float, default=1e-4, help="Adam learning rate of the last stage")
+    p.add_argument("--tail-lr", type=float, default=3e-4, help="Adam learning rate of the last stage")
+    p.add_argument("--tail-schedule", choices=LR_SCHEDULES, default="cosine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -120,7 +128,9 @@ def tune_last_stage(
     """
     print(f"  training the last backbone stage {args.tail_steps} steps (trunk outputs cached once)")
     trunk = cache_trunk(student, paths, hashes, args.work / name / "trunk")
-    tail_config = TailTuneConfig(steps=args.tail_steps, lr=args.tail_lr, eval_every=100, seed=args.seed)
+    tail_config = TailTuneConfig(
+        steps=args.tail_steps, lr=args.tail_lr, schedule=args.tail_schedule, eval_every=100, seed=args.seed
+    )
     record = tune_tail(student, trunk, expected, rel, refs, l2=1.0, config=tail_config, progress=True)
     record.pop("head")  # the head is refitted in closed form on the tuned features
     curve = ", ".join(f"{c['step']}: {c['held_out_srcc_vs_teacher']:.3f}" for c in record["curve"])

@@ -206,6 +206,15 @@ def test_demo_runs_every_stage_into_one_folder_with_a_report(
     assert main([*args, "-q"]) == 2
 
 
+def test_demo_rejects_a_negative_tail_budget_before_any_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["demo", "-o", str(run), "--tail-steps", "-1", "-q"]) == 2
+    assert "distill_tail_steps must be >= 0" in capsys.readouterr().err
+    assert not run.exists()  # refused before the benchmark is built
+
+
 def _agiqa_layout(root: Path, names: list[str]) -> None:
     (root / "images").mkdir(parents=True)
     lines = ["name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"]

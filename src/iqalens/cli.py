@@ -43,6 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         align_steps=args.align_steps,
         distill_steps=args.distill_steps,
         distill_solver=args.solver,
+        distill_tail_steps=args.tail_steps,
         label_budget=args.budget,
         progress=not args.quiet,
     )
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_commands.register_distort(sub)
     _INTERRUPTED.update(data_commands.INTERRUPTED)
+    from iqalens.demo import DemoConfig  # light: the demo's stages import their libraries when run
 
     p = sub.add_parser(
         "demo",
@@ -90,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--distill-steps", type=int, default=600, help="adamw only: head training steps (default 600)"
+    )
+    p.add_argument(
+        "--tail-steps",
+        type=int,
+        default=DemoConfig.distill_tail_steps,
+        help="ridge only: train the student's last backbone stage this many steps towards the teacher "
+        f"(default {DemoConfig.distill_tail_steps}; 0 = frozen backbone)",
     )
     p.add_argument(
         "--budget", default="10%", help="proxy-MOS labels for calibration: N or P%% (default 10%%)"

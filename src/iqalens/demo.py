@@ -74,6 +74,9 @@ class DemoConfig:
     # quality statistics appended. "adamw" trains the head for distill_steps instead.
     distill_solver: str = "ridge"
     distill_steps: int = 600  # adamw only: head-only on stored backbone features
+    # ridge only: the backbone's last stage trained this many steps towards the teacher before the head
+    # is refitted (iqalens.leaf.tail_tune; 0 = frozen backbone)
+    distill_tail_steps: int = 0
     student_resize_shorter: int = 384
     student_quality_stats: bool = True
     baseline_draws: int = 5  # label draws of the labels-only comparison (the first is the calibration's)
@@ -99,6 +102,8 @@ class DemoConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.distill_solver not in ("ridge", "adamw"):  # checked before minutes of earlier stages
             raise InvalidInputError(f"distill_solver must be ridge or adamw, got {self.distill_solver!r}")
+        if self.distill_tail_steps < 0:
+            raise InvalidInputError(f"distill_tail_steps must be >= 0, got {self.distill_tail_steps}")
 
 
 @dataclass
@@ -301,6 +306,7 @@ def _distill(store: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[st
         seed=cfg.seed,
         solver=cfg.distill_solver,
         max_steps=cfg.distill_steps,
+        tail_steps=cfg.distill_tail_steps if cfg.distill_solver == "ridge" else 0,
         # Head-only without augmentation: each image's backbone features are computed once (and
         # shared with the labels-only baseline), so the head costs seconds on 2 cores.
         freeze_backbone=True,
