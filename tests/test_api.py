@@ -43,10 +43,13 @@ def test_score_mixes_paths_arrays_and_pil_images_in_order() -> None:
     scorer = iqalens.load_scorer()
     results = scorer.score([path, image, Image.fromarray(image), "missing.png"])
     assert [r.ok for r in results] == [True, True, True, False]
-    assert results[0].score == results[1].score == results[2].score  # same pixels, same preprocessing
+    # same pixels, same preprocessing; a batch's rows may differ in the last float32 bits by position
+    # (measured 1e-6 on one Xeon's kernels), so equal means equal to 1e-5
+    assert results[1].score == pytest.approx(results[0].score, abs=1e-5)
+    assert results[2].score == pytest.approx(results[0].score, abs=1e-5)
     assert results[3].error == "file not found" and results[3].score is None
     assert scorer.scale.higher_is_better is True and scorer.scale.low == 1.0 and scorer.scale.high == 5.0
-    assert iqalens.score(image, model=scorer)[0].score == results[1].score
+    assert iqalens.score(image, model=scorer)[0].score == pytest.approx(results[1].score, abs=1e-5)
 
 
 def test_score_refuses_arrays_that_are_not_rgb8() -> None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_replace, content_hash
 from iqalens.images import load_rgb
-from iqalens.leaf.scoring import default_workers, torch_threads, usable_cores
+from iqalens.leaf.pipeline import default_workers, torch_threads, usable_cores
 from iqalens.leaf.student import Student, StudentConfig, default_normalisation
 from iqalens.runs import write_json
 
