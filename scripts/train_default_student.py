@@ -80,7 +80,12 @@ def parse_args() -> argparse.Namespace:
         "(iqalens.leaf.tail_tune; 0 = frozen backbone)",
     )
     p.add_argument("--tail-lr", type=float, default=3e-4, help="Adam learning rate of the last stage")
-    p.add_argument("--tail-schedule", choices=LR_SCHEDULES, default="cosine")
+    p.add_argument(
+        "--tail-schedule",
+        choices=LR_SCHEDULES,
+        default="cosine",
+        help="learning-rate schedule of the last stage (cosine: decays to 0 at the last step)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)

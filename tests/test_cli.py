@@ -213,6 +213,10 @@ def test_demo_rejects_a_negative_tail_budget_before_any_stage(
     assert main(["demo", "-o", str(run), "--tail-steps", "-1", "-q"]) == 2
     assert "distill_tail_steps must be >= 0" in capsys.readouterr().err
     assert not run.exists()  # refused before the benchmark is built
+    # the tail trains from the closed-form head: with the AdamW head it is refused, not silently dropped
+    assert main(["demo", "-o", str(run), "--tail-steps", "5", "--solver", "adamw", "-q"]) == 2
+    assert "needs distill_solver ridge" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def _agiqa_layout(root: Path, names: list[str]) -> None:

@@ -104,6 +104,10 @@ class DemoConfig:
             raise InvalidInputError(f"distill_solver must be ridge or adamw, got {self.distill_solver!r}")
         if self.distill_tail_steps < 0:
             raise InvalidInputError(f"distill_tail_steps must be >= 0, got {self.distill_tail_steps}")
+        if self.distill_tail_steps and self.distill_solver != "ridge":  # said now, not after the benchmark
+            raise InvalidInputError(
+                "distill_tail_steps trains from the ridge head: it needs distill_solver ridge"
+            )
 
 
 @dataclass
@@ -306,7 +310,7 @@ def _distill(store: Path, manifest: Path, out: Path, cfg: DemoConfig) -> dict[st
         seed=cfg.seed,
         solver=cfg.distill_solver,
         max_steps=cfg.distill_steps,
-        tail_steps=cfg.distill_tail_steps if cfg.distill_solver == "ridge" else 0,
+        tail_steps=cfg.distill_tail_steps,
         # Head-only without augmentation: each image's backbone features are computed once (and
         # shared with the labels-only baseline), so the head costs seconds on 2 cores.
         freeze_backbone=True,
