@@ -97,6 +97,7 @@ class ServerState:
     poison: Callable[[tuple[float, ...]], str | None] | None = None
     asked: dict[str, int] = field(default_factory=dict)  # request body digest -> times asked
     max_requests: int = 2000
+    admitted: int = 0  # requests let past the budget check, counted under the same lock as the check
     level_tokens: tuple[str, ...] = LEVEL_TOKENS
     seen: list[Seen] = field(default_factory=list)
     in_flight: int = 0
@@ -162,10 +163,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         st = self.shared
         with st.lock:
-            if len(st.seen) >= st.max_requests:
+            if st.admitted >= st.max_requests:
                 over = True
             else:
                 over = False
+                st.admitted += 1  # counted here, not when recorded, so concurrent requests cannot overshoot
                 fault = st.faults.popleft() if st.faults else st.always
                 st.in_flight += 1
                 st.max_in_flight = max(st.max_in_flight, st.in_flight)
