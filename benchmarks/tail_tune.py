@@ -89,6 +89,7 @@ def main() -> None:
     head = HeadConfig(solver="ridge", l2=1.0, l2_candidates=RIDGE_L2_CANDIDATES)
     results: list[dict] = []
     tunes: list[dict] = []
+    summary: dict = {}
     started = time.time()
     frozen = trunk.features(tail_features(StudentTail(Student(scfg).eval()), trunk.maps))
     for seed in range(args.seeds):
@@ -118,6 +119,13 @@ def main() -> None:
         for name, feats in (("frozen", frozen), ("tuned", tuned)):
             out = run_protocol(budget_data(feats), protocol, progress=False)
             results += [{**r, "features": name} for r in out["rows"]]
+        summary = _write_record(args, started, tunes, results)  # every seed: a stopped run keeps its seeds
+    for key, (m, s, n) in summary.items():
+        print(f"{key:32s} {m:.3f} +- {s:.3f} (n={n})")
+
+
+def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], results: list[dict]) -> dict:
+    """Summarise the seeds done so far and (re)write ``--out``; returns the summary."""
     summary = {}
     for name in ("frozen", "tuned"):
         part = [r for r in results if r["features"] == name]
@@ -138,8 +146,7 @@ def main() -> None:
         "rows": results,
     }
     Path(args.out).write_text(json.dumps(record, indent=1, default=float))
-    for key, (m, s, n) in summary.items():
-        print(f"{key:32s} {m:.3f} +- {s:.3f} (n={n})")
+    return summary
 
 
 def _subset(trunk: TrunkCache, rows: np.ndarray) -> TrunkCache:
