@@ -6,6 +6,13 @@ teacher's judgments of the train photos (20% of them held out to choose the step
 then the label-budget protocol (ridge heads, budgets 0% and 10%) runs on the tuned features and, in
 the same run, on the frozen features: a paired comparison on the same seeds, splits and labels.
 
+Beyond the protocol's ridge refits, two arms keep the head trained together with the stage:
+``head_as_trained`` (0%: no label read) and ``head_as_trained+labels`` (10%: that head mapped onto
+the labels' scale and moved towards the labels by a ridge centred on it, its penalty chosen by
+grouped cross-validation on the labels alone). With ``--labels-only-tail`` a second fresh student has
+its last stage trained on the 10% labels alone (same schedule, its step chosen on held-out labelled
+photos): the labels-only peer that is also given the step beyond a frozen backbone.
+
     python benchmarks/tail_tune.py --manifest BENCH/manifest.csv --store judgments.sqlite \
         --trunk-dir WORK/trunk --out docs/leaf_tail_tune.json
 
@@ -22,18 +29,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from iqalens.datasets.manifest import read_manifest
 from iqalens.evaluation.metrics import srcc
 from iqalens.files import content_hash
+from iqalens.leaf.head import head_scores
 from iqalens.leaf.label_budget import BudgetConfig, BudgetData, HeadConfig, run_protocol
 from iqalens.leaf.label_budget.config import RIDGE_L2_CANDIDATES
+from iqalens.leaf.label_budget.run import budget_indices
+from iqalens.leaf.ridge_head import choose_l2_by_labels, ridge_finetune, ridge_labels
 from iqalens.leaf.student import Student, StudentConfig
 from iqalens.leaf.tail_tune import (
     LR_SCHEDULES,
     StudentTail,
     TailTuneConfig,
     TrunkCache,
+    TunedHead,
     cache_trunk,
     tail_features,
     tune_tail,
@@ -64,6 +76,9 @@ def main() -> None:
     ap.add_argument("--l2", type=float, default=1.0, help="ridge penalty of the head the tuning starts from")
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--resize-shorter", type=int, default=384)
+    ap.add_argument(
+        "--labels-only-tail", action="store_true", help="also train a stage on the 10%% labels alone"
+    )
     args = ap.parse_args()
 
     manifest, _ = read_manifest(args.manifest)
@@ -108,10 +123,16 @@ def main() -> None:
         test = split == "test"
         mos = np.array([r.mos for r in rows])
         tune["test_srcc_head_as_trained"] = srcc(trained_head.scores(tuned[test]), mos[test])
+        lab = budget_indices(budget_data(tuned), "10%", seed)  # the protocol's 10% draw of this seed
+        tune |= _labels_on_trained_head(trained_head, tuned, lab, mos, groups, test)
+        if args.labels_only_tail:
+            tune["labels_only_tail"] = _labels_only_tail(
+                args, scfg, trunk, train, lab, mos, groups, test, seed
+            )
         tunes.append({"seed": seed, **tune})
         print(
             json.dumps(
-                {k: tune[k] for k in ("chosen_step", "curve", "test_srcc_head_as_trained")} | {"seed": seed}
+                {k: v for k, v in tune.items() if k not in ("config",)} | {"seed": seed}, default=float
             ),
             flush=True,
         )
@@ -131,10 +152,14 @@ def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], r
         part = [r for r in results if r["features"] == name]
         for arm, budget in (("leaf", "0%"), ("leaf_ft", "10%"), ("labels_only", "10%")):
             summary[f"{name}/{arm}/{budget}"] = _summary(part, arm, budget)
-    trained = [t["test_srcc_head_as_trained"] for t in tunes]
-    summary["tuned/head_as_trained/0%"] = (
-        float(np.mean(trained)), float(np.std(trained, ddof=1)) if len(trained) > 1 else 0.0, len(trained)
-    )  # fmt: skip
+    summary["tuned/head_as_trained/0%"] = _spread([t["test_srcc_head_as_trained"] for t in tunes])
+    summary["tuned/head_as_trained+labels/10%"] = _spread(
+        [t["test_srcc_head_as_trained+labels"] for t in tunes]
+    )
+    alone = [t["labels_only_tail"] for t in tunes if "labels_only_tail" in t]
+    if alone:
+        summary["labels_tail/head_as_trained/10%"] = _spread([t["test_srcc_head_as_trained"] for t in alone])
+        summary["labels_tail/ridge_labels/10%"] = _spread([t["test_srcc_ridge_labels"] for t in alone])
     record = {
         "command": "benchmarks/tail_tune.py",
         "args": vars(args),
@@ -147,6 +172,69 @@ def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], r
     }
     Path(args.out).write_text(json.dumps(record, indent=1, default=float))
     return summary
+
+
+def _spread(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std, n) of per-seed values."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def _labels_on_trained_head(
+    head: TunedHead,
+    features: np.ndarray,
+    lab: np.ndarray,
+    mos: np.ndarray,
+    groups: np.ndarray,
+    test: np.ndarray,
+) -> dict:
+    """The 10% arm that starts from the head trained with the stage: a ridge centred on it (mapped
+    onto the labels' scale), its penalty by grouped cross-validation on the labelled images alone."""
+    z = head.standardised(features)
+    prior = head.as_feature_head()
+    l2, _ = choose_l2_by_labels(z, lab, mos, groups, prior=prior)
+    fitted = ridge_finetune(prior, z, lab, mos, l2 if l2 is not None else 1.0)
+    predicted = head_scores(fitted, torch.as_tensor(z[test]).float())
+    return {
+        "test_srcc_head_as_trained+labels": srcc(predicted, mos[test]),
+        "head_as_trained+labels_l2": l2,
+    }  # fmt: skip
+
+
+def _labels_only_tail(
+    args: argparse.Namespace,
+    scfg: StudentConfig,
+    trunk: TrunkCache,
+    train: np.ndarray,
+    lab: np.ndarray,
+    mos: np.ndarray,
+    groups: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+) -> dict:
+    """A fresh student's last stage trained on the labelled images alone (MOS as the target, every
+    label weighted 1; the step chosen on held-out labelled photos), scored by the head trained with
+    it and by a ridge on the labels refitted on its features."""
+    student = Student(scfg).eval()
+    target = np.full(len(mos), np.nan)
+    target[lab] = mos[lab]
+    tune = tune_tail(
+        student, _subset(trunk, train), target[train], np.ones(train.size), groups[train], args.l2,
+        TailTuneConfig(
+            steps=args.steps, lr=args.lr, schedule=args.schedule, eval_every=args.eval_every, seed=seed
+        ),
+        progress=True,
+    )  # fmt: skip
+    head = tune.pop("head")
+    features = trunk.features(tail_features(StudentTail(student), trunk.maps))
+    z = head.standardised(features)
+    l2, _ = choose_l2_by_labels(z, lab, mos, groups)
+    refit = ridge_labels(z, lab, mos, l2 if l2 is not None else 1.0)
+    return {
+        **{k: tune[k] for k in ("chosen_step", "curve", "seconds", "fit_images", "held_out_images")},
+        "test_srcc_head_as_trained": srcc(head.scores(features[test]), mos[test]),
+        "test_srcc_ridge_labels": srcc(head_scores(refit, torch.as_tensor(z[test]).float()), mos[test]),
+        "ridge_labels_l2": l2,
+    }  # fmt: skip
 
 
 def _subset(trunk: TrunkCache, rows: np.ndarray) -> TrunkCache:

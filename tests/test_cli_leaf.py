@@ -58,9 +58,14 @@ def test_distill_cli_ridge_solver_and_input_scale(tmp_path: Path) -> None:
     distill = json.loads((run / "config.json").read_text())["config"]["distill"]
     # --solver ridge implies the frozen backbone and no augmentation it needs
     assert distill["freeze_backbone"] and not distill["augment"]
+    assert distill["tail_head"] == "trained"  # the default; --tail-head refit is passed through below
     student = load_student(run)
     assert (student.config.resize_shorter, student.config.image_size) == (24, 16)
     assert main([*args[:-1], "-o", str(tmp_path / "bad"), "--solver", "ridge", "--l2", "0", "-q"]) == 2
+    refit = tmp_path / "refit"
+    ridge = ["--solver", "ridge", "--l2", "3", "--tail-head", "refit", "-q"]
+    assert main([*args[:-1], "-o", str(refit), *ridge]) == 0
+    assert json.loads((refit / "config.json").read_text())["config"]["distill"]["tail_head"] == "refit"
 
 
 def test_distill_cli_needs_a_known_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

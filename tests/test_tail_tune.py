@@ -113,6 +113,16 @@ def test_tune_tail_trains_the_students_own_tail_and_keeps_the_best_step(tmp_path
     tuned = trunk.features(tail_features(StudentTail(student), trunk.maps))
     got = srcc(result["head"].scores(tuned)[held], expected[held])
     assert got == pytest.approx(best["held_out_srcc_vs_teacher"], abs=1e-9)
+    # as a FeatureHead on its standardised features it gives the same scores (the label fits' prior)
+    as_module = result["head"].as_feature_head()
+    z = torch.as_tensor(result["head"].standardised(tuned), dtype=torch.float32)
+    with torch.no_grad():
+        score, logits = as_module(z)
+    np.testing.assert_allclose(score.double().numpy(), result["head"].scores(tuned), rtol=1e-4, atol=1e-4)
+    assert not logits.any()
+    # and folded onto raw features, as a saved student's Linear holds it
+    weight, bias = result["head"].on_raw_features()
+    np.testing.assert_allclose(tuned @ weight + bias, result["head"].scores(tuned), rtol=1e-9, atol=1e-9)
     # the tuned tail is the student's: its own backbone now computes the tuned features
     x = student.to_tensor(
         np.stack([student.test_crops(student.prepare(Image.open(p)))[0] for p in paths[:2]])
@@ -182,6 +192,39 @@ def test_distill_with_tail_steps_saves_the_tuned_backbone(tmp_path) -> None:
     )
     assert same == (tail["chosen_step"] == 0)
     assert np.all(np.isfinite(saved.predict_paths(images[:3])))
+
+
+def test_distill_tail_head_chooses_what_the_score_keeps(tmp_path) -> None:
+    """ "trained" and "refit" share the tuned stage and the refitted level logits; only the score's
+    weights differ, and the metrics say which one was kept."""
+    from iqalens.leaf.distill import DistillConfig, distill
+    from iqalens.leaf.student import load_student
+    from test_distill import T, V, make_store
+
+    store, images = make_store(tmp_path / "toy", n=20)
+    students, tails = {}, {}
+    for kept in ("trained", "refit"):
+        cfg = DistillConfig(
+            student=StudentConfig(image_size=64, resize_shorter=64),
+            solver="ridge",
+            freeze_backbone=True,
+            augment=False,
+            tail_steps=4,
+            tail_head=kept,
+            l2=1.0,
+            progress=False,
+        )
+        with pytest.warns(UserWarning, match="no manifest"):
+            metrics = distill(store, T, V, tmp_path / kept, cfg)
+        tails[kept] = metrics["ridge"]["tail"]
+        students[kept] = load_student(tmp_path / kept)
+    assert tails["trained"]["score_head"] == "trained" and tails["refit"]["score_head"] == "refit"
+    assert tails["trained"]["curve"] == tails["refit"]["curve"]  # same seed: the same stage training
+    a, b = students["trained"].head, students["refit"].head
+    assert torch.equal(a.weight[1:], b.weight[1:]) and torch.equal(a.bias[1:], b.bias[1:])
+    assert not torch.allclose(a.weight[0], b.weight[0])
+    with pytest.raises(InvalidInputError, match="tail_head"):
+        DistillConfig(tail_head="mean")
 
 
 def test_tail_steps_need_the_ridge_solver_and_efficientnet() -> None:

@@ -12,6 +12,7 @@ from iqalens.commands import add_pooling_argument, student_feature_settings
 from iqalens.commands._hf import add_hf_arguments, hf_options
 from iqalens.commands._shared import CliError
 from iqalens.leaf.exporters import EXPORTERS, exporters_help
+from iqalens.leaf.names import TAIL_HEADS
 from iqalens.leaf.runtimes import RUNTIMES
 from iqalens.leaf.scorers import scorers_help
 from iqalens.leaf.teachers.registry import teachers_help
@@ -153,6 +154,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         solver=args.solver,
         l2=args.l2,
         tail_steps=args.tail_steps,
+        tail_head=args.tail_head,
         manifest=args.manifest,
         progress=not args.quiet,
         device=args.device,
@@ -475,6 +477,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --solver ridge and efficientnet-lite0: then train the backbone's last resolution stage "
         "this many steps towards the teacher on cached activations, choosing the step on held-out photos, "
         "and refit the head (minutes on a CPU; docs/leaf_fr_teacher.md measures it; 0 = frozen backbone)",
+    )
+    p.add_argument(
+        "--tail-head",
+        choices=TAIL_HEADS,
+        default=TAIL_HEADS[0],
+        help="with --tail-steps: the score keeps the linear head trained with the stage (trained, the "
+        "default: ranked unseen photos best in docs/leaf_fr_teacher.md) or a closed-form refit (refit)",
     )
     add_pooling_argument(p)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")

@@ -267,6 +267,7 @@ def _ridge_run(
         seed=cfg.seed,
         progress=cfg.progress,
         tail=TailTuneConfig(steps=cfg.tail_steps, seed=cfg.seed) if cfg.tail_steps else None,
+        tail_head=cfg.tail_head,
     )
     chosen = fit["cv_srcc_vs_teacher_per_l2"].get(f"{fit['l2']:g}")
     metrics_out: dict[str, Any] = {

@@ -14,6 +14,7 @@ from typing import Any
 from iqalens.configs import dataclass_from_dict
 from iqalens.errors import InvalidInputError
 from iqalens.leaf.losses import LossConfig
+from iqalens.leaf.names import TAIL_HEADS
 from iqalens.leaf.student import StudentConfig
 
 __all__ = ["DISTILL_SOLVERS", "DistillConfig"]
@@ -62,6 +63,9 @@ class DistillConfig:
     # ridge only: train the backbone's last resolution stage this many steps towards the teacher on
     # cached trunk outputs (:mod:`iqalens.leaf.tail_tune`), then refit the head; 0 = frozen backbone
     tail_steps: int = 0
+    # ridge + tail_steps only: the score output keeps the linear head trained with the stage
+    # ("trained") or a closed-form refit on the tuned features ("refit"); level logits are refitted
+    tail_head: str = "trained"
 
     def __post_init__(self) -> None:
         if isinstance(self.student, dict):
@@ -94,6 +98,10 @@ class DistillConfig:
             raise InvalidInputError("l2 is the ridge solver's penalty; the adamw solver uses weight_decay")
         if self.tail_steps < 0:
             raise InvalidInputError(f"tail_steps must be >= 0, got {self.tail_steps}")
+        if self.tail_head not in TAIL_HEADS:
+            raise InvalidInputError(
+                f"tail_head must be one of {', '.join(TAIL_HEADS)}, got {self.tail_head!r}"
+            )
         if self.tail_steps and (self.solver != "ridge" or self.student.backbone != "efficientnet-lite0"):
             raise InvalidInputError(
                 "tail_steps trains EfficientNet-Lite0's last stage from the ridge solution: it needs "

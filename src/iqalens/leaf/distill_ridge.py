@@ -25,6 +25,7 @@ from iqalens.errors import InvalidInputError
 from iqalens.evaluation.metrics import srcc
 from iqalens.leaf.distill_data import PointItem, SplitData
 from iqalens.leaf.features import cache_features
+from iqalens.leaf.names import TAIL_HEADS
 from iqalens.leaf.ridge_head import (
     LABEL_L2_GRID,
     choose_l2_by_teacher,
@@ -73,6 +74,7 @@ def ridge_distill_student(
     seed: int = 0,
     progress: bool = False,
     tail: TailTuneConfig | None = None,
+    tail_head: str = "trained",
 ) -> dict[str, Any]:
     """Fit ``student``'s head (in place) to the teacher's point judgments of ``train`` + ``val``.
 
@@ -85,8 +87,12 @@ def ridge_distill_student(
 
     With ``tail`` the backbone's last resolution stage is then trained towards the teacher with that
     penalty's head as the start (:func:`~iqalens.leaf.tail_tune.tune_tail`; trunk outputs cached in
-    ``feature_dir/trunk``) and the head is refitted on the tuned features.
+    ``feature_dir/trunk``) and the head is refitted on the tuned features; with ``tail_head``
+    "trained" (the default) the score output then takes the linear head trained with the stage, the
+    one its held-out check validated (the level logits stay the refit's), with "refit" the refit's.
     """
+    if tail_head not in TAIL_HEADS:
+        raise InvalidInputError(f"tail_head must be one of {', '.join(TAIL_HEADS)}, got {tail_head!r}")
     if not student.backbone_frozen:
         raise InvalidInputError("the ridge solver fits the head on stored features: freeze the backbone")
     if not train.points:
@@ -123,9 +129,19 @@ def ridge_distill_student(
         feats = trunk.features(tail_features(StudentTail(student), trunk.maps))
         z, mean, std = standardise(feats)
     head = fold_standardisation(fit_ridge_head(z, targets, chosen), mean, std)
+    refit_score = _score(head.head, feats)
+    if tuned is not None and tail_head == "trained":
+        weight, bias = tuned["head"].on_raw_features()
+        with torch.no_grad():
+            head.head.weight[0] = torch.as_tensor(weight, dtype=torch.float32)
+            head.head.bias[0] = bias
     student.head.load_state_dict(head.head.state_dict())  # type: ignore[union-attr]
-    with torch.no_grad():
-        fitted = student.head(torch.as_tensor(feats, dtype=torch.float32))[:, 0].double().numpy()
+    fitted = _score(student.head, feats)
+    if tuned is not None:
+        tuned = {k: v for k, v in tuned.items() if k != "head"} | {
+            "score_head": tail_head,
+            "fit_srcc_vs_teacher_of_refit": float(srcc(refit_score, targets.expected)),
+        }
     return {
         "solver": "ridge",
         "l2": chosen,
@@ -136,5 +152,11 @@ def ridge_distill_student(
         "fit_srcc_vs_teacher": float(srcc(fitted, targets.expected)),
         "fitted_points": len(points),
         "feature_dir": str(Path(feature_dir).resolve()),
-        **({} if tuned is None else {"tail": {k: v for k, v in tuned.items() if k != "head"}}),
+        **({} if tuned is None else {"tail": tuned}),
     }
+
+
+def _score(head: torch.nn.Module, feats: np.ndarray) -> np.ndarray:
+    """Output 0 (the score) of a linear head on raw features."""
+    with torch.no_grad():
+        return head(torch.as_tensor(feats, dtype=torch.float32))[:, 0].double().numpy()

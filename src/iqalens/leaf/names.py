@@ -16,6 +16,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "CALIBRATION_MIN_POINTS",
     "POOLINGS",
+    "TAIL_HEADS",
 ]
 
 #: Fewest labelled points each calibration mapping accepts (a logistic needs more points than
@@ -47,3 +48,7 @@ ARM_TITLES: dict[str, str] = {
 #: Student backbones and the values of ``StudentConfig.pooling``.
 BACKBONES: tuple[str, ...] = ("efficientnet-lite0", "hf", "tiny")
 POOLINGS: tuple[str, ...] = ("last", "multiscale")
+
+#: What a distilled student's score keeps after its last stage is trained (``DistillConfig.tail_head``):
+#: the linear head trained with the stage, or a closed-form refit on the tuned features.
+TAIL_HEADS: tuple[str, ...] = ("trained", "refit")
