@@ -11,7 +11,11 @@ Beyond the protocol's ridge refits, two arms keep the head trained together with
 the labels' scale and moved towards the labels by a ridge centred on it, its penalty chosen by
 grouped cross-validation on the labels alone). With ``--labels-only-tail`` a second fresh student has
 its last stage trained on the 10% labels alone (same schedule, its step chosen on held-out labelled
-photos): the labels-only peer that is also given the step beyond a frozen backbone.
+photos): the labels-only peer that is also given the step beyond a frozen backbone. With
+``--joint-tail`` a third one learns both signals at once (LEAF's student): the teacher's scores of
+every train image, put on the labels' scale by a line fitted on the labelled images, with the 10%
+labels in place of the teacher's score where they exist (``--label-weight`` times the teacher's mean
+reliability). ``--skip-teacher-tail`` leaves out the teacher-only stage (to add an arm to a run).
 
     python benchmarks/tail_tune.py --manifest BENCH/manifest.csv --store judgments.sqlite \
         --trunk-dir WORK/trunk --out docs/leaf_tail_tune.json
@@ -79,6 +83,22 @@ def main() -> None:
     ap.add_argument(
         "--labels-only-tail", action="store_true", help="also train a stage on the 10%% labels alone"
     )
+    ap.add_argument(
+        "--joint-tail",
+        action="store_true",
+        help="also train a stage on the teacher's scores of every train image and the 10%% labels together",
+    )
+    ap.add_argument(
+        "--label-weight",
+        type=float,
+        default=5.0,
+        help="--joint-tail: weight of a labelled image relative to the teacher's mean reliability",
+    )
+    ap.add_argument(
+        "--skip-teacher-tail",
+        action="store_true",
+        help="skip the teacher-trained stage and its protocol rows (to add an arm to an earlier run)",
+    )
     args = ap.parse_args()
 
     manifest, _ = read_manifest(args.manifest)
@@ -96,7 +116,7 @@ def main() -> None:
 
     def budget_data(features: np.ndarray) -> BudgetData:
         return BudgetData(
-            features=features, mos=np.array([r.mos for r in rows]), groups=groups, split=split,
+            features=features, mos=mos, groups=groups, split=split,
             mos_range=(1.0, 5.0), teacher_probs=probs, teacher_expected=expected,
             teacher_reliability=rel, pairs=pairs, pair_p=pp, pair_reliability=pr,
         )  # fmt: skip
@@ -107,37 +127,31 @@ def main() -> None:
     summary: dict = {}
     started = time.time()
     frozen = trunk.features(tail_features(StudentTail(Student(scfg).eval()), trunk.maps))
+    mos = np.array([r.mos for r in rows])
+    test = split == "test"
     for seed in range(args.seeds):
-        student = Student(scfg).eval()
-        tail = StudentTail(student)
-        sub = _subset(trunk, train)
-        tune = tune_tail(
-            student, sub, expected[train], rel[train], groups[train], args.l2,
-            TailTuneConfig(
-                steps=args.steps, lr=args.lr, schedule=args.schedule, eval_every=args.eval_every, seed=seed
-            ),
-            progress=True,
-        )  # fmt: skip
-        tuned = trunk.features(tail_features(tail, trunk.maps))
-        trained_head = tune.pop("head")  # the head trained with the tail, scored label-free next to the refit
-        test = split == "test"
-        mos = np.array([r.mos for r in rows])
-        tune["test_srcc_head_as_trained"] = srcc(trained_head.scores(tuned[test]), mos[test])
-        lab = budget_indices(budget_data(tuned), "10%", seed)  # the protocol's 10% draw of this seed
-        tune |= _labels_on_trained_head(trained_head, tuned, lab, mos, groups, test)
+        lab = budget_indices(budget_data(frozen), "10%", seed)  # the protocol's 10% draw of this seed
+        tune: dict = {"seed": seed}
+        feature_sets = [("frozen", frozen)]
+        if not args.skip_teacher_tail:
+            tuned, part = _teacher_tail(args, scfg, trunk, train, expected, rel, lab, mos, groups, test, seed)
+            tune |= part
+            feature_sets.append(("tuned", tuned))
         if args.labels_only_tail:
-            tune["labels_only_tail"] = _labels_only_tail(
-                args, scfg, trunk, train, lab, mos, groups, test, seed
+            target = np.full(len(mos), np.nan)
+            target[lab] = mos[lab]
+            tune["labels_only_tail"] = _other_tail(
+                args, scfg, trunk, train, target, np.ones(len(mos)), lab, mos, groups, test, seed
             )
-        tunes.append({"seed": seed, **tune})
-        print(
-            json.dumps(
-                {k: v for k, v in tune.items() if k not in ("config",)} | {"seed": seed}, default=float
-            ),
-            flush=True,
-        )
+        if args.joint_tail:
+            target, weight = _joint_targets(expected, rel, lab, mos, args.label_weight)
+            tune["joint_tail"] = _other_tail(
+                args, scfg, trunk, train, target, weight, lab, mos, groups, test, seed
+            )
+        tunes.append(tune)
+        print(json.dumps({k: v for k, v in tune.items() if k != "config"}, default=float), flush=True)
         protocol = BudgetConfig(budgets=("0%", "10%"), seeds=(seed,), head=head)
-        for name, feats in (("frozen", frozen), ("tuned", tuned)):
+        for name, feats in feature_sets:
             out = run_protocol(budget_data(feats), protocol, progress=False)
             results += [{**r, "features": name} for r in out["rows"]]
         summary = _write_record(args, started, tunes, results)  # every seed: a stopped run keeps its seeds
@@ -152,14 +166,17 @@ def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], r
         part = [r for r in results if r["features"] == name]
         for arm, budget in (("leaf", "0%"), ("leaf_ft", "10%"), ("labels_only", "10%")):
             summary[f"{name}/{arm}/{budget}"] = _summary(part, arm, budget)
-    summary["tuned/head_as_trained/0%"] = _spread([t["test_srcc_head_as_trained"] for t in tunes])
-    summary["tuned/head_as_trained+labels/10%"] = _spread(
-        [t["test_srcc_head_as_trained+labels"] for t in tunes]
-    )
-    alone = [t["labels_only_tail"] for t in tunes if "labels_only_tail" in t]
-    if alone:
-        summary["labels_tail/head_as_trained/10%"] = _spread([t["test_srcc_head_as_trained"] for t in alone])
-        summary["labels_tail/ridge_labels/10%"] = _spread([t["test_srcc_ridge_labels"] for t in alone])
+    for key, arm in (
+        ("tuned/head_as_trained/0%", "test_srcc_head_as_trained"),
+        ("tuned/head_as_trained+labels/10%", "test_srcc_head_as_trained+labels"),
+    ):
+        if any(arm in t for t in tunes):
+            summary[key] = _spread([t[arm] for t in tunes if arm in t])
+    for stage in ("labels_only_tail", "joint_tail"):
+        done = [t[stage] for t in tunes if stage in t]
+        if done:
+            summary[f"{stage}/head_as_trained/10%"] = _spread([t["test_srcc_head_as_trained"] for t in done])
+            summary[f"{stage}/ridge_labels/10%"] = _spread([t["test_srcc_ridge_labels"] for t in done])
     record = {
         "command": "benchmarks/tail_tune.py",
         "args": vars(args),
@@ -200,29 +217,68 @@ def _labels_on_trained_head(
     }  # fmt: skip
 
 
-def _labels_only_tail(
+def _teacher_tail(
     args: argparse.Namespace,
     scfg: StudentConfig,
     trunk: TrunkCache,
     train: np.ndarray,
+    expected: np.ndarray,
+    rel: np.ndarray,
+    lab: np.ndarray,
+    mos: np.ndarray,
+    groups: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+) -> tuple[np.ndarray, dict]:
+    """A fresh student's last stage trained towards the teacher alone (no label read): its features,
+    the tuning record, and the two arms that keep the head trained with it (0% and 10%)."""
+    student = Student(scfg).eval()
+    tune = tune_tail(
+        student, _subset(trunk, train), expected[train], rel[train], groups[train], args.l2,
+        _tail_config(args, seed), progress=True,
+    )  # fmt: skip
+    tuned = trunk.features(tail_features(StudentTail(student), trunk.maps))
+    trained_head = tune.pop("head")
+    tune["test_srcc_head_as_trained"] = srcc(trained_head.scores(tuned[test]), mos[test])
+    return tuned, tune | _labels_on_trained_head(trained_head, tuned, lab, mos, groups, test)
+
+
+def _joint_targets(
+    expected: np.ndarray, rel: np.ndarray, lab: np.ndarray, mos: np.ndarray, label_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """LEAF's two signals in one regression: the teacher's expected score mapped onto the labels'
+    scale (least squares on the labelled images, slope >= 0) for every image, replaced by the label
+    where there is one; labelled images weigh ``label_weight`` times the teacher's mean reliability."""
+    seen = lab[np.isfinite(expected[lab])]
+    e, y = expected[seen], mos[seen]
+    slope = max(float(np.cov(e, y, bias=True)[0, 1] / np.var(e)), 0.0) if np.ptp(e) > 0 else 0.0
+    target = slope * expected + float(np.mean(y) - slope * np.mean(e))
+    target[lab] = mos[lab]
+    weight = np.clip(np.nan_to_num(rel, nan=0.0), 0.0, None)
+    weight[lab] = label_weight * float(np.mean(weight[np.isfinite(expected)]))
+    return target, weight
+
+
+def _other_tail(
+    args: argparse.Namespace,
+    scfg: StudentConfig,
+    trunk: TrunkCache,
+    train: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray,
     lab: np.ndarray,
     mos: np.ndarray,
     groups: np.ndarray,
     test: np.ndarray,
     seed: int,
 ) -> dict:
-    """A fresh student's last stage trained on the labelled images alone (MOS as the target, every
-    label weighted 1; the step chosen on held-out labelled photos), scored by the head trained with
-    it and by a ridge on the labels refitted on its features."""
+    """A fresh student's last stage trained towards ``target`` (NaN: neither fitted nor checked; the
+    step chosen on held-out photos by the same target), scored by the head trained with it and by a
+    ridge on the 10% labels refitted on its features."""
     student = Student(scfg).eval()
-    target = np.full(len(mos), np.nan)
-    target[lab] = mos[lab]
     tune = tune_tail(
-        student, _subset(trunk, train), target[train], np.ones(train.size), groups[train], args.l2,
-        TailTuneConfig(
-            steps=args.steps, lr=args.lr, schedule=args.schedule, eval_every=args.eval_every, seed=seed
-        ),
-        progress=True,
+        student, _subset(trunk, train), target[train], weight[train], groups[train], args.l2,
+        _tail_config(args, seed), progress=True,
     )  # fmt: skip
     head = tune.pop("head")
     features = trunk.features(tail_features(StudentTail(student), trunk.maps))
@@ -235,6 +291,12 @@ def _labels_only_tail(
         "test_srcc_ridge_labels": srcc(head_scores(refit, torch.as_tensor(z[test]).float()), mos[test]),
         "ridge_labels_l2": l2,
     }  # fmt: skip
+
+
+def _tail_config(args: argparse.Namespace, seed: int) -> TailTuneConfig:
+    return TailTuneConfig(
+        steps=args.steps, lr=args.lr, schedule=args.schedule, eval_every=args.eval_every, seed=seed
+    )
 
 
 def _subset(trunk: TrunkCache, rows: np.ndarray) -> TrunkCache:

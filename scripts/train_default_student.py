@@ -33,6 +33,7 @@ from iqalens.leaf.calibration import fit, save_calibrator
 from iqalens.leaf.default_model import DEFAULT_NAME, HEAD_FILE, TAIL_FILE, load_default_scorer
 from iqalens.leaf.features import cache_features
 from iqalens.leaf.label_budget import RIDGE_L2_CANDIDATES
+from iqalens.leaf.names import TAIL_HEADS
 from iqalens.leaf.ridge_head import fold_standardisation, ridge_distill, ridge_distill_path, standardise
 from iqalens.leaf.scoring import CALIBRATION_FILE, StudentScorer, score_paths
 from iqalens.leaf.store import JudgmentStore
@@ -41,6 +42,7 @@ from iqalens.leaf.tail_tune import (
     LR_SCHEDULES,
     StudentTail,
     TailTuneConfig,
+    TunedHead,
     cache_trunk,
     tail_features,
     tune_tail,
@@ -86,6 +88,13 @@ def parse_args() -> argparse.Namespace:
         default="cosine",
         help="learning-rate schedule of the last stage (cosine: decays to 0 at the last step)",
     )
+    p.add_argument(
+        "--tail-head",
+        choices=TAIL_HEADS,
+        default="trained",
+        help="with --tail-steps: the score keeps the linear head trained with the stage (trained) or the "
+        "closed-form refit of step 4 (refit); the other one is scored on the evaluation photos too",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -125,8 +134,9 @@ def tune_last_stage(
     refs: np.ndarray,
     args: argparse.Namespace,
     name: str,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train ``student``'s last stage towards the teacher (in place); its features afterwards + a record.
+) -> tuple[np.ndarray, dict[str, Any], TunedHead]:
+    """Train ``student``'s last stage towards the teacher (in place); its features afterwards, a
+    record and the linear head trained with the stage.
 
     The step is chosen on 20% of the training photos held out from the tuning (teacher agreement, no
     label read); the tuning starts from the ridge head at penalty 1, the label-budget protocol's.
@@ -137,7 +147,7 @@ def tune_last_stage(
         steps=args.tail_steps, lr=args.tail_lr, schedule=args.tail_schedule, eval_every=100, seed=args.seed
     )
     record = tune_tail(student, trunk, expected, rel, refs, l2=1.0, config=tail_config, progress=True)
-    record.pop("head")  # the head is refitted in closed form on the tuned features
+    trained_head = record.pop("head")
     curve = ", ".join(f"{c['step']}: {c['held_out_srcc_vs_teacher']:.3f}" for c in record["curve"])
     print(f"  held-out agreement with the teacher by step: {curve}; kept step {record['chosen_step']}")
     tail = StudentTail(student)
@@ -146,7 +156,31 @@ def tune_last_stage(
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
     features = trunk.features(tail_features(tail, trunk.maps)).astype(np.float32)
-    return features, record
+    return features, record, trained_head
+
+
+def _other_head_srcc(
+    student: Student,
+    score_head: tuple[torch.Tensor, float],
+    train_features: np.ndarray,
+    mos: np.ndarray,
+    e_paths: list[Path],
+    e_mos: np.ndarray,
+) -> float:
+    """SRCC against the proxy MOS of the evaluation photos of ``student`` with another score head
+    (calibrated like the kept one, on the training benchmark), for the record; ``student`` is left
+    as it was."""
+    import copy
+
+    other = copy.deepcopy(student)
+    with torch.no_grad():
+        other.head.weight[0], other.head.bias[0] = score_head
+        raw = other.head(torch.from_numpy(train_features))[:, 0].double().numpy()
+    from dataclasses import replace
+
+    calibrator = replace(fit(raw, mos, "logistic4"), clip=(1.0, 5.0))  # as the kept head's
+    scores = [r.score for r in score_paths(StudentScorer(other, calibrator), e_paths, batch_size=32)]
+    return srcc(np.array(scores), e_mos)
 
 
 def main() -> None:
@@ -191,8 +225,11 @@ def main() -> None:
     feature_dir = args.work / name / "features"
     refs_train = np.array([extra["manifest"].rows[i].reference for i in keep])
     tail_record: dict[str, Any] | None = None
+    trained_head: TunedHead | None = None
     if args.tail_steps:
-        f_plain, tail_record = tune_last_stage(student, paths, hashes, expected, rel, refs_train, args, name)
+        f_plain, tail_record, trained_head = tune_last_stage(
+            student, paths, hashes, expected, rel, refs_train, args, name
+        )
     else:
         f_plain = cache_features(paths, feature_dir, config, hashes=hashes).astype(np.float32)
 
@@ -229,6 +266,13 @@ def main() -> None:
         )
     best_l2 = float(max(selection, key=lambda k: selection[k]["srcc_vs_teacher"]))
     head = fold_standardisation(ridge_distill(z, everything, best_l2), mu, sd)
+    heads = {"refit": (head.head.weight[0].detach().clone(), float(head.head.bias[0]))}
+    if trained_head is not None:  # the score head trained with the stage (level logits: the refit's)
+        weight, bias = trained_head.on_raw_features()
+        heads["trained"] = (torch.as_tensor(weight, dtype=torch.float32), bias)
+        print(f"  the score keeps the {args.tail_head} head (the other is scored in 6/6 too)")
+        with torch.no_grad():
+            head.head.weight[0], head.head.bias[0] = heads[args.tail_head]
     student.head.load_state_dict(head.head.state_dict())  # type: ignore[union-attr]
     with torch.no_grad():
         raw = student.head(torch.from_numpy(f_plain))[:, 0].double().numpy()
@@ -277,6 +321,11 @@ def main() -> None:
         if args.teacher == "fr"
         else "",
     }
+    if trained_head is not None:  # the score head not kept, on the same photos (its own calibration)
+        other = "refit" if args.tail_head == "trained" else "trained"
+        eval_disjoint[f"srcc_{other}_head_vs_proxy_mos"] = _other_head_srcc(
+            student, heads[other], f_plain, mos, e_paths, e_mos
+        )
     print(f"  {eval_disjoint}")
 
     args.out.mkdir(parents=True, exist_ok=True)
