@@ -3,8 +3,9 @@
 For each seed: a fresh EfficientNet-Lite0 student (384 crop at native scale, multiscale pooling,
 quality statistics: row 4 of docs/leaf_fr_teacher.md) has its last resolution stage trained on the
 teacher's judgments of the train photos (20% of them held out to choose the step; no label read),
-then the label-budget protocol (ridge heads, budgets 0% and 10%) runs on the tuned features and, in
-the same run, on the frozen features: a paired comparison on the same seeds, splits and labels.
+then the label-budget protocol (ridge heads, budgets 0% and ``--budget``, default 10%) runs on the
+tuned features and, in the same run, on the frozen features: a paired comparison on the same seeds,
+splits and labels.
 
 Beyond the protocol's ridge refits, two arms keep the head trained together with the stage:
 ``head_as_trained`` (0%: no label read) and ``head_as_trained+labels`` (10%: that head mapped onto
@@ -81,12 +82,15 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=384)
     ap.add_argument("--resize-shorter", type=int, default=384)
     ap.add_argument(
-        "--labels-only-tail", action="store_true", help="also train a stage on the 10%% labels alone"
+        "--budget", default="10%", help="label budget of the labelled arms (a count or P%%; default 10%%)"
+    )
+    ap.add_argument(
+        "--labels-only-tail", action="store_true", help="also train a stage on the budget's labels alone"
     )
     ap.add_argument(
         "--joint-tail",
         action="store_true",
-        help="also train a stage on the teacher's scores of every train image and the 10%% labels together",
+        help="also train a stage on the teacher's scores of every train image and the budget's labels",
     )
     ap.add_argument(
         "--label-weight",
@@ -130,7 +134,7 @@ def main() -> None:
     mos = np.array([r.mos for r in rows])
     test = split == "test"
     for seed in range(args.seeds):
-        lab = budget_indices(budget_data(frozen), "10%", seed)  # the protocol's 10% draw of this seed
+        lab = budget_indices(budget_data(frozen), args.budget, seed)  # the protocol's draw of this seed
         tune: dict = {"seed": seed}
         feature_sets = [("frozen", frozen)]
         if not args.skip_teacher_tail:
@@ -150,7 +154,7 @@ def main() -> None:
             )
         tunes.append(tune)
         print(json.dumps({k: v for k, v in tune.items() if k != "config"}, default=float), flush=True)
-        protocol = BudgetConfig(budgets=("0%", "10%"), seeds=(seed,), head=head)
+        protocol = BudgetConfig(budgets=("0%", args.budget), seeds=(seed,), head=head)
         for name, feats in feature_sets:
             out = run_protocol(budget_data(feats), protocol, progress=False)
             results += [{**r, "features": name} for r in out["rows"]]
@@ -164,19 +168,19 @@ def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], r
     summary = {}
     for name in ("frozen", "tuned"):
         part = [r for r in results if r["features"] == name]
-        for arm, budget in (("leaf", "0%"), ("leaf_ft", "10%"), ("labels_only", "10%")):
+        for arm, budget in (("leaf", "0%"), ("leaf_ft", args.budget), ("labels_only", args.budget)):
             summary[f"{name}/{arm}/{budget}"] = _summary(part, arm, budget)
     for key, arm in (
         ("tuned/head_as_trained/0%", "test_srcc_head_as_trained"),
-        ("tuned/head_as_trained+labels/10%", "test_srcc_head_as_trained+labels"),
+        (f"tuned/head_as_trained+labels/{args.budget}", "test_srcc_head_as_trained+labels"),
     ):
         if any(arm in t for t in tunes):
             summary[key] = _spread([t[arm] for t in tunes if arm in t])
     for stage in ("labels_only_tail", "joint_tail"):
         done = [t[stage] for t in tunes if stage in t]
         if done:
-            summary[f"{stage}/head_as_trained/10%"] = _spread([t["test_srcc_head_as_trained"] for t in done])
-            summary[f"{stage}/ridge_labels/10%"] = _spread([t["test_srcc_ridge_labels"] for t in done])
+            for arm in ("head_as_trained", "ridge_labels"):
+                summary[f"{stage}/{arm}/{args.budget}"] = _spread([t[f"test_srcc_{arm}"] for t in done])
     record = {
         "command": "benchmarks/tail_tune.py",
         "args": vars(args),
