@@ -16,7 +16,9 @@ photos): the labels-only peer that is also given the step beyond a frozen backbo
 ``--joint-tail`` a third one learns both signals at once (LEAF's student): the teacher's scores of
 every train image, put on the labels' scale by a line fitted on the labelled images, with the 10%
 labels in place of the teacher's score where they exist (``--label-weight`` times the teacher's mean
-reliability). ``--skip-teacher-tail`` leaves out the teacher-only stage (to add an arm to a run).
+reliability), its step chosen by the labelled images of the held-out photos (a first run that chose
+it by the mixed targets kept step 0 on seed 0). ``--skip-teacher-tail`` leaves out the teacher-only
+stage (to add an arm to a run).
 
     python benchmarks/tail_tune.py --manifest BENCH/manifest.csv --store judgments.sqlite \
         --trunk-dir WORK/trunk --out docs/leaf_tail_tune.json
@@ -149,8 +151,10 @@ def main() -> None:
             )
         if args.joint_tail:
             target, weight = _joint_targets(expected, rel, lab, mos, args.label_weight)
+            labels = np.full(len(mos), np.nan)
+            labels[lab] = mos[lab]  # the step is chosen by the held-out photos' labels, not the teacher
             tune["joint_tail"] = _other_tail(
-                args, scfg, trunk, train, target, weight, lab, mos, groups, test, seed
+                args, scfg, trunk, train, target, weight, lab, mos, groups, test, seed, check=labels
             )
         tunes.append(tune)
         print(json.dumps({k: v for k, v in tune.items() if k != "config"}, default=float), flush=True)
@@ -275,14 +279,15 @@ def _other_tail(
     groups: np.ndarray,
     test: np.ndarray,
     seed: int,
+    check: np.ndarray | None = None,
 ) -> dict:
-    """A fresh student's last stage trained towards ``target`` (NaN: neither fitted nor checked; the
-    step chosen on held-out photos by the same target), scored by the head trained with it and by a
-    ridge on the 10% labels refitted on its features."""
+    """A fresh student's last stage trained towards ``target`` (NaN: not fitted), the step chosen on
+    held-out photos by ``check`` (default the same target), scored by the head trained with it and
+    by a ridge on the budget's labels refitted on its features."""
     student = Student(scfg).eval()
     tune = tune_tail(
         student, _subset(trunk, train), target[train], weight[train], groups[train], args.l2,
-        _tail_config(args, seed), progress=True,
+        _tail_config(args, seed), progress=True, check=None if check is None else check[train],
     )  # fmt: skip
     head = tune.pop("head")
     features = trunk.features(tail_features(StudentTail(student), trunk.maps))

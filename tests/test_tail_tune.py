@@ -270,3 +270,24 @@ def test_default_student_takes_the_shipped_last_stage(tmp_path, monkeypatch) -> 
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert not torch.allclose(plain(x)[0], tuned(x)[0])
+
+
+def test_tune_tail_can_choose_its_step_by_another_target(tmp_path) -> None:
+    """``check`` replaces what the held-out scores are ranked against (a LEAF run checks the labels
+    while it fits the teacher); NaN rows of it are not checked."""
+    paths = _images(tmp_path, 12)
+    groups = np.repeat(np.array(["a", "b", "c", "d"]), 3)
+    expected = np.linspace(0.9, 0.1, 12)
+    cfg = TailTuneConfig(steps=2, batch=4, eval_every=2, lr=1e-3, holdout_fraction=0.25, seed=0)
+    runs = {}
+    for name, check in (("teacher", None), ("reversed", -expected), ("none", np.full(12, np.nan))):
+        student = _student(quality_stats=True)
+        trunk = cache_trunk(student, paths, [f"h{i}" for i in range(12)], tmp_path / "trunk", progress=False)
+        if name == "none":
+            with pytest.raises(InvalidInputError):
+                tune_tail(student, trunk, expected, np.ones(12), groups, l2=1.0, config=cfg, check=check)
+            continue
+        runs[name] = tune_tail(student, trunk, expected, np.ones(12), groups, l2=1.0, config=cfg, check=check)
+    first = [c["held_out_srcc_vs_teacher"] for c in runs["teacher"]["curve"]]
+    flipped = [c["held_out_srcc_vs_teacher"] for c in runs["reversed"]["curve"]]
+    assert flipped == pytest.approx([-v for v in first], abs=1e-9)

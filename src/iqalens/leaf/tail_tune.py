@@ -289,12 +289,17 @@ def tune_tail(
     l2: float,
     config: TailTuneConfig | None = None,
     progress: bool = False,
+    check: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train ``student``'s last stage (in place) towards the teacher's expected score of N images.
 
     Returns the curve (held-out agreement with the teacher per evaluated step), the step kept, the
     time taken and, under ``"head"``, the :class:`TunedHead` trained with the tail (not JSON: drop it
     before writing). The student's head is *not* updated: refit it on the tuned features.
+
+    ``check``: what the held-out photos' scores are ranked against to choose the step (default
+    ``expected``; NaN rows are not checked), e.g. only the labels when ``expected`` mixes the
+    teacher's scores with labels.
     """
     cfg = config or TailTuneConfig()
     n = len(expected)
@@ -305,7 +310,10 @@ def tune_tail(
     torch.manual_seed(cfg.seed)
     fit, held = holdout_split(np.asarray(groups, dtype=str), cfg.holdout_fraction, cfg.seed)
     judged = np.isfinite(expected)  # an image without a teacher score is neither fitted nor checked
-    fit, held = fit[judged[fit]], held[judged[held]]
+    reference = np.asarray(expected if check is None else check, dtype=np.float64)
+    if reference.shape != (n,):
+        raise InvalidInputError("check needs one value (or NaN) per cached image")
+    fit, held = fit[judged[fit]], held[np.isfinite(reference[held])]
     if fit.size == 0 or held.size < 3:  # a rank correlation needs three images
         raise InvalidInputError("tail tuning needs teacher scores on both the fitted and the held-out photos")
     expected = np.where(judged, expected, 0.0)
@@ -335,7 +343,7 @@ def tune_tail(
         with torch.no_grad():
             t = (torch.as_tensor(tail_features(tail, maps[held]), dtype=torch.float32) - t_mean) / t_std
             s = frozen[held] @ w_frozen + t @ w_tail + b
-        return float(srcc(s.double().numpy(), expected[held]))
+        return float(srcc(s.double().numpy(), reference[held]))
 
     y = torch.as_tensor(expected, dtype=torch.float32)
     w = torch.as_tensor(weights, dtype=torch.float32)
