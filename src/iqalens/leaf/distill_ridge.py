@@ -128,14 +128,15 @@ def ridge_distill_student(
         )
         feats = trunk.features(tail_features(StudentTail(student), trunk.maps))
         z, mean, std = standardise(feats)
-    head = fold_standardisation(fit_ridge_head(z, targets, chosen), mean, std)
-    refit_score = _score(head.head, feats)
+    linear = fold_standardisation(fit_ridge_head(z, targets, chosen), mean, std).head
+    assert isinstance(linear, torch.nn.Linear)
+    refit_score = _score(linear, feats)
     if tuned is not None and tail_head == "trained":
         weight, bias = tuned["head"].on_raw_features()
         with torch.no_grad():
-            head.head.weight[0] = torch.as_tensor(weight, dtype=torch.float32)
-            head.head.bias[0] = bias
-    student.head.load_state_dict(head.head.state_dict())  # type: ignore[union-attr]
+            linear.weight[0] = torch.as_tensor(weight, dtype=torch.float32)
+            linear.bias[0] = bias
+    student.head.load_state_dict(linear.state_dict())
     fitted = _score(student.head, feats)
     if tuned is not None:
         tuned = {k: v for k, v in tuned.items() if k != "head"} | {
