@@ -165,21 +165,24 @@ def test_tune_tail_checks_its_inputs(tmp_path) -> None:
     assert decayed["config"]["schedule"] == "cosine" and len(decayed["curve"]) == 2
 
 
+def _tail_distill_config(**kw: object):  # noqa: ANN202 - DistillConfig is imported lazily
+    """A ridge distillation of the toy store with 4 last-stage steps."""
+    from iqalens.leaf.distill import DistillConfig
+
+    settings: dict = {
+        "student": StudentConfig(image_size=64, resize_shorter=64), "solver": "ridge",
+        "freeze_backbone": True, "augment": False, "tail_steps": 4, "l2": 1.0, "progress": False, **kw,
+    }  # fmt: skip
+    return DistillConfig(**settings)
+
+
 def test_distill_with_tail_steps_saves_the_tuned_backbone(tmp_path) -> None:
-    from iqalens.leaf.distill import DistillConfig, distill
+    from iqalens.leaf.distill import distill
     from iqalens.leaf.student import load_student
     from test_distill import T, V, make_store
 
     store, images = make_store(tmp_path / "toy", n=20)
-    cfg = DistillConfig(
-        student=StudentConfig(image_size=64, resize_shorter=64),
-        solver="ridge",
-        freeze_backbone=True,
-        augment=False,
-        tail_steps=4,
-        l2=1.0,
-        progress=False,
-    )
+    cfg = _tail_distill_config()
     with pytest.warns(UserWarning, match="no manifest"):
         metrics = distill(store, T, V, tmp_path / "run", cfg)
     tail = metrics["ridge"]["tail"]
@@ -195,7 +198,7 @@ def test_distill_with_tail_steps_saves_the_tuned_backbone(tmp_path) -> None:
 
 
 def test_distill_tail_head_chooses_what_the_score_keeps(tmp_path) -> None:
-    """ "trained" and "refit" share the tuned stage and the refitted level logits; only the score's
+    """The "trained" and "refit" heads share the tuned stage and the refitted level logits; only the score's
     weights differ, and the metrics say which one was kept."""
     from iqalens.leaf.distill import DistillConfig, distill
     from iqalens.leaf.student import load_student
@@ -204,16 +207,7 @@ def test_distill_tail_head_chooses_what_the_score_keeps(tmp_path) -> None:
     store, images = make_store(tmp_path / "toy", n=20)
     students, tails = {}, {}
     for kept in ("trained", "refit"):
-        cfg = DistillConfig(
-            student=StudentConfig(image_size=64, resize_shorter=64),
-            solver="ridge",
-            freeze_backbone=True,
-            augment=False,
-            tail_steps=4,
-            tail_head=kept,
-            l2=1.0,
-            progress=False,
-        )
+        cfg = _tail_distill_config(tail_head=kept)
         with pytest.warns(UserWarning, match="no manifest"):
             metrics = distill(store, T, V, tmp_path / kept, cfg)
         tails[kept] = metrics["ridge"]["tail"]
