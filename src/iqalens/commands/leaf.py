@@ -476,7 +476,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="with --solver ridge and efficientnet-lite0: then train the backbone's last resolution stage "
         "this many steps towards the teacher on cached activations, choosing the step on held-out photos, "
-        "and refit the head (minutes on a CPU; docs/leaf_fr_teacher.md measures it; 0 = frozen backbone)",
+        "(minutes on a CPU; docs/leaf_fr_teacher.md measures it; see --tail-head; 0 = frozen backbone)",
     )
     p.add_argument(
         "--tail-head",
