@@ -8,13 +8,13 @@ tuned features and, in the same run, on the frozen features: a paired comparison
 splits and labels.
 
 Beyond the protocol's ridge refits, two arms keep the head trained together with the stage:
-``head_as_trained`` (0%: no label read) and ``head_as_trained+labels`` (10%: that head mapped onto
+``head_as_trained`` (0%: no label read) and ``head_as_trained+labels`` (the budget: that head mapped onto
 the labels' scale and moved towards the labels by a ridge centred on it, its penalty chosen by
 grouped cross-validation on the labels alone). With ``--labels-only-tail`` a second fresh student has
-its last stage trained on the 10% labels alone (same schedule, its step chosen on held-out labelled
+its last stage trained on the budget's labels alone (same schedule, its step chosen on held-out labelled
 photos): the labels-only peer that is also given the step beyond a frozen backbone. With
 ``--joint-tail`` a third one learns both signals at once (LEAF's student): the teacher's scores of
-every train image, put on the labels' scale by a line fitted on the labelled images, with the 10%
+every train image, put on the labels' scale by a line fitted on the labelled images, with the budget's
 labels in place of the teacher's score where they exist (``--label-weight`` times the teacher's mean
 reliability), its step chosen by the labelled images of the held-out photos (a first run that chose
 it by the mixed targets kept step 0 on seed 0). ``--skip-teacher-tail`` leaves out the teacher-only
@@ -212,7 +212,7 @@ def _labels_on_trained_head(
     groups: np.ndarray,
     test: np.ndarray,
 ) -> dict:
-    """The 10% arm that starts from the head trained with the stage: a ridge centred on it (mapped
+    """The labelled arm that starts from the head trained with the stage: a ridge centred on it (mapped
     onto the labels' scale), its penalty by grouped cross-validation on the labelled images alone."""
     z = head.standardised(features)
     prior = head.as_feature_head()
@@ -239,7 +239,7 @@ def _teacher_tail(
     seed: int,
 ) -> tuple[np.ndarray, dict]:
     """A fresh student's last stage trained towards the teacher alone (no label read): its features,
-    the tuning record, and the two arms that keep the head trained with it (0% and 10%)."""
+    the tuning record, and the two arms that keep the head trained with it (0% and the budget)."""
     student = Student(scfg).eval()
     tune = tune_tail(
         student, _subset(trunk, train), expected[train], rel[train], groups[train], args.l2,
