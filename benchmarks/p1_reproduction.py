@@ -78,6 +78,12 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     # instead of its features: what the agreement target measures (added in session 8)
     Cell("V+P+kl", "V+P", 10.0, overrides={"constraint": "logits"}),
     Cell("V+P+L", "V+P+L"),
+    # the projector also reads the mid-encoder site where the untrained model's probes peak (vision.4;
+    # `iqalens align --projector-taps 4`, new weights zero at the start): distortion information
+    # reaches the language model with the encoder untouched (P) or constrained (V+P+c), added in
+    # session 13
+    Cell("P+tap4", "P", overrides={"projector_taps": (4,)}),
+    Cell("V+P+c+tap4", "V+P", 10.0, overrides={"projector_taps": (4,)}),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),

@@ -75,6 +75,12 @@ class AlignConfig:
     step costs only the trained part (the perception probes show the distortion information is
     still there after the early stages: what fine-tuning has to repair is lost later). 0 = the
     whole encoder trains; only models that can cache an encoder trunk (the mini model) support it.
+    ``projector_taps`` (mini model) widens the projector to also read earlier vision sites (0 = stem,
+    1..7 = MBConv stages; :meth:`iqalens.models.mini.MiniVLM.add_projector_taps`): their maps, pooled
+    to the projector's grid, are appended to each head cell, with zero weights at the start, so a
+    run that trains the projector can use the mid-encoder's distortion information without moving
+    the encoder. With a cached trunk (``encoder_frozen_sites``) a tap must be no earlier than the
+    trunk's last site.
     ``target`` "quality" trains the template on five quality-level descriptions from each image's
     MOS instead of the distortion class (the perception paper's template-overfit observation: such
     training alone does not teach the model to name distortions); the diagnostics still ask for
@@ -86,6 +92,7 @@ class AlignConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     encoder_frozen_sites: int = 0
+    projector_taps: tuple[int, ...] = ()
     target: str = "class"
     w_template: float = 1.0
     w_align: float = 1.0
@@ -140,6 +147,20 @@ class AlignConfig:
             raise InvalidInputError("encoder_frozen_sites needs the vision encoder among --train")
         if self.encoder_frozen_sites and "vision_encoder" in self.lora:
             raise InvalidInputError("encoder_frozen_sites applies to full-weight encoder training, not LoRA")
+        self.projector_taps = tuple(int(t) for t in self.projector_taps)
+        if self.projector_taps:
+            if "projector" not in self.train:
+                raise InvalidInputError("projector_taps add projector inputs: train the projector too")
+            if len(set(self.projector_taps)) != len(self.projector_taps) or min(self.projector_taps) < 0:
+                raise InvalidInputError(
+                    f"projector_taps must be distinct sites >= 0, got {self.projector_taps}"
+                )
+            if self.encoder_frozen_sites and min(self.projector_taps) < self.encoder_frozen_sites - 1:
+                raise InvalidInputError(
+                    f"projector tap {min(self.projector_taps)} lies inside the cached trunk of "
+                    f"{self.encoder_frozen_sites} sites (which keeps only the map of site "
+                    f"{self.encoder_frozen_sites - 1})"
+                )
         for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
             if getattr(self, name) < (1 if name == "lora_rank" else 0):
                 raise InvalidInputError(
@@ -171,6 +192,7 @@ class AlignConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["train"], d["lora"] = list(self.train), list(self.lora)
+        d["projector_taps"] = list(self.projector_taps)
         return d
 
     def comparable(self) -> dict[str, Any]:

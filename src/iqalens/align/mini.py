@@ -7,8 +7,9 @@ template loss is the cross-entropy of those cosine similarities over a temperatu
 
 Prepared inputs are the resized centre crops as uint8 (``pixels``), a quarter of the float tensor's
 size, normalised exactly as :meth:`MiniVLM.preprocess` does. With the encoder frozen they are
-replaced by the encoder's outputs (``cells``: the head map pooled to the projector's grid, and the
-pooled head ``encoder_features``), so training steps start at the projector.
+replaced by the encoder's outputs (``cells``: the head map pooled to the projector's grid, with the
+maps of the projector's taps appended when it has any, and the pooled head ``encoder_features``), so
+training steps start at the projector.
 
 The whole model stays in eval mode while training: BatchNorm keeps its pretrained statistics and no
 dropout is drawn, so a step is a deterministic function of the weights and the batch (exact resume,
@@ -56,6 +57,11 @@ class MiniAlignable:
         self._text_memo = None
         return self
 
+    @property
+    def projector_taps(self) -> tuple[int, ...]:
+        """Earlier vision sites the projector reads besides the head (:meth:`MiniVLM.add_projector_taps`)."""
+        return tuple(self.model.config.projector_taps)
+
     def components(self) -> dict[str, nn.Module]:
         return {name: self.model.component(name) for name in COMPONENTS}
 
@@ -92,14 +98,14 @@ class MiniAlignable:
         if "trunk" in inputs:
             sites = int(inputs["trunk_sites"].reshape(-1)[0])
             trunk = inputs["trunk"].to(self.device)
-            _, head = self.model.encode_from(trunk, sites)
-            return self.model.grid_cells(head), head.mean(dim=(2, 3))
+            _, head, cells = self.model.encode_cells(trunk, sites)
+            return cells, head.mean(dim=(2, 3))
         if "cells" in inputs:
             if any(p.requires_grad for p in self.model.encoder.parameters()):
                 raise RuntimeError("cached encoder outputs were passed while the vision encoder trains")
             return inputs["cells"], inputs["encoder_features"]
-        _, head = self.model.encode(self._pixels(inputs))
-        return self.model.grid_cells(head), head.mean(dim=(2, 3))
+        _, head, cells = self.model.encode_cells(self._pixels(inputs))
+        return cells, head.mean(dim=(2, 3))
 
     @torch.no_grad()
     def encode_frozen(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -54,6 +54,22 @@ def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
     return wrap(model)  # type: ignore[no-any-return]
 
 
+def add_projector_taps(model: Any, taps: tuple[int, ...], checkpoint_id: str | None) -> str | None:
+    """Widen a mini model's projector to read ``taps`` (outputs unchanged until it trains); returns the
+    id its cached inputs are keyed by (the checkpoint's, plus the taps: the cached cells differ)."""
+    if not taps:
+        return checkpoint_id
+    from iqalens.models.mini import MiniVLM
+
+    if not isinstance(model, MiniVLM):
+        raise InvalidInputError(
+            f"{getattr(model, 'model_id', model)}: projector taps exist for the mini model only"
+        )
+    model.add_projector_taps(taps)
+    tag = "+taps" + "-".join(str(t) for t in model.config.projector_taps)
+    return None if checkpoint_id is None else checkpoint_id + tag
+
+
 def model_device(cfg: AlignConfig) -> str:
     """The device models are loaded on: ``cfg.device``, with ``auto`` resolved as the trainer does."""
     from iqalens.training import resolve_device
@@ -116,11 +132,12 @@ def run_align(
 
     loading = dict(model_options or {})
     base, base_ckpt = load_model(model_spec, device=model_device(cfg), **loading)
+    inputs_id = add_projector_taps(base, cfg.projector_taps, base_ckpt)
     model = as_alignable(base, temperature=cfg.temperature)
     base_id = model.model_id
     info = {"base_model": model_spec}
     train_metrics = align(
-        model, manifest, out, cfg, checkpoint_id=base_ckpt, cache_dir=cache_dir, info=info, on_step=on_step
+        model, manifest, out, cfg, checkpoint_id=inputs_id, cache_dir=cache_dir, info=info, on_step=on_step
     )
     if rank != 0:
         return train_metrics

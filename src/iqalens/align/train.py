@@ -437,6 +437,12 @@ def _align(
     n_labels = len(QUALITY_WORDS) if cfg.target == "quality" else len(CLASSES)
     if len(words) != n_labels:
         raise InvalidInputError(f"need one answer word per label ({n_labels}), got {len(words)}")
+    missing_taps = set(cfg.projector_taps) - set(getattr(model, "projector_taps", ()))
+    if missing_taps:
+        raise InvalidInputError(
+            f"{model.model_id}: the projector does not read vision site(s) {sorted(missing_taps)}; "
+            "widen it first (iqalens.align.run.add_projector_taps; run_align and `iqalens align` do)"
+        )
     saved = _saved_state(out, cfg)
     if saved is not None and saved.get("finished"):
         if (out / MODEL_DIR).is_dir():

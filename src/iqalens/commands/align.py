@@ -7,6 +7,7 @@ from typing import Any
 
 from iqalens.align.config import CONSTRAINTS, PRECISIONS, TARGETS, AlignConfig, parse_components, short_name
 from iqalens.commands._hf import add_hf_arguments, hf_options
+from iqalens.errors import InvalidInputError
 
 INTERRUPTED = {
     "align": "RUN/state/state.pt holds the last checkpoint (every --checkpoint-every steps); "
@@ -58,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="mini model: keep the vision encoder's first N sites frozen and cache their output, so "
         "steps train only the rest of it (e.g. 5 = stem and stages 1-4; default 0 = whole encoder)",
     )
+    p.add_argument(
+        "--projector-taps",
+        default="",
+        help="mini model: earlier vision sites the projector also reads, comma-separated (0 = stem, "
+        "1..7 = MBConv stages; e.g. 4, where the distortion probes peak); their new weights start at "
+        "zero, so the model is unchanged until the projector trains (needs projector in --train)",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
     p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
     p.add_argument(
@@ -103,6 +111,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_align)
 
 
+def parse_sites(text: str) -> tuple[int, ...]:
+    """``"4"`` / ``"3,4"`` -> (4,) / (3, 4); a clear error for anything but integers."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"--projector-taps takes comma-separated site numbers, got {text!r}"
+        ) from None
+
+
 def config_from_args(args: argparse.Namespace) -> AlignConfig:
     return AlignConfig(
         train=parse_components(args.train),
@@ -119,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         lr=args.lr,
         pretrained_lr_scale=args.pretrained_lr_scale,
         encoder_frozen_sites=args.encoder_frozen_sites,
+        projector_taps=parse_sites(args.projector_taps),
         target=args.target,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,

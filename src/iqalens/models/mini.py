@@ -138,16 +138,36 @@ class MiniConfig:
     grid: int = 3  # visual tokens = grid * grid cells of the head feature map
     projector_hidden: int = 1024
     seed: int = 0  # projector initialisation
+    #: Earlier vision sites (0 = stem, 1..7 = the MBConv stages) whose maps, pooled to the same grid,
+    #: are appended to each head cell the projector reads (:meth:`MiniVLM.add_projector_taps`).
+    projector_taps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.resize_shorter < self.image_size:
             raise InvalidInputError(f"need image_size >= 32 and resize_shorter >= image_size, got {self}")
         if not 1 <= self.grid <= 7:
             raise InvalidInputError(f"grid must be in 1..7, got {self.grid}")
+        self.projector_taps = tuple(int(t) for t in self.projector_taps)
+        check_projector_taps(self.projector_taps)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniConfig:
         return dataclass_from_dict(cls, data, "mini")
+
+
+#: Vision sites a projector tap may read: the stem (0) and the seven MBConv stages (1..7); the head
+#: (site 8) is what the projector always reads.
+TAPPABLE_SITES = range(8)
+
+
+def check_projector_taps(taps: Sequence[int]) -> None:
+    """Distinct sites among :data:`TAPPABLE_SITES`, or an InvalidInputError that says which are not."""
+    bad = [t for t in taps if t not in TAPPABLE_SITES]
+    if bad or len(set(taps)) != len(taps):
+        raise InvalidInputError(
+            "projector taps must be distinct vision sites 0..7 (0 = stem, 1..7 = MBConv stages), "
+            f"got {list(taps)}"
+        )
 
 
 def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
@@ -184,8 +204,10 @@ class MiniVLM(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(str(lm_dir))
         d_lm = int(self.lm.config.hidden_size)
         g = torch.Generator().manual_seed(self.config.seed)
+        taps = self.config.projector_taps
+        d_in = int(net._conv_head.out_channels) + sum(self.site_channels(t) for t in taps)
         self.projector = nn.Sequential(
-            nn.Linear(int(net._conv_head.out_channels), self.config.projector_hidden),
+            nn.Linear(d_in, self.config.projector_hidden),
             nn.GELU(),
             nn.Linear(self.config.projector_hidden, d_lm),
         )
@@ -217,9 +239,16 @@ class MiniVLM(nn.Module):
         Mirrors ``EfficientNet.extract_features`` block by block, so the features are the pretrained
         network's own.
         """
-        stem = self.encode_trunk(x, 1)
-        rest, head = self.encode_from(stem, 1)
-        return [stem.mean(dim=(2, 3)), *rest], head
+        pooled, head, _ = self._run_sites(x, 0)
+        return pooled, head
+
+    def encode_cells(
+        self, x: torch.Tensor, site: int = 0
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(pooled sites, head map, projector input cells [N, grid**2, D_in]) from pixels (``site`` 0)
+        or from the output of site ``site - 1`` (a cached trunk, as :meth:`encode_from`)."""
+        pooled, head, maps = self._run_sites(x, site)
+        return pooled, head, self.projector_cells(head, maps)
 
     @property
     def vision_sites(self) -> int:
@@ -239,12 +268,87 @@ class MiniVLM(nn.Module):
 
     def encode_from(self, x: torch.Tensor, site: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Continue from the output of site ``site - 1``: pooled sites ``site ..`` and the head map."""
-        net, pooled = self.encoder, []
-        for blocks in self._stages[site - 1 :]:
+        if site < 1:
+            raise InvalidInputError(f"encode_from continues after the stem: site must be >= 1, got {site}")
+        pooled, head, _ = self._run_sites(x, site)
+        return pooled, head
+
+    def _run_sites(
+        self, x: torch.Tensor, site: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor, dict[int, torch.Tensor]]:
+        """Pooled sites ``site ..``, the head map, and the maps of the projector's taps seen on the way
+        (site 0: ``x`` is pixels; otherwise the output of site ``site - 1``, itself kept for a tap)."""
+        net, pooled, maps = self.encoder, [], {}
+        taps = set(self.config.projector_taps)
+        if site == 0:
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            pooled.append(x.mean(dim=(2, 3)))
+            site = 1
+        if site - 1 in taps:
+            maps[site - 1] = x
+        for k, blocks in enumerate(self._stages[site - 1 :], start=site):
             x = run_blocks(net, x, blocks)
             pooled.append(x.mean(dim=(2, 3)))
+            if k in taps:
+                maps[k] = x
         head = net._swish(net._bn1(net._conv_head(x)))
-        return [*pooled, head.mean(dim=(2, 3))], head
+        return [*pooled, head.mean(dim=(2, 3))], head, maps
+
+    def site_channels(self, site: int) -> int:
+        """Channels of vision site ``site``'s map (0 = stem, 1..7 = MBConv stages, 8 = head)."""
+        net = self.encoder
+        if site == 0:
+            return int(net._conv_stem.out_channels)
+        if 1 <= site <= len(self._stages):
+            return int(net._blocks[self._stages[site - 1][-1]]._project_conv.out_channels)
+        if site == len(self._stages) + 1:
+            return int(net._conv_head.out_channels)
+        raise InvalidInputError(f"vision site must be in 0..{len(self._stages) + 1}, got {site}")
+
+    def add_projector_taps(self, taps: Sequence[int]) -> None:
+        """Let the projector also read earlier vision sites, in place, without changing any output yet.
+
+        Why: the perception probes peak mid-encoder (vision.4) and fall by the head, the only map a
+        plain projector reads; training the encoder to carry that information to the head moves the
+        encoder's own (ImageNet) behaviour. A tap appends the site's map, pooled to the projector's
+        grid, to each head cell, so training the projector alone can use it while the encoder stays
+        untouched. The new input columns of the projector's first layer start at zero: the model's
+        outputs are exactly the untapped model's until the projector is trained.
+        """
+        new = [int(t) for t in taps if int(t) not in self.config.projector_taps]
+        check_projector_taps([*self.config.projector_taps, *new])
+        if not new:
+            return
+        first = self.projector[0]
+        if not isinstance(first, nn.Linear):
+            raise RuntimeError("the mini projector must start with a Linear layer")
+        extra = sum(self.site_channels(t) for t in new)
+        wider = nn.Linear(first.in_features + extra, first.out_features).to(
+            device=first.weight.device, dtype=first.weight.dtype
+        )
+        with torch.no_grad():
+            wider.weight.zero_()
+            wider.weight[:, : first.in_features] = first.weight
+            wider.bias.copy_(first.bias)
+        wider.weight.requires_grad_(first.weight.requires_grad)
+        wider.bias.requires_grad_(first.bias.requires_grad)
+        self.projector[0] = wider
+        self.config.projector_taps = (*self.config.projector_taps, *new)
+        self._sentence_memo = None
+
+    def projector_cells(
+        self, head: torch.Tensor, maps: dict[int, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """[N, grid**2, D_in]: the head map's grid cells, followed by each tapped site's (in tap order)."""
+        cells = [self.grid_cells(head)]
+        for t in self.config.projector_taps:
+            if maps is None or t not in maps:
+                raise InvalidInputError(
+                    f"the projector reads vision site {t}, which this pass did not compute (a cached "
+                    f"trunk ends after it: cache at most {t + 1} sites)"
+                )
+            cells.append(self.grid_cells(maps[t]))
+        return torch.cat(cells, dim=-1) if len(cells) > 1 else cells[0]
 
     def encoder_prefix(self, sites: int) -> list[nn.Module]:
         """The modules of the first ``sites`` vision sites (what :meth:`encode_trunk` runs)."""
@@ -260,7 +364,13 @@ class MiniVLM(nn.Module):
         return nn.functional.adaptive_avg_pool2d(head, self.config.grid).flatten(2).transpose(1, 2)
 
     def visual_tokens(self, head: torch.Tensor) -> torch.Tensor:
-        """[N, grid**2, D_lm]: the projector applied to the head map pooled to grid x grid cells."""
+        """[N, grid**2, D_lm]: the projector applied to the head map pooled to grid x grid cells
+        (a model whose projector has taps needs their maps too: :meth:`encode_cells`)."""
+        if self.config.projector_taps:
+            raise InvalidInputError(
+                f"this projector also reads vision sites {list(self.config.projector_taps)}: "
+                "compute its input with encode_cells, not from the head map alone"
+            )
         return self.projector(self.grid_cells(head))
 
     def component(self, name: str) -> nn.Module:
@@ -306,8 +416,8 @@ class MiniVLM(nn.Module):
         lm: list[list[np.ndarray]] = []
         sentences: list[torch.Tensor] = []
         for i in range(0, len(images), batch_size):
-            pooled, head = self.encode(self.preprocess(images[i : i + batch_size]))
-            tokens = self.visual_tokens(head)
+            pooled, _, cells = self.encode_cells(self.preprocess(images[i : i + batch_size]))
+            tokens = self.projector(cells)
             hidden = self.language_model(tokens)
             vis = vis or [[] for _ in pooled]
             lm = lm or [[] for _ in hidden]
@@ -376,8 +486,8 @@ class MiniVLM(nn.Module):
             return (memo[2] @ text.T).numpy().astype(np.float32)
         out = []
         for i in range(0, len(images), batch_size):
-            _, head = self.encode(self.preprocess(images[i : i + batch_size]))
-            img = self.image_sentence_embedding(self.language_model(self.visual_tokens(head))[-1])
+            _, _, cells = self.encode_cells(self.preprocess(images[i : i + batch_size]))
+            img = self.image_sentence_embedding(self.language_model(self.projector(cells))[-1])
             out.append((img @ text.T).numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -518,12 +628,12 @@ def prealign(
         raise InvalidInputError("prealign needs at least one image")
     names = imagenet_class_names()
     with torch.no_grad():
-        heads, probs = [], []
+        cells, probs = [], []
         for i in range(0, len(views), 32):
-            _, head = model.encode(model.preprocess(views[i : i + 32]))
-            heads.append(head)
+            _, head, view_cells = model.encode_cells(model.preprocess(views[i : i + 32]))
+            cells.append(view_cells)
             probs.append(model.imagenet_logits(head).softmax(dim=-1))
-        head_all, prob_all = torch.cat(heads), torch.cat(probs)
+        cells_all, prob_all = torch.cat(cells), torch.cat(probs)
         cand = sorted(set(prob_all.topk(top_k, dim=-1).indices.flatten().tolist()))
         target = prob_all[:, cand]
         target = target / target.sum(dim=-1, keepdim=True)
@@ -532,7 +642,7 @@ def prealign(
 
     def evaluate() -> tuple[float, float]:
         with torch.no_grad():
-            img = model.image_sentence_embedding(model.language_model(model.visual_tokens(head_all))[-1])
+            img = model.image_sentence_embedding(model.language_model(model.projector(cells_all))[-1])
             loss = _soft_ce(img, text, target, temperature).item()
             agree = ((img @ text.T).argmax(dim=-1) == top1).float().mean().item()
         return loss, agree
@@ -544,7 +654,7 @@ def prealign(
     model.projector.train()
     for step in range(steps):
         idx = torch.randperm(len(views), generator=gen)[:batch_size]
-        img = model.image_sentence_embedding(model.language_model(model.visual_tokens(head_all[idx]))[-1])
+        img = model.image_sentence_embedding(model.language_model(model.projector(cells_all[idx]))[-1])
         loss = _soft_ce(img, text, target[idx], temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
