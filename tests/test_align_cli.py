@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from align_bench import build_align_bench
 from iqalens.align.config import AlignConfig
 from iqalens.align.run import run_align
 from iqalens.cli import main
-from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.models.mini import MiniConfig, MiniVLM
-from iqalens.samples import sample_paths
 
 
 def test_unknown_component_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,10 +41,7 @@ def test_lora_outside_train_is_an_error(tmp_path: Path, capsys: pytest.CaptureFi
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny benchmark and a small mini checkpoint (64 px crops)."""
     root = tmp_path_factory.mktemp("align_cli")
-    spec = BenchmarkSpec(
-        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
-    )
-    build_benchmark(root / "bench", refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False)
+    build_align_bench(root / "bench")
     ckpt = root / "mini"
     MiniVLM(
         MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64), model_id="mini-t"

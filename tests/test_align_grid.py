@@ -14,11 +14,10 @@ from types import ModuleType
 
 import pytest
 
+from align_bench import build_align_bench
 from iqalens.align.grid_result import AlignGridResult
-from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.models.mini import MiniConfig, MiniVLM
 from iqalens.results import read_result
-from iqalens.samples import sample_paths
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "align_grid.py"
 
@@ -34,12 +33,7 @@ def _load_script() -> ModuleType:
 @pytest.mark.slow
 def test_reduced_grid_runs_each_cell_and_writes_the_table(tmp_path: Path) -> None:
     grid = _load_script()
-    spec = BenchmarkSpec(
-        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
-    )
-    bench = build_benchmark(
-        tmp_path / "bench", refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False
-    )
+    bench = build_align_bench(tmp_path / "bench")
     ckpt = tmp_path / "mini"
     MiniVLM(
         MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64), model_id="mini-t"

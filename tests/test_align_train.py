@@ -16,15 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from align_bench import build_align_bench
 from iqalens.align.base import AlignableModel
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.train import align
-from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.images import load_rgb
 from iqalens.models.loading import load_model
 from iqalens.models.mini import MiniConfig, MiniVLM
-from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
 from tolerances import MINI_VLM_DEPTH, float32_atol
 
@@ -33,12 +32,7 @@ _CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("align") / "bench"
-    spec = BenchmarkSpec(
-        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
-    )
-    build_benchmark(folder, refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False)
-    return folder / "manifest.csv"
+    return build_align_bench(tmp_path_factory.mktemp("align") / "bench")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from align_bench import build_align_bench
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.run import add_projector_taps, run_align
 from iqalens.align.train import align
 from iqalens.cli import main
-from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.images import load_rgb
 from iqalens.models.loading import load_model
 from iqalens.models.mini import MiniConfig, MiniVLM
@@ -33,12 +33,7 @@ def template() -> MiniVLM:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("taps") / "bench"
-    spec = BenchmarkSpec(
-        types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
-    )
-    build_benchmark(folder, refs=[str(p) for p in sample_paths()[:6]], spec=spec, progress=False)
-    return folder / "manifest.csv"
+    return build_align_bench(tmp_path_factory.mktemp("taps") / "bench")
 
 
 def _images(n: int = 3) -> list[np.ndarray]:

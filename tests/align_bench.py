@@ -1,0 +1,19 @@
+"""The tiny benchmark the align tests train on: 4 distortion types x 2 levels of 6 bundled photos at
+96x72, half of the photos for training, a quarter each for validation and test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+from iqalens.samples import sample_paths
+
+ALIGN_BENCH_SPEC = BenchmarkSpec(
+    types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)
+)
+
+
+def build_align_bench(folder: Path) -> Path:
+    """Build (or reuse) the tiny align benchmark in ``folder``; returns its manifest."""
+    build_benchmark(folder, refs=[str(p) for p in sample_paths()[:6]], spec=ALIGN_BENCH_SPEC, progress=False)
+    return folder / "manifest.csv"
