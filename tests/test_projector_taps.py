@@ -145,7 +145,7 @@ def test_projector_run_with_a_tap_learns_it_and_keeps_the_encoder(
     assert metrics["data"]["inputs"] == "encoded" and "align-inputs" in metrics["data"]["inputs_file"]
     assert metrics["frozen_unchanged"] == {"vision_encoder": True, "language_model": True}
     loaded, _ = load_model(str(tmp_path / "run"))
-    assert loaded.config.projector_taps == (4,)
+    assert loaded.config.projector_taps == (4,) and loaded.model_id == "mini-taps+align[P+tap4]"
     assert loaded.projector[0].weight[:, 1280:].abs().sum() > 0  # the tap's weights were trained
     for name, p in template.encoder.state_dict().items():
         assert torch.equal(loaded.encoder.state_dict()[name], p), name

@@ -417,6 +417,11 @@ def _saved_state(out: Path, cfg: AlignConfig) -> dict[str, Any] | None:
     return saved
 
 
+def taps_name(taps: tuple[int, ...]) -> str:
+    """How projector taps show in an aligned model's id: ``+tap4``, ``+tap2-4`` (nothing without)."""
+    return "+tap" + "-".join(str(t) for t in taps) if taps else ""
+
+
 def _align(
     model: AlignableModel,
     manifest: Path,
@@ -491,7 +496,7 @@ def _finish(
     run.trainable.merge()
     best_step = p.best_step if p.best_state is not None else p.step
     metrics: dict[str, Any] = {
-        "model_id": f"{model.model_id}+align[{short_name(cfg.train)}]",
+        "model_id": f"{model.model_id}+align[{short_name(cfg.train)}{taps_name(cfg.projector_taps)}]",
         "train": list(cfg.train),
         "lora": list(cfg.lora),
         "objectives": cfg.objectives,
