@@ -27,7 +27,7 @@ from iqalens.align.report import (
     write_comparison,
 )
 from iqalens.align.result import AlignResult
-from iqalens.align.train import MODEL_DIR, align, remove_run
+from iqalens.align.train import MODEL_DIR, align, remove_run, taps_name
 from iqalens.errors import InvalidInputError
 from iqalens.results import write_result
 
@@ -66,8 +66,7 @@ def add_projector_taps(model: Any, taps: tuple[int, ...], checkpoint_id: str | N
             f"{getattr(model, 'model_id', model)}: projector taps exist for the mini model only"
         )
     model.add_projector_taps(taps)
-    tag = "+taps" + "-".join(str(t) for t in model.config.projector_taps)
-    return None if checkpoint_id is None else checkpoint_id + tag
+    return None if checkpoint_id is None else checkpoint_id + taps_name(model.config.projector_taps)
 
 
 def model_device(cfg: AlignConfig) -> str:

