@@ -11,14 +11,8 @@ import torch
 from iqalens.images import load_rgb
 from iqalens.models.base import ComponentModel
 from iqalens.models.efficientnet import LITE_MEAN, LITE_STD
-from iqalens.models.mini import (
-    MiniConfig,
-    MiniVLM,
-    augmented_views,
-    imagenet_class_names,
-    load_default_mini,
-    prealign,
-)
+from iqalens.models.mini import MiniConfig, MiniVLM, imagenet_class_names, load_default_mini
+from iqalens.models.mini_prealign import augmented_views, prealign
 from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES

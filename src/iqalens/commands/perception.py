@@ -11,7 +11,8 @@ from iqalens.models.loading import specs_help
 
 
 def _cmd_prealign(args: argparse.Namespace) -> int:
-    from iqalens.models.mini import MiniConfig, MiniVLM, default_cache_dir, prealign
+    from iqalens.models.mini import MiniConfig, MiniVLM, default_cache_dir
+    from iqalens.models.mini_prealign import prealign
 
     out = Path(args.output) if args.output else default_cache_dir()
     if (out / "mini.json").exists() and not args.overwrite:
