@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--trunk-dir", required=True)
     ap.add_argument("--out", required=True, help="JSON file of every row, curve and the summary")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -135,7 +136,7 @@ def main() -> None:
     frozen = trunk.features(tail_features(StudentTail(Student(scfg).eval()), trunk.maps))
     mos = np.array([r.mos for r in rows])
     test = split == "test"
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         lab = budget_indices(budget_data(frozen), args.budget, seed)  # the protocol's draw of this seed
         tune: dict = {"seed": seed}
         feature_sets = [("frozen", frozen)]
