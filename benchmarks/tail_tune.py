@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--trunk-dir", required=True)
     ap.add_argument("--out", required=True, help="JSON file of every row, curve and the summary")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first seed run (then first-seed + 1, ...)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--lr", type=float, default=1e-4)
