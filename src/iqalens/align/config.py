@@ -150,7 +150,9 @@ class AlignConfig:
         self.projector_taps = tuple(int(t) for t in self.projector_taps)
         if self.projector_taps:
             if "projector" not in self.train:
-                raise InvalidInputError("projector_taps add projector inputs: train the projector too")
+                raise InvalidInputError(
+                    "projector taps add projector inputs: train the projector too (--train P)"
+                )
             if len(set(self.projector_taps)) != len(self.projector_taps) or min(self.projector_taps) < 0:
                 raise InvalidInputError(
                     f"projector_taps must be distinct sites >= 0, got {self.projector_taps}"
