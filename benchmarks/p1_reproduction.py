@@ -84,6 +84,10 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     # session 13
     Cell("P+tap4", "P", overrides={"projector_taps": (4,)}),
     Cell("V+P+c+tap4", "V+P", 10.0, overrides={"projector_taps": (4,)}),
+    # the taps summarised as image-wide channel mean + std instead of cell means
+    # (`--projector-taps 3,4 --projector-tap-pool stats`): a one-off probe check found an MLP on these
+    # statistics of sites 3 and 4 reads the classes better than on vision.4's means (added in session 14)
+    Cell("P+stats3-4", "P", overrides={"projector_taps": (3, 4), "projector_tap_pool": "stats"}),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),

@@ -14,6 +14,7 @@ from typing import Any
 
 from iqalens.configs import dataclass_from_dict
 from iqalens.errors import InvalidInputError
+from iqalens.models.mini_taps import TAP_POOLS
 
 #: The trainable parts of an alignable model, in forward order (defined here, torch-free, so that
 #: building the command-line parser does not import torch; :mod:`iqalens.align.base` re-exports it).
@@ -80,7 +81,9 @@ class AlignConfig:
     to the projector's grid, are appended to each head cell, with zero weights at the start, so a
     run that trains the projector can use the mid-encoder's distortion information without moving
     the encoder. With a cached trunk (``encoder_frozen_sites``) a tap must be no earlier than the
-    trunk's last site.
+    trunk's last site. ``projector_tap_pool`` says how a tapped map is summarised: "cells" (its grid
+    cells' channel means) or "stats" (its image-wide channel mean and standard deviation, on every
+    cell; :mod:`iqalens.models.mini_taps`).
     ``target`` "quality" trains the template on five quality-level descriptions from each image's
     MOS instead of the distortion class (the perception paper's template-overfit observation: such
     training alone does not teach the model to name distortions); the diagnostics still ask for
@@ -93,6 +96,7 @@ class AlignConfig:
     lora_alpha: float = 16.0
     encoder_frozen_sites: int = 0
     projector_taps: tuple[int, ...] = ()
+    projector_tap_pool: str = "cells"
     target: str = "class"
     w_template: float = 1.0
     w_align: float = 1.0
@@ -156,6 +160,10 @@ class AlignConfig:
             if len(set(self.projector_taps)) != len(self.projector_taps) or min(self.projector_taps) < 0:
                 raise InvalidInputError(
                     f"projector_taps must be distinct sites >= 0, got {self.projector_taps}"
+                )
+            if self.projector_tap_pool not in TAP_POOLS:
+                raise InvalidInputError(
+                    f"projector_tap_pool must be one of {list(TAP_POOLS)}, got {self.projector_tap_pool!r}"
                 )
             if self.encoder_frozen_sites and min(self.projector_taps) < self.encoder_frozen_sites - 1:
                 raise InvalidInputError(

@@ -62,6 +62,11 @@ class MiniAlignable:
         """Earlier vision sites the projector reads besides the head (:meth:`MiniVLM.add_projector_taps`)."""
         return tuple(self.model.config.projector_taps)
 
+    @property
+    def projector_tap_pool(self) -> str:
+        """How the projector summarises each tapped map ("cells" or "stats")."""
+        return self.model.config.projector_tap_pool
+
     def components(self) -> dict[str, nn.Module]:
         return {name: self.model.component(name) for name in COMPONENTS}
 

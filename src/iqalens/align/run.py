@@ -27,8 +27,9 @@ from iqalens.align.report import (
     write_comparison,
 )
 from iqalens.align.result import AlignResult
-from iqalens.align.train import MODEL_DIR, align, remove_run, taps_name
+from iqalens.align.train import MODEL_DIR, align, remove_run
 from iqalens.errors import InvalidInputError
+from iqalens.models.mini_taps import taps_name
 from iqalens.results import write_result
 
 
@@ -54,9 +55,12 @@ def as_alignable(model: Any, temperature: float = 0.05) -> AlignableModel:
     return wrap(model)  # type: ignore[no-any-return]
 
 
-def add_projector_taps(model: Any, taps: tuple[int, ...], checkpoint_id: str | None) -> str | None:
-    """Widen a mini model's projector to read ``taps`` (outputs unchanged until it trains); returns the
-    id its cached inputs are keyed by (the checkpoint's, plus the taps: the cached cells differ)."""
+def add_projector_taps(
+    model: Any, taps: tuple[int, ...], checkpoint_id: str | None, pool: str = "cells"
+) -> str | None:
+    """Widen a mini model's projector to read ``taps`` summarised as ``pool`` (outputs unchanged until
+    it trains); returns the id its cached inputs are keyed by (the checkpoint's, plus the taps and
+    their pool: the cached cells differ)."""
     if not taps:
         return checkpoint_id
     from iqalens.models.mini import MiniVLM
@@ -65,8 +69,10 @@ def add_projector_taps(model: Any, taps: tuple[int, ...], checkpoint_id: str | N
         raise InvalidInputError(
             f"{getattr(model, 'model_id', model)}: projector taps exist for the mini model only"
         )
-    model.add_projector_taps(taps)
-    return None if checkpoint_id is None else checkpoint_id + taps_name(model.config.projector_taps)
+    model.add_projector_taps(taps, pool)
+    if checkpoint_id is None:
+        return None
+    return checkpoint_id + taps_name(model.config.projector_taps, model.config.projector_tap_pool)
 
 
 def model_device(cfg: AlignConfig) -> str:
@@ -131,7 +137,7 @@ def run_align(
 
     loading = dict(model_options or {})
     base, base_ckpt = load_model(model_spec, device=model_device(cfg), **loading)
-    inputs_id = add_projector_taps(base, cfg.projector_taps, base_ckpt)
+    inputs_id = add_projector_taps(base, cfg.projector_taps, base_ckpt, cfg.projector_tap_pool)
     model = as_alignable(base, temperature=cfg.temperature)
     base_id = model.model_id
     info = {"base_model": model_spec}

@@ -57,6 +57,7 @@ from iqalens.align.objectives import accuracy, feature_drift, info_nce, logit_dr
 from iqalens.align.trainable import Trainable
 from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
+from iqalens.models.mini_taps import taps_name
 from iqalens.perception.features import manifest_hash
 from iqalens.runs import start_run, write_json
 from iqalens.taxonomy import CLASSES
@@ -417,11 +418,6 @@ def _saved_state(out: Path, cfg: AlignConfig) -> dict[str, Any] | None:
     return saved
 
 
-def taps_name(taps: tuple[int, ...]) -> str:
-    """How projector taps show in an aligned model's id: ``+tap4``, ``+tap2-4`` (nothing without)."""
-    return "+tap" + "-".join(str(t) for t in taps) if taps else ""
-
-
 def _align(
     model: AlignableModel,
     manifest: Path,
@@ -443,6 +439,12 @@ def _align(
     if len(words) != n_labels:
         raise InvalidInputError(f"need one answer word per label ({n_labels}), got {len(words)}")
     missing_taps = set(cfg.projector_taps) - set(getattr(model, "projector_taps", ()))
+    model_pool = getattr(model, "projector_tap_pool", "cells")
+    if cfg.projector_taps and model_pool != cfg.projector_tap_pool:
+        raise InvalidInputError(
+            f"{model.model_id}: the projector summarises its taps as {model_pool!r}, the config asks "
+            f"for {cfg.projector_tap_pool!r}"
+        )
     if missing_taps:
         raise InvalidInputError(
             f"{model.model_id}: the projector does not read vision site(s) {sorted(missing_taps)}; "
@@ -495,8 +497,9 @@ def _finish(
     n_trainable = sum(t.numel() for t in run.trainable.params.values())
     run.trainable.merge()
     best_step = p.best_step if p.best_state is not None else p.step
+    taps = taps_name(cfg.projector_taps, cfg.projector_tap_pool)
     metrics: dict[str, Any] = {
-        "model_id": f"{model.model_id}+align[{short_name(cfg.train)}{taps_name(cfg.projector_taps)}]",
+        "model_id": f"{model.model_id}+align[{short_name(cfg.train)}{taps}]",
         "train": list(cfg.train),
         "lora": list(cfg.lora),
         "objectives": cfg.objectives,

