@@ -92,7 +92,7 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),
 )
-MAIN_CELLS = ("V+P", "V+P+c", "P+tap4")
+MAIN_CELLS = ("V+P", "V+P+c", "P+tap4", "P+stats3-4")
 
 
 # -- data ------------------------------------------------------------------------------------------

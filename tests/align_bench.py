@@ -1,10 +1,13 @@
 """The tiny benchmark the align tests train on: 4 distortion types x 2 levels of 6 bundled photos at
-96x72, half of the photos for training, a quarter each for validation and test."""
+96x72, half of the photos for training, a quarter each for validation and test; and the few-step
+projector-tap run the tap tests train on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from iqalens.align.config import AlignConfig
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.samples import sample_paths
 
@@ -17,3 +20,19 @@ def build_align_bench(folder: Path) -> Path:
     """Build (or reuse) the tiny align benchmark in ``folder``; returns its manifest."""
     build_benchmark(folder, refs=[str(p) for p in sample_paths()[:6]], spec=ALIGN_BENCH_SPEC, progress=False)
     return folder / "manifest.csv"
+
+
+def projector_tap_run(steps: int, **overrides: Any) -> AlignConfig:
+    """A few projector-only steps with projector taps on the tiny benchmark (``overrides`` on top)."""
+    fields: dict[str, Any] = {
+        "train": ("projector",),
+        "projector_taps": (4,),
+        "max_steps": steps,
+        "batch_size": 4,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "lr": 3e-3,
+        "max_val_images": 4,
+        "progress": False,
+    }
+    return AlignConfig(**(fields | overrides))

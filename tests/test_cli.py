@@ -277,10 +277,13 @@ def test_building_the_parser_imports_no_heavy_library() -> None:
 def test_the_parsers_torch_free_choices_equal_the_librarys() -> None:
     # LEAF's methods, arms and poolings have one torch-free copy (iqalens.leaf.names); these remain.
     from iqalens.align.base import COMPONENTS
+    from iqalens.align.config import TAP_POOLS
     from iqalens.commands.report import DEFAULT_TITLE
+    from iqalens.models.mini_taps import TAP_POOLS as MODEL_TAP_POOLS
     from iqalens.report import DEFAULT_TITLE as REPORT_TITLE
 
     assert DEFAULT_TITLE == REPORT_TITLE
+    assert TAP_POOLS == MODEL_TAP_POOLS
     assert COMPONENTS == ("vision_encoder", "projector", "language_model")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from align_bench import build_align_bench
+from align_bench import build_align_bench, projector_tap_run
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.run import add_projector_taps, run_align
@@ -104,18 +104,7 @@ def test_a_stats_run_names_its_pool_and_keys_its_cache_by_it(template: MiniVLM, 
     base = tmp_path / "base"
     template.save(base)
     bench = build_align_bench(tmp_path / "bench")
-    cfg = AlignConfig(
-        train=("projector",),
-        projector_taps=(4,),
-        projector_tap_pool="stats",
-        max_steps=2,
-        batch_size=4,
-        eval_every=2,
-        checkpoint_every=2,
-        lr=3e-3,
-        max_val_images=4,
-        progress=False,
-    )
+    cfg = projector_tap_run(2, projector_tap_pool="stats")
     cache = tmp_path / "cache"
     run_align(f"mini:{base}", bench, tmp_path / "stats", cfg, cache_dir=cache, report=False)
     loaded, _ = load_model(str(tmp_path / "stats"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from align_bench import build_align_bench
+from align_bench import build_align_bench, projector_tap_run
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.run import add_projector_taps, run_align
@@ -128,17 +128,7 @@ def test_projector_run_with_a_tap_learns_it_and_keeps_the_encoder(
 ) -> None:
     base = tmp_path / "base"
     template.save(base)
-    cfg = AlignConfig(
-        train=("projector",),
-        projector_taps=(4,),
-        max_steps=4,
-        batch_size=4,
-        eval_every=2,
-        checkpoint_every=2,
-        lr=3e-3,
-        max_val_images=4,
-        progress=False,
-    )
+    cfg = projector_tap_run(4)
     metrics = run_align(
         f"mini:{base}", bench, tmp_path / "run", cfg, cache_dir=tmp_path / "cache", report=False
     )

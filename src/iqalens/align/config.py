@@ -14,7 +14,6 @@ from typing import Any
 
 from iqalens.configs import dataclass_from_dict
 from iqalens.errors import InvalidInputError
-from iqalens.models.mini_taps import TAP_POOLS
 
 #: The trainable parts of an alignable model, in forward order (defined here, torch-free, so that
 #: building the command-line parser does not import torch; :mod:`iqalens.align.base` re-exports it).
@@ -25,6 +24,9 @@ CONSTRAINTS = ("features", "logits", "weights")
 #: quality level from the MOS (the quality-description templates of Q-Instruct-style training).
 TARGETS = ("class", "quality")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: How a projector tap summarises its map: a torch-free copy of iqalens.models.mini_taps.TAP_POOLS
+#: (the CLI's parser may not import torch; tests/test_cli.py keeps the two equal).
+TAP_POOLS = ("cells", "stats")
 #: Settings that may differ between an interrupted run and its resumption (they do not change results).
 RESUME_FREE = ("progress", "device")
 

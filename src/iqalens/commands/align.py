@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from iqalens.align.config import CONSTRAINTS, PRECISIONS, TARGETS, AlignConfig, parse_components, short_name
+from iqalens.align.config import (
+    CONSTRAINTS,
+    PRECISIONS,
+    TAP_POOLS,
+    TARGETS,
+    AlignConfig,
+    parse_components,
+    short_name,
+)
 from iqalens.commands._hf import add_hf_arguments, hf_options
 from iqalens.errors import InvalidInputError
 
@@ -68,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--projector-tap-pool",
-        choices=("cells", "stats"),
+        choices=TAP_POOLS,
         default=_DEFAULTS.projector_tap_pool,
         help="how a tapped map reaches the projector: its grid cells' channel means (cells), or its "
         "image-wide channel mean and std on every cell (stats: sees contrast, brightness, noise)",
