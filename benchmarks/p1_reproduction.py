@@ -88,11 +88,18 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     # (`--projector-taps 3,4 --projector-tap-pool stats`): a one-off probe check found an MLP on these
     # statistics of sites 3 and 4 reads the classes better than on vision.4's means (added in session 14)
     Cell("P+stats3-4", "P", overrides={"projector_taps": (3, 4), "projector_tap_pool": "stats"}),
+    # the same, every class drawn equally often in training (`--balance-classes`): clean has half the
+    # images of the other classes at 8 per photo and class, and was almost never answered
+    Cell(
+        "P+stats3-4+bal",
+        "P",
+        overrides={"projector_taps": (3, 4), "projector_tap_pool": "stats", "balance_classes": True},
+    ),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),
 )
-MAIN_CELLS = ("V+P", "V+P+c", "P+tap4", "P+stats3-4")
+MAIN_CELLS = ("V+P", "V+P+c", "P+tap4", "P+stats3-4", "P+stats3-4+bal")
 
 
 # -- data ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from iqalens.align.objectives import (
     weight_drift,
 )
 from iqalens.align.report import comparison_rows, drift_measure
-from iqalens.align.train import touched_indices
+from iqalens.align.train import touched_indices, training_order
 from tolerances import TINY_CNN_DEPTH, float32_atol
 
 
@@ -103,8 +103,21 @@ def test_config_validation() -> None:
 
 def test_schedule_touches_each_image_once_per_epoch() -> None:
     cfg = AlignConfig(max_steps=3, batch_size=4, grad_accum=2)
-    assert len(touched_indices(100, cfg)) == 24  # 6 micro-batches of 4, first epoch: no repeats
-    assert touched_indices(10, cfg).tolist() == list(range(10))
+    assert len(touched_indices(np.arange(100), cfg)) == 24  # 6 micro-batches of 4, first epoch: no repeats
+    assert touched_indices(np.arange(10), cfg).tolist() == list(range(10))
+
+
+def test_balanced_order_draws_every_class_equally_often() -> None:
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 3)
+    assert training_order(labels, False, 0).tolist() == list(range(17))
+    order = training_order(labels, True, 0)
+    assert np.bincount(labels[order]).tolist() == [10, 10, 10]
+    # every row kept; a rare class's rows repeated as evenly as the counts allow (10 = 2 * 4 + 2)
+    assert set(order.tolist()) == set(range(17))
+    assert sorted(np.bincount(order[labels[order] == 1])[10:14].tolist()) == [2, 2, 3, 3]
+    assert np.array_equal(order, training_order(labels, True, 0))  # seeded
+    cfg = AlignConfig(max_steps=100, batch_size=4, balance_classes=True)
+    assert touched_indices(order, cfg).tolist() == list(range(17))
 
 
 class _Net(nn.Module):

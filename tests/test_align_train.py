@@ -177,6 +177,17 @@ def test_interrupted_run_resumes_to_the_same_weights(template: MiniVLM, bench: P
     assert align(fresh(template), bench, tmp_path / "resumed", cfg)["steps_run"] == 4
     with pytest.raises(ValueError, match="other settings"):
         align(fresh(template), bench, tmp_path / "resumed", tiny(train=("projector",)))
+    # a run written before a setting existed reads it as the default (the old behaviour) ...
+    path = tmp_path / "resumed" / "state" / "state.pt"
+    old_state = torch.load(path, weights_only=False)
+    for added in ("balance_classes", "projector_tap_pool"):
+        del old_state["config"][added]
+    torch.save(old_state, path)
+    assert align(fresh(template), bench, tmp_path / "resumed", cfg)["steps_run"] == 4
+    # ... and a run that sets it otherwise is still refused
+    balanced = AlignConfig(**{**cfg.to_dict(), "balance_classes": True})
+    with pytest.raises(ValueError, match="other settings"):
+        align(fresh(template), bench, tmp_path / "resumed", balanced)
 
 
 def test_lora_trains_adapters_only_and_the_merged_checkpoint_reproduces_them(

@@ -68,7 +68,9 @@ class AlignConfig:
     vision encoder's pooled features to the original encoder's on the same images; "logits": KL of the
     encoder's own classifier's class distribution on those features to the original's, for encoders
     that have one, e.g. the mini model's ImageNet head; "weights": L2-SP,
-    squared distance of the encoder's weights to the original ones). ``max_train_images`` /
+    squared distance of the encoder's weights to the original ones). ``balance_classes`` draws every
+    class equally often in training (rarer classes' images repeated, seeded): the p1 benchmark's
+    clean class has half the images of the others and was almost never answered. ``max_train_images`` /
     ``max_val_images`` cap the distinct images used (seeded subsets; 0 = all), which bounds the
     one-off encoder passes over the benchmark. ``lr`` is the learning rate of the projector and of
     LoRA adapters (new weights); full-weight training of the pretrained vision encoder and language
@@ -119,6 +121,7 @@ class AlignConfig:
     checkpoint_every: int = 10
     patience: int = 3
     max_train_images: int = 1024
+    balance_classes: bool = False
     max_val_images: int = 128
     val_fraction: float = 0.1  # rows without a split: share (by reference) used for validation
     seed: int = 0

@@ -91,10 +91,28 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     return torch.float16, True
 
 
-def touched_indices(n: int, cfg: AlignConfig) -> np.ndarray:
-    """Indices of every training image the schedule can use (all micro-batches of all steps)."""
+def training_order(labels: np.ndarray, balance: bool, seed: int) -> np.ndarray:
+    """The row indices one training epoch walks through (before its seeded shuffle): every row once,
+    or with ``balance`` every class's rows repeated up to the largest class's count (whole copies,
+    then a seeded draw without replacement for the rest), so each class is drawn equally often."""
+    if not balance or len(labels) == 0:
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng([seed, 1])
+    parts = []
+    for c, n in zip(classes, counts, strict=True):
+        rows = np.flatnonzero(labels == c)
+        copies, rest = divmod(int(counts.max()), int(n))
+        parts += [np.tile(rows, copies), np.sort(rng.choice(rows, rest, replace=False))]
+    return np.concatenate(parts)
+
+
+def touched_indices(order: np.ndarray, cfg: AlignConfig) -> np.ndarray:
+    """Indices of every training image the schedule can use (all micro-batches of all steps), given
+    the epoch's :func:`training_order`."""
+    n = len(order)
     seen = [batch_stream(n, cfg.batch_size, s, cfg.seed, 0) for s in range(cfg.max_steps * cfg.grad_accum)]
-    return np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
+    return np.unique(order[np.concatenate(seen)]) if seen else np.zeros(0, dtype=np.int64)
 
 
 def _all_reduce_mean(tensors: Sequence[torch.Tensor], world: int) -> None:
@@ -208,7 +226,8 @@ class _Run:
         self.bank = InputBank(
             model, self.kind, bank_path(f"trunk{sites}" if sites else self.kind), trunk_sites=sites
         )
-        self.touched = self.train_rows.subset(touched_indices(len(self.train_rows), cfg))
+        self.order = training_order(self.train_rows.labels, cfg.balance_classes, cfg.seed)
+        self.touched = self.train_rows.subset(touched_indices(self.order, cfg))
         self.optimizer = torch.optim.AdamW(self.trainable.param_groups())
         self.amp_dtype, scaled = resolve_precision(cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
@@ -269,7 +288,8 @@ class _Run:
     def _micro_batch(self, index: int) -> torch.Tensor:
         """Forward and backward of this rank's share of micro-batch ``index``; returns the TERMS values."""
         cfg, model, device = self.cfg, self.model, self.device
-        idx = batch_stream(len(self.train_rows), cfg.batch_size, index, cfg.seed, 0)[self.rank :: self.world]
+        drawn = batch_stream(len(self.order), cfg.batch_size, index, cfg.seed, 0)
+        idx = self.order[drawn][self.rank :: self.world]
         keys = [self.train_rows.keys[i] for i in idx]
         labels = torch.as_tensor(self.train_rows.labels[idx], device=device)
         zero = torch.zeros((), device=device)
@@ -411,7 +431,9 @@ def _saved_state(out: Path, cfg: AlignConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if saved["config"] != cfg.comparable():
+    # a setting added since the run was written counts as its default (which is the old behaviour)
+    defaults = AlignConfig().comparable()
+    if {**defaults, **saved["config"]} != {**defaults, **cfg.comparable()}:
         raise InvalidInputError(
             f"{path} was written with other settings; use a new output folder or --overwrite"
         )

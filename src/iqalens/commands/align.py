@@ -113,6 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=_DEFAULTS.patience, help="evaluations without improvement")
     p.add_argument("--max-train-images", type=int, default=_DEFAULTS.max_train_images, help="0 = all")
     p.add_argument("--max-val-images", type=int, default=_DEFAULTS.max_val_images, help="0 = all")
+    p.add_argument(
+        "--balance-classes",
+        action="store_true",
+        help="draw every class equally often in training (rarer classes' images repeated)",
+    )
     p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision)
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
@@ -159,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         checkpoint_every=args.checkpoint_every,
         patience=args.patience,
         max_train_images=args.max_train_images,
+        balance_classes=args.balance_classes,
         max_val_images=args.max_val_images,
         seed=args.seed,
         precision=args.precision,
