@@ -133,8 +133,9 @@ class MiniConfig:
     grid: int = 3  # visual tokens = grid * grid cells of the head feature map
     projector_hidden: int = 1024
     seed: int = 0  # projector initialisation
-    #: Earlier vision sites (0 = stem, 1..7 = the MBConv stages) whose maps, pooled to the same grid,
-    #: are appended to each head cell the projector reads (:meth:`MiniVLM.add_projector_taps`).
+    #: Earlier vision sites (0 = stem, 1..7 = the MBConv stages) whose maps, summarised as
+    #: ``projector_tap_pool`` says, are appended to each head cell the projector reads
+    #: (:meth:`MiniVLM.add_projector_taps`).
     projector_taps: tuple[int, ...] = ()
     #: How each tapped map is summarised: "cells" (grid-cell means) or "stats" (image-wide channel
     #: mean and std, on every cell); :mod:`iqalens.models.mini_taps`.
