@@ -86,6 +86,8 @@ def test_pool_errors_are_clear(template: MiniVLM, tmp_path: Path) -> None:
         MiniConfig(projector_tap_pool="max")
     with pytest.raises(ValueError, match="projector_tap_pool must be one of"):
         AlignConfig(train=("projector",), projector_taps=(4,), projector_tap_pool="max")
+    with pytest.raises(ValueError, match="projector_tap_pool must be one of"):
+        AlignConfig(train=("projector",), projector_tap_pool="max")  # said even before any tap is set
     model = copy.deepcopy(template)
     model.add_projector_taps([4])
     with pytest.raises(ValueError, match="one model summarises all its taps one way"):

@@ -157,6 +157,10 @@ class AlignConfig:
         if self.encoder_frozen_sites and "vision_encoder" in self.lora:
             raise InvalidInputError("encoder_frozen_sites applies to full-weight encoder training, not LoRA")
         self.projector_taps = tuple(int(t) for t in self.projector_taps)
+        if self.projector_tap_pool not in TAP_POOLS:
+            raise InvalidInputError(
+                f"projector_tap_pool must be one of {list(TAP_POOLS)}, got {self.projector_tap_pool!r}"
+            )
         if self.projector_taps:
             if "projector" not in self.train:
                 raise InvalidInputError(
@@ -165,10 +169,6 @@ class AlignConfig:
             if len(set(self.projector_taps)) != len(self.projector_taps) or min(self.projector_taps) < 0:
                 raise InvalidInputError(
                     f"projector_taps must be distinct sites >= 0, got {self.projector_taps}"
-                )
-            if self.projector_tap_pool not in TAP_POOLS:
-                raise InvalidInputError(
-                    f"projector_tap_pool must be one of {list(TAP_POOLS)}, got {self.projector_tap_pool!r}"
                 )
             if self.encoder_frozen_sites and min(self.projector_taps) < self.encoder_frozen_sites - 1:
                 raise InvalidInputError(

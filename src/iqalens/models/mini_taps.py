@@ -13,9 +13,11 @@ Two ways to summarise a tapped map, :data:`TAP_POOLS`:
   changes move, and a cell mean averages it away. Measured on the untrained mini model's vision
   sites 3 and 4 (2696-image p1 benchmark, 534 test images of 17 unseen photos; one-off check, see
   docs/p1_reproduction.md): a small MLP on image-wide mean + std reads 0.70-0.73 of the eight
-  classes, on the 3 x 3 cell means of site 4 0.59-0.62, on the image-wide means of site 4 alone 0.66-0.68.
-  Trained (projector only), the statistics of sites 3 and 4 beat a cell-mean tap of site 4 with 4
-  images per photo and class (forced choice 0.680 vs 0.660) and tie with it at 8 (0.695 vs 0.693).
+  classes, on the image-wide means of site 4 alone 0.66-0.68, on site 4's 3 x 3 cell means + stds
+  0.63-0.69 (a logistic probe on its cell means alone: 0.59-0.62).
+  Trained (projector only, 3 seeds), the statistics of sites 3 and 4 score above a cell-mean tap of
+  site 4 with 4 images per photo and class (forced choice 0.680 ± 0.019 vs 0.660 ± 0.003) and tie
+  with it at 8 (0.695 vs 0.693).
 """
 
 from __future__ import annotations
