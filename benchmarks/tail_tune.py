@@ -17,8 +17,11 @@ photos): the labels-only peer that is also given the step beyond a frozen backbo
 every train image, put on the labels' scale by a line fitted on the labelled images, with the budget's
 labels in place of the teacher's score where they exist (``--label-weight`` times the teacher's mean
 reliability), its step chosen by the labelled images of the held-out photos (a first run that chose
-it by the mixed targets kept step 0 on seed 0). ``--skip-teacher-tail`` leaves out the teacher-only
-stage (to add an arm to a run).
+it by the mixed targets kept step 0 on seed 0). With ``--teacher-then-labels`` the teacher-trained
+stage itself goes on training on the budget's labels alone (LEAF in two steps, the weak-supervision
+recipe of KADIS-700k / DeepFL-IQA: pre-train on the teacher, fine-tune on the labels; same schedule,
+its step chosen on held-out labelled photos, step 0 being the teacher-trained stage with a ridge head
+on the labels). ``--skip-teacher-tail`` leaves out the teacher-only stage (to add an arm to a run).
 
     python benchmarks/tail_tune.py --manifest BENCH/manifest.csv --store judgments.sqlite \
         --trunk-dir WORK/trunk --out docs/leaf_tail_tune.json
@@ -102,11 +105,18 @@ def main() -> None:
         help="--joint-tail: weight of a labelled image relative to the teacher's mean reliability",
     )
     ap.add_argument(
+        "--teacher-then-labels",
+        action="store_true",
+        help="also continue the teacher-trained stage on the budget's labels (pre-train, then fine-tune)",
+    )
+    ap.add_argument(
         "--skip-teacher-tail",
         action="store_true",
         help="skip the teacher-trained stage and its protocol rows (to add an arm to an earlier run)",
     )
     args = ap.parse_args()
+    if args.teacher_then_labels and args.skip_teacher_tail:
+        ap.error("--teacher-then-labels continues the teacher-trained stage: drop --skip-teacher-tail")
 
     manifest, _ = read_manifest(args.manifest)
     rows = [r for r in manifest.rows if r.split in ("train", "test") and math.isfinite(r.mos)]
@@ -141,22 +151,28 @@ def main() -> None:
         tune: dict = {"seed": seed}
         feature_sets = [("frozen", frozen)]
         if not args.skip_teacher_tail:
-            tuned, part = _teacher_tail(args, scfg, trunk, train, expected, rel, lab, mos, groups, test, seed)
+            student, tuned, part = _teacher_tail(
+                args, scfg, trunk, train, expected, rel, lab, mos, groups, test, seed
+            )
             tune |= part
             feature_sets.append(("tuned", tuned))
+            if args.teacher_then_labels:  # goes on from the teacher-trained stage (``tuned`` is kept)
+                tune["teacher_then_labels_tail"] = _other_tail(
+                    args, scfg, trunk, train, _label_target(lab, mos), np.ones(len(mos)), lab, mos,
+                    groups, test, seed, student=student,
+                )  # fmt: skip
         if args.labels_only_tail:
-            target = np.full(len(mos), np.nan)
-            target[lab] = mos[lab]
             tune["labels_only_tail"] = _other_tail(
-                args, scfg, trunk, train, target, np.ones(len(mos)), lab, mos, groups, test, seed
-            )
+                args, scfg, trunk, train, _label_target(lab, mos), np.ones(len(mos)), lab, mos,
+                groups, test, seed,
+            )  # fmt: skip
         if args.joint_tail:
             target, weight = _joint_targets(expected, rel, lab, mos, args.label_weight)
-            labels = np.full(len(mos), np.nan)
-            labels[lab] = mos[lab]  # the step is chosen by the held-out photos' labels, not the teacher
+            # the step is chosen by the held-out photos' labels, not the teacher
             tune["joint_tail"] = _other_tail(
-                args, scfg, trunk, train, target, weight, lab, mos, groups, test, seed, check=labels
-            )
+                args, scfg, trunk, train, target, weight, lab, mos, groups, test, seed,
+                check=_label_target(lab, mos),
+            )  # fmt: skip
         tunes.append(tune)
         print(json.dumps({k: v for k, v in tune.items() if k != "config"}, default=float), flush=True)
         protocol = BudgetConfig(budgets=("0%", args.budget), seeds=(seed,), head=head)
@@ -181,7 +197,7 @@ def _write_record(args: argparse.Namespace, started: float, tunes: list[dict], r
     ):
         if any(arm in t for t in tunes):
             summary[key] = _spread([t[arm] for t in tunes if arm in t])
-    for stage in ("labels_only_tail", "joint_tail"):
+    for stage in ("labels_only_tail", "joint_tail", "teacher_then_labels_tail"):
         done = [t[stage] for t in tunes if stage in t]
         if done:
             for arm in ("head_as_trained", "ridge_labels"):
@@ -238,9 +254,10 @@ def _teacher_tail(
     groups: np.ndarray,
     test: np.ndarray,
     seed: int,
-) -> tuple[np.ndarray, dict]:
-    """A fresh student's last stage trained towards the teacher alone (no label read): its features,
-    the tuning record, and the two arms that keep the head trained with it (0% and the budget)."""
+) -> tuple[Student, np.ndarray, dict]:
+    """A fresh student's last stage trained towards the teacher alone (no label read): the student,
+    its features, the tuning record, and the two arms that keep the head trained with it (0% and the
+    budget)."""
     student = Student(scfg).eval()
     tune = tune_tail(
         student, _subset(trunk, train), expected[train], rel[train], groups[train], args.l2,
@@ -249,7 +266,14 @@ def _teacher_tail(
     tuned = trunk.features(tail_features(StudentTail(student), trunk.maps))
     trained_head = tune.pop("head")
     tune["test_srcc_head_as_trained"] = srcc(trained_head.scores(tuned[test]), mos[test])
-    return tuned, tune | _labels_on_trained_head(trained_head, tuned, lab, mos, groups, test)
+    return student, tuned, tune | _labels_on_trained_head(trained_head, tuned, lab, mos, groups, test)
+
+
+def _label_target(lab: np.ndarray, mos: np.ndarray) -> np.ndarray:
+    """The budget's labels where drawn, NaN (not fitted, not checked) everywhere else."""
+    target = np.full(len(mos), np.nan)
+    target[lab] = mos[lab]
+    return target
 
 
 def _joint_targets(
@@ -281,11 +305,13 @@ def _other_tail(
     test: np.ndarray,
     seed: int,
     check: np.ndarray | None = None,
+    student: Student | None = None,
 ) -> dict:
-    """A fresh student's last stage trained towards ``target`` (NaN: not fitted), the step chosen on
-    held-out photos by ``check`` (default the same target), scored by the head trained with it and
-    by a ridge on the budget's labels refitted on its features."""
-    student = Student(scfg).eval()
+    """A last stage trained towards ``target`` (NaN: not fitted), the step chosen on held-out photos by
+    ``check`` (default the same target), scored by the head trained with it and by a ridge on the
+    budget's labels refitted on its features. ``student``: the one to go on training (in place);
+    default a fresh one."""
+    student = Student(scfg).eval() if student is None else student
     tune = tune_tail(
         student, _subset(trunk, train), target[train], weight[train], groups[train], args.l2,
         _tail_config(args, seed), progress=True, check=None if check is None else check[train],
