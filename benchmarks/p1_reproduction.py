@@ -22,7 +22,10 @@ What it does (docs/p1_reproduction.md gives the numbers and says why each choice
    show those sites still hold the distortion information); cells without the encoder train on
    cached encoder outputs.
 5. **Summary**: ``grid.json`` / ``grid.csv``, a markdown table (mean +- std over seeds) and one
-   figure (forced choice per cell; probe accuracy per site before/after).
+   figure (forced choice per cell; probe accuracy per site before/after). ``--common-test MANIFEST``
+   adds each run's forced choice on the test images of another subset (e.g. ``manifest_p1_4.csv``):
+   above 4 per class the subset stops being balanced (a photo has only a few clean images, but 15-30
+   of some other classes), so runs of different ``--per-class`` compare only on the same images.
 
 ``--config FILE`` runs the same cells on another model (docs/recipes/p1_mplug_owl2.json): the file
 gives ``model``, ``model_options``, ``seeds``, ``cells`` (each: ``name``, ``train``, ``w_constraint``,
@@ -201,6 +204,44 @@ def row_of(cell: Cell, seed: int, metrics: dict[str, Any], folder: Path | None =
     }
 
 
+def common_test_scores(run: Path, side: str, base: Path, paths: set[str]) -> dict[str, Any]:
+    """Forced choice and balanced accuracy of a finished run's ``side`` ("before"/"after") answers on
+    those of its test images whose resolved path is in ``paths``; ``base``: the folder its manifest's
+    relative paths start from. Empty when the run has no answers there."""
+    file = run / side / "images.csv"
+    if not file.is_file():
+        return {}
+    right: dict[str, list[bool]] = defaultdict(list)
+    with file.open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["split"] == "test" and os.path.normpath(base / r["path"]) in paths:
+                right[r["class"]].append(r["answer"] == r["class"])
+    n = sum(len(v) for v in right.values())
+    if not n:
+        return {}
+    return {
+        "fc_common": sum(sum(v) for v in right.values()) / n,
+        "bal_common": sum(sum(v) / len(v) for v in right.values()) / len(right),
+        "n_common": n,
+    }
+
+
+def paths_of_test_split(manifest: Path) -> set[str]:
+    """The normalised paths of a manifest's test rows (for :func:`common_test_scores`)."""
+    with manifest.open(newline="") as fh:
+        return {
+            os.path.normpath(manifest.parent / r["path"]) for r in csv.DictReader(fh) if r["split"] == "test"
+        }
+
+
+def add_common_scores(rows: list[dict[str, Any]], out: Path, manifest: Path, common: Path) -> None:
+    """Add every row's scores on ``common``'s test images (the untrained row: its "before" answers)."""
+    paths = paths_of_test_split(common)
+    for r in rows:
+        side = "before" if r["cell"] == "untrained" else "after"
+        r |= common_test_scores(out / r["run"], side, manifest.parent, paths)
+
+
 def untrained_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The untrained cell: the "before" side every run measured on the same base model and test photos."""
     first = next((r for r in rows if r["fc_before"] is not None), None)
@@ -251,8 +292,18 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
         "| best step / steps | train s | whole run s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    common = any("fc_common" in r for r in rows)
+    if common:
+        lines[2] += " forced choice / balanced on the common test images (n) |"
+        lines[3] += " --- |"
     for name, rs in by.items():
         r0 = rs[0]
+        extra = (
+            f" {_ms([r.get('fc_common') for r in rs])} / {_ms([r.get('bal_common') for r in rs])}"
+            f" ({r0.get('n_common', 'n/a')}) |"
+            if common
+            else ""
+        )
         lines.append(
             f"| {name} | {r0['train']} | {r0['constraint'] or 'off'} | {len(rs)} "
             f"| {_ms([r['fc_after'] for r in rs])} "
@@ -260,6 +311,7 @@ def markdown(rows: Sequence[dict[str, Any]], header: str) -> str:
             f"| {_ms([r['imagenet_agreement'] for r in rs])} | {_ms([r['feature_cosine'] for r in rs])} "
             f"| {'/'.join(str(r.get('best_step')) for r in rs)} / {r0['steps']} "
             f"| {_ms([r['train_seconds'] for r in rs])} | {_ms([r.get('wall_seconds') for r in rs])} |"
+            + extra
         )
     return "\n".join(lines) + "\n"
 
@@ -397,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train nothing: summarise the finished cells in OUTPUT (unfinished ones are listed as missing)",
     )
     parser.add_argument("--markdown", help="write the table (machine, command, time) to this file")
+    parser.add_argument(
+        "--common-test",
+        help="also score every run on this manifest's test images (another --per-class subset's)",
+    )
     parser.add_argument("--figure", help="figure path (default OUTPUT/p1_summary.png)")
     args = parser.parse_args(argv)
     out = Path(args.output)
@@ -453,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     if any(c.train == "-" for c in cells):
         rows = untrained_rows(rows) + rows
+    if args.common_test:
+        add_common_scores(rows, out, sub, Path(args.common_test))
     if not rows:
         print(f"{out}: no finished cell to summarise", file=sys.stderr)
         return 1
@@ -482,6 +540,7 @@ def write_outputs(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, device {args.device}. "
         f"Whole run (this invocation): {seconds / 60:.1f} min.\n\n"
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+        + (f"\n\nCommon test images: the test split of {args.common_test}." if args.common_test else "")
     )
     table = markdown(rows, header)
     print(table)

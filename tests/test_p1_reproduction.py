@@ -137,3 +137,35 @@ def test_two_tiny_cells_end_to_end_write_the_grid_result(bench: Path, tmp_path: 
     # a rerun trains nothing: finished cells are read back
     assert p1.main([*args, "--summary-only"]) == 0
     assert json.loads((out / "grid.json").read_text()) == rows
+
+
+def test_common_test_scores_compare_runs_on_the_same_images(tmp_path: Path) -> None:
+    """Runs on different subsets are scored on one manifest's test images (paths resolved on both sides)."""
+    p1 = _script()
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "common.csv").write_text(
+        "path,split\nimages/a.png,test\nimages/b.png,test\nimages/c.png,test\nimages/d.png,train\n"
+    )
+    run = tmp_path / "run"
+    (run / "after").mkdir(parents=True)
+    (run / "after" / "images.csv").write_text(
+        "path,split,class,answer\n"
+        "./images/a.png,test,noise,noise\n"  # counted: same file, another spelling
+        "images/b.png,test,noise,blur\n"
+        "images/c.png,test,clean,clean\n"
+        "images/d.png,test,noise,noise\n"  # a train image of the common manifest: not counted
+        "images/e.png,test,clean,blur\n"  # not in the common test split: not counted
+    )
+    paths = p1.paths_of_test_split(bench / "common.csv")
+    got = p1.common_test_scores(run, "after", bench, paths)
+    assert got["n_common"] == 3
+    assert got["fc_common"] == pytest.approx(2 / 3)
+    assert got["bal_common"] == pytest.approx((0.5 + 1.0) / 2)  # noise 1 of 2, clean 1 of 1
+    assert p1.common_test_scores(run, "before", bench, paths) == {}  # no answers on that side
+    rows = [{"cell": "P", "run": "run", "train": "P", "constraint": 0.0, "fc_after": 0.7, "bal_after": 0.6,
+             "sim_after": 0.1, "imagenet_agreement": 1.0, "feature_cosine": 1.0, "best_step": 1, "steps": 2,
+             "train_seconds": 1.0}]  # fmt: skip
+    p1.add_common_scores(rows, tmp_path, bench / "common.csv", bench / "common.csv")
+    line = next(ln for ln in p1.markdown(rows, "h").splitlines() if ln.startswith("| P "))
+    assert line.endswith("0.667 / 0.750 (3) |")
