@@ -24,8 +24,8 @@ What it does (docs/p1_reproduction.md gives the numbers and says why each choice
 5. **Summary**: ``grid.json`` / ``grid.csv``, a markdown table (mean +- std over seeds) and one
    figure (forced choice per cell; probe accuracy per site before/after). ``--common-test MANIFEST``
    adds each run's forced choice on the test images of another subset (e.g. ``manifest_p1_4.csv``):
-   above 4 per class the subset stops being balanced (a photo has only a few clean images, but 15-30
-   of some other classes), so runs of different ``--per-class`` compare only on the same images.
+   above 4 per class the subset stops being balanced (a photo has at most 5 clean images, but 10-30
+   versions of each other class), so runs of different ``--per-class`` compare only on the same images.
 
 ``--config FILE`` runs the same cells on another model (docs/recipes/p1_mplug_owl2.json): the file
 gives ``model``, ``model_options``, ``seeds``, ``cells`` (each: ``name``, ``train``, ``w_constraint``,
@@ -417,6 +417,13 @@ def load_config(path: Path) -> tuple[str, dict[str, Any], list[int], tuple[Cell,
     )
 
 
+def _manifest_file(value: str) -> str:
+    """argparse type: an existing manifest file (a clear error before any work starts)."""
+    if not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"no manifest at {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", "-o", default="runs/p1")
@@ -451,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", help="write the table (machine, command, time) to this file")
     parser.add_argument(
         "--common-test",
+        type=_manifest_file,
         help="also score every run on this manifest's test images (another --per-class subset's)",
     )
     parser.add_argument("--figure", help="figure path (default OUTPUT/p1_summary.png)")

@@ -169,3 +169,10 @@ def test_common_test_scores_compare_runs_on_the_same_images(tmp_path: Path) -> N
     p1.add_common_scores(rows, tmp_path, bench / "common.csv", bench / "common.csv")
     line = next(ln for ln in p1.markdown(rows, "h").splitlines() if ln.startswith("| P "))
     assert line.endswith("0.667 / 0.750 (3) |")
+
+
+def test_a_missing_common_test_manifest_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    p1 = _script()
+    with pytest.raises(SystemExit):
+        p1.main(["-o", str(tmp_path / "o"), "--summary-only", "--common-test", str(tmp_path / "nope.csv")])
+    assert "--common-test: no manifest at" in capsys.readouterr().err
