@@ -25,7 +25,8 @@ LoRA merged) and ``state/`` (resume state) into the run folder. Design decisions
   is ``forward_align``, not ``Module.forward``). Rank 0 validates, decides early stopping and writes.
 - **Early stopping** on validation accuracy (ties: lower validation template loss), evaluated every
   ``eval_every`` steps; the best weights are kept. The accuracy of the untrained model (step 0) is
-  logged but not a candidate: the run reports what training produced.
+  logged but not a candidate: the run reports what training produced. With ``ema_decay`` > 0 the
+  candidates are the exponential moving average of the weights instead of the weights of that step.
 - **Mixed precision** where the device supports it: ``precision=auto`` is bf16 autocast on CUDA with
   bf16 support, fp16 autocast with gradient scaling on other CUDA devices, fp32 on CPU.
 """
@@ -39,8 +40,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,10 @@ class _Run:
         self.amp_dtype, scaled = resolve_precision(cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.progress = Progress()
+        #: moving average of the trainable weights (``cfg.ema_decay`` > 0), kept on the weights' device
+        self.ema: dict[str, torch.Tensor] | None = (
+            {n: p.detach().clone() for n, p in self.trainable.params.items()} if cfg.ema_decay > 0 else None
+        )
 
     @property
     def state_path(self) -> Path:
@@ -263,6 +268,8 @@ class _Run:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scaler.load_state_dict(saved["scaler"])
             self.progress = Progress(**saved["progress"])
+            if self.ema is not None and saved.get("ema") is not None:
+                self.ema = {n: t.to(self.device) for n, t in saved["ema"].items()}
         elif len(self.val_rows) and self.rank == 0:
             self.progress.val_before = evaluate(self.model, self.bank, self.val_rows, self.words)
             self.progress.history.append({"step": 0, **self.progress.val_before})
@@ -276,6 +283,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress),
+            "ema": None if self.ema is None else self.ema_state(),
         }
         atomic_torch_save(state, self.state_path)
         _write_log(self.out / LOG_FILE, self.progress.history)
@@ -335,13 +343,46 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.step += 1
+        self._update_ema()
         return dict(zip(TERMS, sums.cpu().tolist(), strict=True)) | {"lr": cfg.lr * factor}
+
+    def _update_ema(self) -> None:
+        """Fold the weights of this step into the average. The decay ramps up from 0.1 (``(1 + k) /
+        (10 + k)`` at step k, capped by ``ema_decay``) so that the zero-initialised or pretrained start
+        does not dominate the first hundred steps."""
+        if self.ema is None:
+            return
+        k = self.progress.step
+        decay = min(self.cfg.ema_decay, (1 + k) / (10 + k))
+        with torch.no_grad():
+            for name, p in self.trainable.params.items():
+                self.ema[name].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        """The averaged weights, on the CPU (the form :meth:`Trainable.load` and the state file take)."""
+        assert self.ema is not None
+        return {n: t.detach().cpu().clone() for n, t in self.ema.items()}
+
+    @contextmanager
+    def _judged_weights(self) -> Iterator[None]:
+        """The weights validation judges: the average while inside (``ema_decay`` > 0), then the
+        trained ones back."""
+        if self.ema is None:
+            yield
+            return
+        current = self.trainable.state()
+        self.trainable.load(self.ema_state())
+        try:
+            yield
+        finally:
+            self.trainable.load(current)
 
     def validate(self) -> dict[str, float]:
         """Rank 0 evaluates and decides; every rank applies the same early-stopping update."""
         decision = None
         if self.rank == 0:
-            metrics = evaluate(self.model, self.bank, self.val_rows, self.words)
+            with self._judged_weights():
+                metrics = evaluate(self.model, self.bank, self.val_rows, self.words)
             decision = (self.progress.improves(metrics), metrics)
         better, metrics = broadcast(decision, self.world)
         p = self.progress
@@ -352,7 +393,7 @@ class _Run:
                 p.step,
                 0,
             )
-            p.best_state = self.trainable.state()
+            p.best_state = self.trainable.state() if self.ema is None else self.ema_state()
         else:
             p.bad_evals += 1
             p.done = p.bad_evals >= self.cfg.patience
@@ -512,6 +553,8 @@ def _finish(
     cfg, model, p = run.cfg, run.model, run.progress
     if p.best_state is not None:
         run.trainable.load(p.best_state)
+    elif run.ema is not None:
+        run.trainable.load(run.ema_state())  # no validation split: the average of the whole run
     frozen = run.trainable.check_frozen()
     changed = [c for c, same in frozen.items() if not same]
     if changed:

@@ -118,6 +118,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="draw every class equally often in training (rarer classes' images repeated)",
     )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=_DEFAULTS.ema_decay,
+        help="validate and keep an exponential moving average of the trained weights (e.g. 0.98; "
+        "0 = off, the weights of the best step)",
+    )
     p.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision)
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     p.add_argument("--device", default=_DEFAULTS.device, help="auto, cpu, cuda, cuda:1 ...")
@@ -165,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         patience=args.patience,
         max_train_images=args.max_train_images,
         balance_classes=args.balance_classes,
+        ema_decay=args.ema_decay,
         max_val_images=args.max_val_images,
         seed=args.seed,
         precision=args.precision,
