@@ -14,7 +14,8 @@ What it does (docs/p1_reproduction.md gives the numbers and says why each choice
    forced-choice task is over classes, not over the 25 types).
 3. **Base model**: the pre-aligned mini model read at ``--resize-shorter`` (default 384 = the
    benchmark's native height: no down-scaling, so noise and compression artefacts stay visible to
-   the encoder; the 224-px centre crop is unchanged). This model is the "untrained" cell.
+   the encoder) and a centre crop of ``--image-size`` (default the model's 224; 384 shows the
+   encoder the whole height). This model is the "untrained" cell.
 4. **Cells**: one ``iqalens align`` run per (cell, seed), each with its before/after diagnostics
    (forced choice, per-site linear probes, semantic similarity on the test photos; ImageNet
    agreement and feature cosine on the clean photos). The vision encoder trains from site
@@ -431,6 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench", help="existing benchmark folder (default: build one under OUTPUT/bench)")
     parser.add_argument("--per-class", type=int, default=4, help="images per photo and class (default 4)")
     parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="mini model's centre crop (default: its 224; 384 = the whole height of the benchmark's "
+        "512x384 images, about 3x the encoder's cost, docs/p1_reproduction.md session 16)",
+    )
+    parser.add_argument(
         "--resize-shorter", type=int, default=384, help="mini model's shorter side (default 384)"
     )
     parser.add_argument(
@@ -493,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.model:
         model_spec = args.model
     else:
-        model_spec = str(save_mini_at_resolution(out / "base_model", args.resize_shorter))
+        model_spec = str(save_mini_at_resolution(out / "base_model", args.resize_shorter, args.image_size))
     if args.cells:
         unknown = set(args.cells) - {c.name for c in cells}
         if unknown:

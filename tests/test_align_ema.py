@@ -49,7 +49,9 @@ def _projector(model: MiniAlignable) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.model.projector.state_dict().items()}
 
 
-def test_saved_model_is_the_moving_average_of_the_steps(template: MiniVLM, bench: Path, tmp_path: Path) -> None:
+def test_saved_model_is_the_moving_average_of_the_steps(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
     model = MiniAlignable(copy.deepcopy(template))
     start = _projector(model)
     seen: list[dict[str, torch.Tensor]] = []
@@ -72,7 +74,13 @@ def test_without_decay_the_run_keeps_the_weights_of_its_best_step(
 ) -> None:
     model = MiniAlignable(copy.deepcopy(template))
     seen: list[dict[str, torch.Tensor]] = []
-    align(model, bench, tmp_path / "run", _config(ema_decay=0.0), on_step=lambda s, t: seen.append(_projector(model)))
+    align(
+        model,
+        bench,
+        tmp_path / "run",
+        _config(ema_decay=0.0),
+        on_step=lambda s, t: seen.append(_projector(model)),
+    )
     saved = load_file(tmp_path / "run" / "model" / "mini.safetensors")
     for name, value in seen[-1].items():
         assert torch.equal(saved[f"projector.{name}"], value)

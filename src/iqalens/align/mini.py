@@ -18,6 +18,7 @@ and several processes compute the same gradient as one).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -215,23 +216,40 @@ class MiniAlignable:
         return self.model.save(folder, components=stored, align_info=info)
 
 
-def save_mini_at_resolution(folder: str | os.PathLike[str], resize_shorter: int) -> Path:
+def save_mini_at_resolution(
+    folder: str | os.PathLike[str], resize_shorter: int, image_size: int | None = None
+) -> Path:
     """The pre-aligned mini model, saved to read images resized to ``resize_shorter`` (spec: the folder).
 
     Why: the default model resizes the shorter side to 224 before its 224-px centre crop, which on a
     512x384 benchmark image shrinks noise and compression artefacts by 0.58x; at 384 (the
-    benchmark's native height) the crop keeps them at full strength. Only the preprocessing changes
-    (the crop size and every weight are the default model's), so this is the same model read at
-    another scale. An existing checkpoint in ``folder`` is reused.
+    benchmark's native height) the crop keeps them at full strength. ``image_size`` (default: the
+    model's 224) widens the centre crop: at 384 the encoder sees the whole height of a 512x384 image
+    instead of a quarter of its area (docs/p1_reproduction.md, session 16, measures what that does),
+    at about 3x the encoder's cost. Only the preprocessing
+    changes (every weight is the default model's; the convolutional encoder and the grid pooling take
+    any crop size), so this is the same model read at another scale. An existing checkpoint in
+    ``folder`` is reused if it reads images the same way (else an InvalidInputError).
     """
     from dataclasses import replace
 
-    from iqalens.models.mini import load_default_mini
+    from iqalens.models.mini import MiniConfig, load_default_mini
 
     out = Path(folder)
+    default_crop = MiniConfig().image_size  # the pre-aligned model's crop
+    crop = default_crop if image_size is None else image_size
     if (out / "mini.json").is_file():
+        saved = json.loads((out / "mini.json").read_text()).get("config", {})
+        found = (saved.get("resize_shorter"), saved.get("image_size"))
+        if found != (resize_shorter, crop):
+            raise InvalidInputError(
+                f"{out} holds the mini model read at shorter side {found[0]}, crop {found[1]}; "
+                f"asked for {resize_shorter}, {crop}: use another folder"
+            )
         return out
     model = load_default_mini()
-    model.config = replace(model.config, resize_shorter=resize_shorter)
-    model.model_id = f"{model.model_id}@{resize_shorter}"
+    # MiniConfig refuses a crop larger than the resized image
+    model.config = replace(model.config, resize_shorter=resize_shorter, image_size=crop)
+    crop_id = "" if crop == default_crop else f"c{crop}"
+    model.model_id = f"{model.model_id}@{resize_shorter}{crop_id}"
     return model.save(out)
