@@ -40,8 +40,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from iqalens.align.config import AlignConfig, short_name
 from iqalens.align.data import QUALITY_WORDS, InputBank, Rows, bank_file, select_rows
 from iqalens.align.objectives import accuracy, feature_drift, info_nce, logit_drift
 from iqalens.align.trainable import Trainable
+from iqalens.align.weight_average import WeightAverage
 from iqalens.errors import InvalidInputError
 from iqalens.files import atomic_write_text
 from iqalens.models.mini_taps import taps_name
@@ -233,10 +234,8 @@ class _Run:
         self.amp_dtype, scaled = resolve_precision(cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.progress = Progress()
-        #: moving average of the trainable weights (``cfg.ema_decay`` > 0), kept on the weights' device
-        self.ema: dict[str, torch.Tensor] | None = (
-            {n: p.detach().clone() for n, p in self.trainable.params.items()} if cfg.ema_decay > 0 else None
-        )
+        #: moving average of the trainable weights (``cfg.ema_decay`` > 0)
+        self.ema = WeightAverage(self.trainable, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     @property
     def state_path(self) -> Path:
@@ -269,7 +268,7 @@ class _Run:
             self.scaler.load_state_dict(saved["scaler"])
             self.progress = Progress(**saved["progress"])
             if self.ema is not None and saved.get("ema") is not None:
-                self.ema = {n: t.to(self.device) for n, t in saved["ema"].items()}
+                self.ema.load(saved["ema"], self.device)
         elif len(self.val_rows) and self.rank == 0:
             self.progress.val_before = evaluate(self.model, self.bank, self.val_rows, self.words)
             self.progress.history.append({"step": 0, **self.progress.val_before})
@@ -283,7 +282,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress),
-            "ema": None if self.ema is None else self.ema_state(),
+            "ema": None if self.ema is None else self.ema.state(),
         }
         atomic_torch_save(state, self.state_path)
         _write_log(self.out / LOG_FILE, self.progress.history)
@@ -343,45 +342,15 @@ class _Run:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.step += 1
-        self._update_ema()
+        if self.ema is not None:
+            self.ema.update(self.progress.step)
         return dict(zip(TERMS, sums.cpu().tolist(), strict=True)) | {"lr": cfg.lr * factor}
-
-    def _update_ema(self) -> None:
-        """Fold the weights of this step into the average. The decay ramps up from 0.1 (``(1 + k) /
-        (10 + k)`` at step k, capped by ``ema_decay``) so that the zero-initialised or pretrained start
-        does not dominate the first hundred steps."""
-        if self.ema is None:
-            return
-        k = self.progress.step
-        decay = min(self.cfg.ema_decay, (1 + k) / (10 + k))
-        with torch.no_grad():
-            for name, p in self.trainable.params.items():
-                self.ema[name].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
-
-    def ema_state(self) -> dict[str, torch.Tensor]:
-        """The averaged weights, on the CPU (the form :meth:`Trainable.load` and the state file take)."""
-        assert self.ema is not None
-        return {n: t.detach().cpu().clone() for n, t in self.ema.items()}
-
-    @contextmanager
-    def _judged_weights(self) -> Iterator[None]:
-        """The weights validation judges: the average while inside (``ema_decay`` > 0), then the
-        trained ones back."""
-        if self.ema is None:
-            yield
-            return
-        current = self.trainable.state()
-        self.trainable.load(self.ema_state())
-        try:
-            yield
-        finally:
-            self.trainable.load(current)
 
     def validate(self) -> dict[str, float]:
         """Rank 0 evaluates and decides; every rank applies the same early-stopping update."""
         decision = None
         if self.rank == 0:
-            with self._judged_weights():
+            with nullcontext() if self.ema is None else self.ema.applied():
                 metrics = evaluate(self.model, self.bank, self.val_rows, self.words)
             decision = (self.progress.improves(metrics), metrics)
         better, metrics = broadcast(decision, self.world)
@@ -393,7 +362,7 @@ class _Run:
                 p.step,
                 0,
             )
-            p.best_state = self.trainable.state() if self.ema is None else self.ema_state()
+            p.best_state = self.trainable.state() if self.ema is None else self.ema.state()
         else:
             p.bad_evals += 1
             p.done = p.bad_evals >= self.cfg.patience
@@ -554,7 +523,7 @@ def _finish(
     if p.best_state is not None:
         run.trainable.load(p.best_state)
     elif run.ema is not None:
-        run.trainable.load(run.ema_state())  # no validation split: the average of the whole run
+        run.trainable.load(run.ema.state())  # no validation split: the average of the whole run
     frozen = run.trainable.check_frozen()
     changed = [c for c, same in frozen.items() if not same]
     if changed:
