@@ -115,8 +115,8 @@ class AlignConfig:
     pretrained_lr_scale: float = 0.1  # full-weight vision encoder / language model: lr * this
     weight_decay: float = 0.01
     #: Exponential moving average of the trained weights (0 = off): validation, early stopping and
-    #: the saved model use the average. Why: on a small train split the projector's validation
-    #: accuracy jumps by several points between evaluations; the average is a smoother choice.
+    #: the saved model use the average (:mod:`iqalens.align.weight_average` says why; measured on the
+    #: p1 benchmark it did not help, so it is off).
     ema_decay: float = 0.0
     warmup_steps: int = 5
     min_lr_ratio: float = 0.05

@@ -225,11 +225,11 @@ def save_mini_at_resolution(
     512x384 benchmark image shrinks noise and compression artefacts by 0.58x; at 384 (the
     benchmark's native height) the crop keeps them at full strength. ``image_size`` (default: the
     model's 224) widens the centre crop: at 384 the encoder sees the whole height of a 512x384 image
-    instead of a quarter of its area (docs/p1_reproduction.md, session 16, measures what that does),
-    at about 3x the encoder's cost. Only the preprocessing
-    changes (every weight is the default model's; the convolutional encoder and the grid pooling take
-    any crop size), so this is the same model read at another scale. An existing checkpoint in
-    ``folder`` is reused if it reads images the same way (else an InvalidInputError).
+    instead of a quarter of its area, at about 3x the encoder's cost (docs/p1_reproduction.md,
+    session 16: probes and validation accuracy rise, test forced choice does not). Only the
+    preprocessing changes (every weight is the default model's; the convolutional encoder and the grid
+    pooling take any crop size), so this is the same model read at another scale. An existing
+    checkpoint in ``folder`` is reused if it reads images the same way (else an InvalidInputError).
     """
     from dataclasses import replace
 
