@@ -1,6 +1,6 @@
 """The tiny benchmark the align tests train on: 4 distortion types x 2 levels of 6 bundled photos at
-96x72, half of the photos for training, a quarter each for validation and test; and the few-step
-projector-tap run the tap tests train on it."""
+96x72, half of the photos for training, a quarter each for validation and test; the small mini
+model they train (:data:`SMALL_MINI`); and the few-step projector-tap run the tap tests train on it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from typing import Any
 
 from iqalens.align.config import AlignConfig
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
+from iqalens.models.mini import MiniConfig
 from iqalens.samples import sample_paths
+
+#: The mini model's architecture at test size (64-px crops, 2x2 visual tokens, a 64-unit projector):
+#: the real encoder and language model, small enough to train a few steps in a test.
+SMALL_MINI = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 
 ALIGN_BENCH_SPEC = BenchmarkSpec(
     types=(1, 11, 16, 21), levels=(2, 5), size=(96, 72), split_fractions=(0.5, 0.25, 0.25)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from align_bench import build_align_bench
+from align_bench import SMALL_MINI, build_align_bench
 from iqalens.align.config import AlignConfig
 from iqalens.align.run import run_align
 from iqalens.cli import main
-from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.models.mini import MiniVLM
 
 
 def test_unknown_component_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,9 +43,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("align_cli")
     build_align_bench(root / "bench")
     ckpt = root / "mini"
-    MiniVLM(
-        MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64), model_id="mini-t"
-    ).save(ckpt)
+    MiniVLM(SMALL_MINI, model_id="mini-t").save(ckpt)
     return root / "bench", ckpt
 
 

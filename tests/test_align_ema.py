@@ -10,14 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from align_bench import build_align_bench
+from align_bench import SMALL_MINI, build_align_bench
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.train import align
 from iqalens.errors import InvalidInputError
-from iqalens.models.mini import MiniConfig, MiniVLM
-
-_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
+from iqalens.models.mini import MiniVLM
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +25,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def template() -> MiniVLM:
-    return MiniVLM(_CFG, model_id="mini-test")
+    return MiniVLM(SMALL_MINI, model_id="mini-test")
 
 
 def _config(**kw: object) -> AlignConfig:

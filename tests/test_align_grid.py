@@ -14,9 +14,9 @@ from types import ModuleType
 
 import pytest
 
-from align_bench import build_align_bench
+from align_bench import SMALL_MINI, build_align_bench
 from iqalens.align.grid_result import AlignGridResult
-from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.models.mini import MiniVLM
 from iqalens.results import read_result
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "align_grid.py"
@@ -35,9 +35,7 @@ def test_reduced_grid_runs_each_cell_and_writes_the_table(tmp_path: Path) -> Non
     grid = _load_script()
     bench = build_align_bench(tmp_path / "bench")
     ckpt = tmp_path / "mini"
-    MiniVLM(
-        MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64), model_id="mini-t"
-    ).save(ckpt)
+    MiniVLM(SMALL_MINI, model_id="mini-t").save(ckpt)
     cells = (("P", False), ("V", True))
     rows = grid.run_grid(
         bench,

@@ -16,18 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from align_bench import build_align_bench
+from align_bench import SMALL_MINI, build_align_bench
 from iqalens.align.base import AlignableModel
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.train import align
 from iqalens.images import load_rgb
 from iqalens.models.loading import load_model
-from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.models.mini import MiniVLM
 from iqalens.taxonomy import CLASSES
 from tolerances import MINI_VLM_DEPTH, float32_atol
-
-_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def template() -> MiniVLM:
-    return MiniVLM(_CFG, model_id="mini-test")
+    return MiniVLM(SMALL_MINI, model_id="mini-test")
 
 
 def fresh(template: MiniVLM) -> MiniAlignable:
@@ -307,7 +305,7 @@ def test_two_process_torchrun_matches_one_process(template: MiniVLM, bench: Path
         "2",
         str(script),
     ]
-    cmd += [str(bench), json.dumps(cfg.to_dict()), json.dumps(asdict(_CFG)), str(tmp_path / "ddp")]
+    cmd += [str(bench), json.dumps(cfg.to_dict()), json.dumps(asdict(SMALL_MINI)), str(tmp_path / "ddp")]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
     )
@@ -345,7 +343,7 @@ def test_mixed_precision_autocast_path(template: MiniVLM, bench: Path, tmp_path:
 
 def test_encoder_trunk_continues_exactly_where_the_full_encoder_would() -> None:
     """``encode_trunk`` + ``encode_from`` at every split site == one full ``encode`` pass."""
-    model = MiniVLM(_CFG, model_id="mini-test")
+    model = MiniVLM(SMALL_MINI, model_id="mini-test")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         pooled, head = model.encode(x)

@@ -10,19 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from align_bench import SMALL_MINI
 from iqalens.align import mini as align_mini
 from iqalens.errors import InvalidInputError
 from iqalens.models import mini as models_mini
 from iqalens.models.mini import MiniConfig, MiniVLM
-
-_SMALL = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 
 
 @pytest.fixture
 def small_default(monkeypatch: pytest.MonkeyPatch) -> MiniVLM:
     """A small randomly initialised model stands in for the pre-aligned default (no pre-alignment)."""
     torch.manual_seed(0)
-    model = MiniVLM(_SMALL, model_id="mini-small")
+    model = MiniVLM(SMALL_MINI, model_id="mini-small")
     monkeypatch.setattr(models_mini, "load_default_mini", lambda: model)
     return model
 

@@ -8,22 +8,22 @@ import numpy as np
 import pytest
 import torch
 
+from align_bench import SMALL_MINI
 from iqalens.images import load_rgb
 from iqalens.models.base import ComponentModel
 from iqalens.models.efficientnet import LITE_MEAN, LITE_STD
-from iqalens.models.mini import MiniConfig, MiniVLM, imagenet_class_names, load_default_mini
+from iqalens.models.mini import MiniVLM, imagenet_class_names, load_default_mini
 from iqalens.models.mini_prealign import augmented_views, prealign
 from iqalens.models.preprocess import crop_boxes, normalise, resize_shorter
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
 
-_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
 _VISION_DIMS = [32, 16, 24, 40, 80, 112, 192, 320, 1280]  # stem, 7 stages, head
 
 
 @pytest.fixture(scope="module")
 def model() -> MiniVLM:
-    return MiniVLM(_CFG)
+    return MiniVLM(SMALL_MINI)
 
 
 def _images(n: int = 3) -> list[np.ndarray]:
@@ -100,7 +100,7 @@ def test_prealign_reduces_loss_is_seeded_and_round_trips(model: MiniVLM, tmp_pat
     scores = model.class_log_scores(test_images, ["blur", "noise"])
     model.save(tmp_path / "ckpt")
     loaded = MiniVLM.load(tmp_path / "ckpt")
-    assert loaded.config == _CFG and loaded.prealign_info["steps"] == 12
+    assert loaded.config == SMALL_MINI and loaded.prealign_info["steps"] == 12
     after = loaded.extract(test_images)
     for x, y in zip(before.sites(), after.sites(), strict=True):
         np.testing.assert_array_equal(x, y)

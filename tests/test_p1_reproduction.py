@@ -12,10 +12,11 @@ from types import ModuleType
 
 import pytest
 
+from align_bench import SMALL_MINI
 from iqalens.align.grid_result import AlignGridResult
 from iqalens.datasets.benchmark import BenchmarkSpec, build_benchmark
 from iqalens.datasets.manifest import read_manifest
-from iqalens.models.mini import MiniConfig, MiniVLM
+from iqalens.models.mini import MiniVLM
 from iqalens.results import read_result
 from iqalens.samples import sample_paths
 
@@ -96,9 +97,7 @@ def test_two_tiny_cells_end_to_end_write_the_grid_result(bench: Path, tmp_path: 
     out = tmp_path / "p1"
     # a small mini model (64 px crops, random projector) keeps the test fast; the script's default
     # base model is the pre-aligned one read at 384 px
-    tiny = MiniVLM(MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)).save(
-        tmp_path / "m"
-    )
+    tiny = MiniVLM(SMALL_MINI).save(tmp_path / "m")
     args = [
         "--bench",
         str(bench),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from align_bench import build_align_bench, projector_tap_run
+from align_bench import SMALL_MINI, build_align_bench, projector_tap_run
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.run import add_projector_taps, run_align
@@ -23,12 +23,10 @@ from iqalens.models.mini_taps import tap_summary, tap_width, taps_name
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
 
-_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
-
 
 @pytest.fixture(scope="module")
 def template() -> MiniVLM:
-    return MiniVLM(_CFG, model_id="mini-stats")
+    return MiniVLM(SMALL_MINI, model_id="mini-stats")
 
 
 def test_stats_are_the_image_wide_mean_and_std_on_every_cell() -> None:

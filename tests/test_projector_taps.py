@@ -5,13 +5,14 @@ trunk, checkpoints that round-trip, and a projector-only run that learns to use 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from align_bench import build_align_bench, projector_tap_run
+from align_bench import SMALL_MINI, build_align_bench, projector_tap_run
 from iqalens.align.config import AlignConfig
 from iqalens.align.mini import MiniAlignable
 from iqalens.align.run import add_projector_taps, run_align
@@ -23,12 +24,10 @@ from iqalens.models.mini import MiniConfig, MiniVLM
 from iqalens.samples import sample_paths
 from iqalens.taxonomy import CLASSES
 
-_CFG = MiniConfig(image_size=64, resize_shorter=64, grid=2, projector_hidden=64)
-
 
 @pytest.fixture(scope="module")
 def template() -> MiniVLM:
-    return MiniVLM(_CFG, model_id="mini-taps")
+    return MiniVLM(SMALL_MINI, model_id="mini-taps")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +55,17 @@ def test_a_new_tap_changes_nothing_until_its_weights_move(template: MiniVLM) -> 
     assert not np.allclose(model.class_log_scores(images, list(CLASSES)), before, atol=1e-4)
     model.add_projector_taps([4])  # already there: nothing changes
     assert model.projector[0].in_features == 1360
+
+
+def test_adding_a_tap_leaves_the_callers_config_alone() -> None:
+    """The model keeps its own copy of the config: one config shared by several models (the tests'
+    SMALL_MINI, a user's) must not gain the taps one of them adds."""
+    shared = replace(SMALL_MINI)
+    model = MiniVLM(shared, model_id="mini-taps")
+    model.add_projector_taps([4], "stats")
+    assert model.config.projector_taps == (4,) and model.config.projector_tap_pool == "stats"
+    assert shared.projector_taps == () and shared.projector_tap_pool == "cells"
+    assert MiniVLM(shared).projector[0].in_features == 1280
 
 
 def test_cells_from_a_cached_trunk_equal_the_pixel_path(template: MiniVLM) -> None:

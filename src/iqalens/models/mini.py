@@ -57,7 +57,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,8 @@ class MiniVLM(nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        self.config = config or MiniConfig()
+        # a copy: add_projector_taps widens the model's own config, never the caller's
+        self.config = replace(config) if config is not None else MiniConfig()
         self.model_id = model_id
         self.prealign_info: dict[str, Any] = {}
         self.align_info: dict[str, Any] = {}
