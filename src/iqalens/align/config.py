@@ -87,7 +87,11 @@ class AlignConfig:
     the encoder. With a cached trunk (``encoder_frozen_sites``) a tap must be no earlier than the
     trunk's last site. ``projector_tap_pool`` says how a tapped map is summarised: "cells" (its grid
     cells' channel means) or "stats" (its image-wide channel mean and standard deviation, on every
-    cell; :mod:`iqalens.models.mini_taps`).
+    cell; :mod:`iqalens.models.mini_taps`). ``projector_head_frozen`` keeps the projector's weights on
+    the head's inputs as they are, so what the run learns reaches the language model through the taps
+    (and the projector's later layer): on the p1 benchmark a classifier given the head's 1280
+    semantic channels besides the tap statistics fits the training photos' content and generalises
+    worse (docs/p1_reproduction.md, session 17).
     ``target`` "quality" trains the template on five quality-level descriptions from each image's
     MOS instead of the distortion class (the perception paper's template-overfit observation: such
     training alone does not teach the model to name distortions); the diagnostics still ask for
@@ -101,6 +105,7 @@ class AlignConfig:
     encoder_frozen_sites: int = 0
     projector_taps: tuple[int, ...] = ()
     projector_tap_pool: str = "cells"
+    projector_head_frozen: bool = False
     target: str = "class"
     w_template: float = 1.0
     w_align: float = 1.0
@@ -180,6 +185,15 @@ class AlignConfig:
                     f"{self.encoder_frozen_sites} sites (which keeps only the map of site "
                     f"{self.encoder_frozen_sites - 1})"
                 )
+        if self.projector_head_frozen and not self.projector_taps:
+            raise InvalidInputError(
+                "projector_head_frozen keeps the head's projector weights so that the taps carry what is "
+                "learnt: give projector taps too (--projector-taps)"
+            )
+        if self.projector_head_frozen and "projector" in self.lora:
+            raise InvalidInputError(
+                "projector_head_frozen applies to full-weight projector training, not LoRA"
+            )
         for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
             if getattr(self, name) < (1 if name == "lora_rank" else 0):
                 raise InvalidInputError(

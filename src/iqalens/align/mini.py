@@ -68,6 +68,14 @@ class MiniAlignable:
         """How the projector summarises each tapped map ("cells" or "stats")."""
         return self.model.config.projector_tap_pool
 
+    def projector_head_columns(self) -> tuple[torch.Tensor, int]:
+        """The projector's first weight and how many of its input columns read the head (the first
+        ones; the taps' follow): what ``projector_head_frozen`` keeps as it is."""
+        head = self.model.site_channels(self.model.vision_sites - 1)
+        first = self.model.projector[0]
+        assert isinstance(first, nn.Linear)
+        return first.weight, head
+
     def components(self) -> dict[str, nn.Module]:
         return {name: self.model.component(name) for name in COMPONENTS}
 

@@ -230,7 +230,7 @@ class _Run:
         )
         self.order = training_order(self.train_rows.labels, cfg.balance_classes, cfg.seed)
         self.touched = self.train_rows.subset(touched_indices(self.order, cfg))
-        self.optimizer = torch.optim.AdamW(self.trainable.param_groups())
+        self.optimizer = self.trainable.optimizer()
         self.amp_dtype, scaled = resolve_precision(cfg.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.progress = Progress()

@@ -5,6 +5,11 @@ their weights, or LoRA adapters (:mod:`iqalens.align.lora`) for those in ``confi
 anything trains it fingerprints (hashes the bytes of) every parameter and buffer of the frozen
 components, and of the base weights under LoRA adapters, so that :meth:`Trainable.check_frozen`
 can tell bit for bit whether they are unchanged.
+
+With ``config.projector_head_frozen`` part of one tensor stays frozen: the projector's first-layer
+columns that read the head. Their gradient is zeroed as it is computed (so gradient clipping and the
+optimizer's moments never see it), and :meth:`Trainable.optimizer` restores them after every step
+(so weight decay cannot move them either); :meth:`Trainable.check_frozen` proves it bit for bit.
 """
 
 from __future__ import annotations
@@ -81,6 +86,39 @@ class Trainable:
         if self.uses_weights and "vision_encoder" not in cfg.lora:
             encoder = self.components["vision_encoder"]
             self.weight_originals = [p.detach().clone() for p in encoder.parameters() if p.requires_grad]
+        #: (weight, frozen columns, their original values) of ``projector_head_frozen``
+        self._frozen_columns: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        if cfg.projector_head_frozen:
+            self._freeze_head_columns(model)
+
+    def _freeze_head_columns(self, model: AlignableModel) -> None:
+        """Keep the projector's weights on the head's inputs as they are (``projector_head_frozen``)."""
+        columns = getattr(model, "projector_head_columns", None)
+        if columns is None:
+            raise InvalidInputError(f"{model.model_id}: projector_head_frozen is for the mini model only")
+        weight, n = columns()
+        original = weight.detach()[:, :n].clone()
+
+        def drop_head_grad(grad: torch.Tensor) -> torch.Tensor:
+            grad = grad.clone()
+            grad[:, :n] = 0
+            return grad
+
+        weight.register_hook(drop_head_grad)
+        self._frozen_columns = (weight, n, original)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over :meth:`param_groups`; with frozen head columns, a post-step hook puts them back."""
+        opt = torch.optim.AdamW(self.param_groups())
+        if self._frozen_columns is not None:
+            weight, n, original = self._frozen_columns
+
+            def restore(*_: Any) -> None:
+                with torch.no_grad():
+                    weight[:, :n] = original.to(weight.device)
+
+            opt.register_step_post_hook(restore)
+        return opt
 
     def _freeze_prefix(self, model: AlignableModel, sites: int) -> None:
         """Keep the encoder's first ``sites`` sites frozen (and fingerprinted, to prove it)."""
@@ -139,6 +177,9 @@ class Trainable:
         }
         for c, fp in self.lora_base_before.items():
             out[f"{c} (base under LoRA)"] = fingerprint(self.components[c], drop_lora=True) == fp
+        if self._frozen_columns is not None:
+            weight, n, original = self._frozen_columns
+            out["projector (head columns)"] = _digest(weight[:, :n]) == _digest(original)
         return out
 
     def merge(self) -> None:

@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how a tapped map reaches the projector: its grid cells' channel means (cells), or its "
         "image-wide channel mean and std on every cell (stats: sees contrast, brightness, noise)",
     )
+    p.add_argument(
+        "--projector-head-frozen",
+        action="store_true",
+        help="mini model, with --projector-taps: keep the projector's weights on the head's inputs as "
+        "they are, so what is learnt comes through the taps (the head's semantic channels let the "
+        "projector fit the training photos' content)",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
     p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
     p.add_argument(
@@ -166,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         encoder_frozen_sites=args.encoder_frozen_sites,
         projector_taps=parse_sites(args.projector_taps),
         projector_tap_pool=args.projector_tap_pool,
+        projector_head_frozen=args.projector_head_frozen,
         target=args.target,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
