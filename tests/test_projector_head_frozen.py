@@ -54,6 +54,18 @@ def test_head_columns_stay_exact_while_the_taps_train(template: MiniVLM, bench: 
     assert metrics["frozen_unchanged"]["projector (head columns)"] is True
 
 
+def test_after_the_run_the_head_columns_get_gradients_again(
+    template: MiniVLM, bench: Path, tmp_path: Path
+) -> None:
+    # the freezing belongs to the run: the same model object trained later learns on every column
+    model, _, _ = _train(template, bench, tmp_path / "then_free", frozen=True)
+    weight = model.projector[0].weight
+    weight.requires_grad_(True)
+    model.projector(torch.randn(2, weight.shape[1])).square().sum().backward()
+    head = model.site_channels(model.vision_sites - 1)
+    assert weight.grad is not None and weight.grad[:, :head].abs().sum() > 0
+
+
 def test_without_the_option_the_same_run_moves_the_head_columns(
     template: MiniVLM, bench: Path, tmp_path: Path
 ) -> None:

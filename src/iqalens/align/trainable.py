@@ -88,6 +88,8 @@ class Trainable:
             self.weight_originals = [p.detach().clone() for p in encoder.parameters() if p.requires_grad]
         #: (weight, frozen columns, their original values) of ``projector_head_frozen``
         self._frozen_columns: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        #: the gradient hook of ``projector_head_frozen``, removed by :meth:`merge`
+        self._head_grad_hook: torch.utils.hooks.RemovableHandle | None = None
         if cfg.projector_head_frozen:
             self._freeze_head_columns(model)
 
@@ -104,7 +106,7 @@ class Trainable:
             grad[:, :n] = 0
             return grad
 
-        weight.register_hook(drop_head_grad)
+        self._head_grad_hook = weight.register_hook(drop_head_grad)
         self._frozen_columns = (weight, n, original)
 
     def optimizer(self) -> torch.optim.Optimizer:
@@ -183,7 +185,13 @@ class Trainable:
         return out
 
     def merge(self) -> None:
-        """Merge LoRA adapters into their base weights; freeze everything again."""
+        """Merge LoRA adapters into their base weights; freeze everything again.
+
+        The head columns' gradient hook goes too: the model object may be trained again later, by a
+        run that lets those columns learn."""
+        if self._head_grad_hook is not None:
+            self._head_grad_hook.remove()
+            self._head_grad_hook = None
         for comp in self.cfg.lora:
             merge_lora(self.components[comp])
         for module in self.components.values():
