@@ -108,11 +108,33 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
         "P",
         overrides={"projector_taps": (3, 4), "projector_tap_pool": "stats", "projector_head_frozen": True},
     ),
+    # the same, the tap columns trained on standardised inputs (`--projector-tap-standardise`; the raw
+    # statistics sit up to 9 from zero) and no early stopping (patience past the 300 steps: with 9
+    # validation photos patience 4 stopped one seed of +fh at step 150); added in session 19
+    Cell(
+        "P+stats3-4+fh+std",
+        "P",
+        overrides={
+            "projector_taps": (3, 4),
+            "projector_tap_pool": "stats",
+            "projector_head_frozen": True,
+            "projector_tap_standardise": True,
+            "patience": 100,
+        },
+    ),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),
 )
-MAIN_CELLS = ("V+P", "V+P+c", "P+tap4", "P+stats3-4", "P+stats3-4+bal", "P+stats3-4+fh")
+MAIN_CELLS = (
+    "V+P",
+    "V+P+c",
+    "P+tap4",
+    "P+stats3-4",
+    "P+stats3-4+bal",
+    "P+stats3-4+fh",
+    "P+stats3-4+fh+std",
+)
 
 
 # -- data ------------------------------------------------------------------------------------------

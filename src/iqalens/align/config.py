@@ -91,7 +91,10 @@ class AlignConfig:
     the head's inputs as they are, so what the run learns reaches the language model through the taps
     (and the projector's later layer): on the p1 benchmark a classifier given the head's 1280
     semantic channels besides the tap statistics fits the training photos' content and generalises
-    worse (docs/p1_reproduction.md, session 17).
+    worse (docs/p1_reproduction.md, session 17). ``projector_tap_standardise`` trains the tap
+    columns on inputs standardised by the training images' tap statistics and folds them back into
+    the weights at the end (:mod:`iqalens.align.tap_standardise`: the raw statistics sit far from
+    zero-mean, unit scale, and training through them was less accurate and less stable over seeds).
     ``target`` "quality" trains the template on five quality-level descriptions from each image's
     MOS instead of the distortion class (the perception paper's template-overfit observation: such
     training alone does not teach the model to name distortions); the diagnostics still ask for
@@ -106,6 +109,7 @@ class AlignConfig:
     projector_taps: tuple[int, ...] = ()
     projector_tap_pool: str = "cells"
     projector_head_frozen: bool = False
+    projector_tap_standardise: bool = False
     target: str = "class"
     w_template: float = 1.0
     w_align: float = 1.0
@@ -193,6 +197,11 @@ class AlignConfig:
         if self.projector_head_frozen and "projector" in self.lora:
             raise InvalidInputError(
                 "projector_head_frozen applies to full-weight projector training, not LoRA"
+            )
+        if self.projector_tap_standardise and (not self.projector_taps or "projector" in self.lora):
+            raise InvalidInputError(
+                "projector_tap_standardise trains the projector's tap columns: give projector taps "
+                "(--projector-taps) and train the projector's full weights (no LoRA)"
             )
         for name in ("lora_rank", "warmup_steps", "max_train_images", "max_val_images"):
             if getattr(self, name) < (1 if name == "lora_rank" else 0):

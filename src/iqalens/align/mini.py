@@ -68,13 +68,25 @@ class MiniAlignable:
         """How the projector summarises each tapped map ("cells" or "stats")."""
         return self.model.config.projector_tap_pool
 
-    def projector_head_columns(self) -> tuple[torch.Tensor, int]:
-        """The projector's first weight and how many of its input columns read the head (the first
-        ones; the taps' follow): what ``projector_head_frozen`` keeps as it is."""
-        head = self.model.site_channels(self.model.vision_sites - 1)
+    def projector_first_layer(self) -> tuple[nn.Linear, int]:
+        """The projector's first layer and how many of its input columns read the head (the first
+        ones; the taps' follow)."""
         first = self.model.projector[0]
         assert isinstance(first, nn.Linear)
+        return first, self.model.site_channels(self.model.vision_sites - 1)
+
+    def projector_head_columns(self) -> tuple[torch.Tensor, int]:
+        """The projector's first weight and its head column count: what ``projector_head_frozen``
+        keeps as it is."""
+        first, head = self.projector_first_layer()
         return first.weight, head
+
+    @torch.no_grad()
+    def projector_inputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, k, D_in]: what the projector reads per cell, head then taps
+        (``projector_tap_standardise`` measures the taps on it)."""
+        inputs = {k: v.to(self.device) if k != "pixels" else v for k, v in inputs.items()}
+        return self._encode(inputs)[0]
 
     def components(self) -> dict[str, nn.Module]:
         return {name: self.model.component(name) for name in COMPONENTS}

@@ -152,17 +152,15 @@ def evaluate(
     }
 
 
+def _log_cell(value: Any) -> Any:
+    return "" if value is None else (f"{value:.6g}" if isinstance(value, float) else value)
+
+
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(LOG_COLUMNS)
-    for h in history:
-        writer.writerow(
-            [
-                "" if h.get(c) is None else (f"{h[c]:.6g}" if isinstance(h[c], float) else h[c])
-                for c in LOG_COLUMNS
-            ]
-        )
+    writer.writerows([_log_cell(h.get(c)) for c in LOG_COLUMNS] for h in history)
     atomic_write_text(path, buf.getvalue())
 
 
@@ -260,6 +258,9 @@ class _Run:
             broadcast(None, self.world)
             if self.rank != 0:
                 self.bank.load()
+        if self.cfg.projector_tap_standardise:  # every rank alike: the statistics of the same bank
+            self.trainable.standardise_taps(self.model, self.bank, self.touched.keys)
+            self.ema = None if self.ema is None else WeightAverage(self.trainable, self.cfg.ema_decay)
 
     def resume(self, saved: dict[str, Any] | None) -> None:
         if saved is not None:

@@ -15,6 +15,7 @@ optimizer's moments never see it), and :meth:`Trainable.optimizer` restores them
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from iqalens.align.base import COMPONENTS, AlignableModel
 from iqalens.align.config import AlignConfig
 from iqalens.align.lora import add_lora, default_lora_targets, lora_deltas, merge_lora
 from iqalens.align.objectives import weight_drift
+from iqalens.align.tap_standardise import TapStandardiser, tap_statistics
 from iqalens.errors import InvalidInputError
 
 #: Components whose full weights are pretrained (they train at ``lr * pretrained_lr_scale``).
@@ -92,6 +94,17 @@ class Trainable:
         self._head_grad_hook: torch.utils.hooks.RemovableHandle | None = None
         if cfg.projector_head_frozen:
             self._freeze_head_columns(model)
+        #: the taps' standardised parameterisation (``projector_tap_standardise``), folded by merge()
+        self._standardiser: TapStandardiser | None = None
+
+    def standardise_taps(self, model: Any, bank: Any, keys: Sequence[str]) -> None:
+        """Train the projector's tap columns on inputs standardised by ``keys``' tap statistics
+        (:mod:`iqalens.align.tap_standardise`); the model answers exactly as before."""
+        if self._standardiser is None:
+            mean, std = tap_statistics(model, bank, keys)
+            layer, head = model.projector_first_layer()
+            self._standardiser = TapStandardiser(layer, head, mean, std)
+            self._standardiser.install()
 
     def _freeze_head_columns(self, model: AlignableModel) -> None:
         """Keep the projector's weights on the head's inputs as they are (``projector_head_frozen``)."""
@@ -185,13 +198,16 @@ class Trainable:
         return out
 
     def merge(self) -> None:
-        """Merge LoRA adapters into their base weights; freeze everything again.
+        """Merge LoRA adapters into their base weights, fold standardised taps; freeze everything again.
 
         The head columns' gradient hook goes too: the model object may be trained again later, by a
         run that lets those columns learn."""
         if self._head_grad_hook is not None:
             self._head_grad_hook.remove()
             self._head_grad_hook = None
+        if self._standardiser is not None:
+            self._standardiser.fold()  # the saved projector reads raw tap inputs
+            self._standardiser = None
         for comp in self.cfg.lora:
             merge_lora(self.components[comp])
         for module in self.components.values():

@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "they are, so what is learnt comes through the taps (the head's semantic channels let the "
         "projector fit the training photos' content)",
     )
+    p.add_argument(
+        "--projector-tap-standardise",
+        action="store_true",
+        help="mini model, with --projector-taps: train the tap columns on inputs standardised by the "
+        "training images' tap statistics (folded back into the weights at the end; steadier over seeds)",
+    )
     p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="images per micro-batch")
     p.add_argument("--grad-accum", type=int, default=_DEFAULTS.grad_accum, help="micro-batches per step")
     p.add_argument(
@@ -174,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> AlignConfig:
         projector_taps=parse_sites(args.projector_taps),
         projector_tap_pool=args.projector_tap_pool,
         projector_head_frozen=args.projector_head_frozen,
+        projector_tap_standardise=args.projector_tap_standardise,
         target=args.target,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
