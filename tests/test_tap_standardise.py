@@ -127,15 +127,6 @@ def test_the_option_needs_taps_and_a_full_weight_projector() -> None:
 
 
 def test_the_cli_passes_the_flag_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
-        "align",
-        "--bench",
-        str(tmp_path),
-        "--train",
-        "P",
-        "--projector-tap-standardise",
-        "-o",
-        str(tmp_path),
-    ]
-    assert main(args) == 2
+    flag = "--projector-tap-standardise"  # without taps: a one-line error, exit 2, before any model loads
+    assert main(["align", "--bench", str(tmp_path), "--train", "P", flag, "-o", str(tmp_path)]) == 2
     assert "projector taps" in capsys.readouterr().err
