@@ -117,6 +117,34 @@ def test_a_run_trains_standardised_and_saves_a_raw_input_projector(bench: Path, 
         assert torch.equal(mine, theirs)
 
 
+def test_an_interrupted_standardised_run_resumes_to_the_same_projector(bench: Path, tmp_path: Path) -> None:
+    # the saved state holds weights in the standardised parameterisation; a resumed run measures the
+    # same statistics again, so it must end exactly where an uninterrupted one does (EMA on too)
+    cfg = projector_tap_run(4, projector_tap_pool="stats", projector_tap_standardise=True, ema_decay=0.5)
+
+    def tapped() -> MiniAlignable:
+        model = MiniVLM(SMALL_MINI, model_id="mini-tap-standardise")
+        model.add_projector_taps((4,), "stats")
+        return MiniAlignable(model)
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_at_3(step: int, _terms: dict[str, float]) -> None:
+        if step == 3:
+            raise Crash
+
+    straight = tapped()
+    align(straight, bench, tmp_path / "straight", cfg)
+    with pytest.raises(Crash):
+        align(tapped(), bench, tmp_path / "resumed", cfg, on_step=crash_at_3)
+    resumed = tapped()
+    assert align(resumed, bench, tmp_path / "resumed", cfg)["steps_run"] == 4
+    pairs = zip(straight.model.projector.parameters(), resumed.model.projector.parameters(), strict=True)
+    for a, b in pairs:
+        assert torch.equal(a, b)
+
+
 def test_the_option_needs_taps_and_a_full_weight_projector() -> None:
     with pytest.raises(InvalidInputError, match="projector taps"):
         AlignConfig(train=("projector",), projector_tap_standardise=True)
