@@ -1,6 +1,7 @@
 """``iqalens align --projector-tap-standardise``: the projector's tap columns train on standardised
 inputs, installing and folding the standardisation never changes what the model answers, the saved
-projector reads raw inputs, and the option refuses the settings where it means nothing."""
+projector reads raw inputs, an interrupted run resumes exactly, and the option refuses the settings
+where it means nothing."""
 
 from __future__ import annotations
 
