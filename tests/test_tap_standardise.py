@@ -91,6 +91,9 @@ def test_statistics_cover_every_cell_of_the_given_images() -> None:
     assert torch.allclose(mean, want_mean, atol=1e-5) and torch.allclose(std, want_std, atol=1e-4)
     with pytest.raises(InvalidInputError, match="mini model only"):
         tap_statistics(object(), Bank(), keys)
+    layer = nn.Linear(HEAD, 5)  # a projector without tap columns
+    with pytest.raises(InvalidInputError, match="reads no taps"):
+        tap_statistics(Model(), Bank(), keys)
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +101,18 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_align_bench(tmp_path_factory.mktemp("tap_standardise") / "bench")
 
 
-def _train(bench: Path, out: Path, standardise: bool) -> MiniVLM:
+def _tapped() -> MiniAlignable:
+    """A fresh tiny mini model whose projector also reads site 4's statistics."""
     model = MiniVLM(SMALL_MINI, model_id="mini-tap-standardise")
     model.add_projector_taps((4,), "stats")
+    return MiniAlignable(model)
+
+
+def _train(bench: Path, out: Path, standardise: bool) -> MiniVLM:
+    alignable = _tapped()
     cfg = projector_tap_run(4, projector_tap_pool="stats", projector_tap_standardise=standardise)
-    align(MiniAlignable(model), bench, out, cfg)
-    return model
+    align(alignable, bench, out, cfg)
+    return alignable.model
 
 
 def test_a_run_trains_standardised_and_saves_a_raw_input_projector(bench: Path, tmp_path: Path) -> None:
@@ -123,11 +132,6 @@ def test_an_interrupted_standardised_run_resumes_to_the_same_projector(bench: Pa
     # same statistics again, so it must end exactly where an uninterrupted one does (EMA on too)
     cfg = projector_tap_run(4, projector_tap_pool="stats", projector_tap_standardise=True, ema_decay=0.5)
 
-    def tapped() -> MiniAlignable:
-        model = MiniVLM(SMALL_MINI, model_id="mini-tap-standardise")
-        model.add_projector_taps((4,), "stats")
-        return MiniAlignable(model)
-
     class Crash(RuntimeError):
         pass
 
@@ -135,11 +139,11 @@ def test_an_interrupted_standardised_run_resumes_to_the_same_projector(bench: Pa
         if step == 3:
             raise Crash
 
-    straight = tapped()
+    straight = _tapped()
     align(straight, bench, tmp_path / "straight", cfg)
     with pytest.raises(Crash):
-        align(tapped(), bench, tmp_path / "resumed", cfg, on_step=crash_at_3)
-    resumed = tapped()
+        align(_tapped(), bench, tmp_path / "resumed", cfg, on_step=crash_at_3)
+    resumed = _tapped()
     assert align(resumed, bench, tmp_path / "resumed", cfg)["steps_run"] == 4
     pairs = zip(straight.model.projector.parameters(), resumed.model.projector.parameters(), strict=True)
     for a, b in pairs:

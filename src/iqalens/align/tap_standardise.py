@@ -50,6 +50,8 @@ def tap_statistics(
     if not keys:
         raise InvalidInputError("projector_tap_standardise needs training images to measure the taps on")
     layer, head = model.projector_first_layer()
+    if layer.in_features <= head:
+        raise InvalidInputError("projector_tap_standardise: the projector reads no taps")
     total: torch.Tensor | None = None
     squares: torch.Tensor | None = None
     count = 0
@@ -61,8 +63,6 @@ def tap_statistics(
             squares = (taps**2).sum(0) if squares is None else squares + (taps**2).sum(0)
             count += len(taps)
     assert total is not None and squares is not None
-    if total.numel() == 0:
-        raise InvalidInputError("projector_tap_standardise: the projector reads no taps")
     mean = total / count
     var = (squares / count - mean**2).clamp_min(0) * count / max(count - 1, 1)
     dtype = layer.weight.dtype
