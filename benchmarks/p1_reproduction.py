@@ -122,6 +122,23 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
             "patience": 100,
         },
     ),
+    # the paper's target cell on top of that: the encoder trained too (after site 4, whose input is
+    # the cached site-3 map: the site-4 tap is then live) under the feature constraint, at encoder
+    # lr 1e-5 (session 17: 1e-4 cost ImageNet agreement, 0.93); added in session 20
+    Cell(
+        "V+P+c+stats3-4+fh+std",
+        "V+P",
+        10.0,
+        overrides={
+            "projector_taps": (3, 4),
+            "projector_tap_pool": "stats",
+            "projector_head_frozen": True,
+            "projector_tap_standardise": True,
+            "patience": 100,
+            "encoder_frozen_sites": 4,
+            "pretrained_lr_scale": 0.01,
+        },
+    ),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),
@@ -134,6 +151,7 @@ MAIN_CELLS = (
     "P+stats3-4+bal",
     "P+stats3-4+fh",
     "P+stats3-4+fh+std",
+    "V+P+c+stats3-4+fh+std",
 )
 
 
@@ -178,6 +196,20 @@ def balanced_manifest(manifest: Path, out: Path, per_class: int, seed: int) -> P
 # -- cells -----------------------------------------------------------------------------------------
 
 
+def cell_config(cell: Cell, seed: int, settings: dict[str, Any]) -> Any:
+    """The cell's ``AlignConfig``: the grid's settings, then the cell's overrides (which win).
+    A cell that trains no encoder drops ``encoder_frozen_sites``; the config refuses a bad mix
+    (a tap inside the cached trunk, say) here, before any work."""
+    from iqalens.align.config import AlignConfig, parse_components
+
+    train = parse_components(cell.train)
+    fields = dict(settings)
+    if "vision_encoder" not in train:
+        fields.pop("encoder_frozen_sites", None)
+    fields |= cell.overrides
+    return AlignConfig(train=train, w_constraint=cell.w_constraint, seed=seed, **fields)
+
+
 def run_cell(
     cell: Cell,
     seed: int,
@@ -188,23 +220,16 @@ def run_cell(
     model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One align run (resumed or skipped when finished) -> its metrics."""
-    from iqalens.align.config import AlignConfig, parse_components
     from iqalens.align.run import run_align
 
     folder = out / "cells" / f"{cell.name}-s{seed}"
     if finished(folder):
         return dict(json.loads((folder / "metrics.json").read_text()))
-    train = parse_components(cell.train)
-    fields = dict(settings)
-    if "vision_encoder" not in train:
-        fields.pop("encoder_frozen_sites", None)
-    fields |= cell.overrides
-    config = AlignConfig(train=train, w_constraint=cell.w_constraint, seed=seed, **fields)
     return run_align(
         model_spec,
         manifest,
         folder,
-        config,
+        cell_config(cell, seed, settings),
         cache_dir=out / "features",
         perceive_options={"samples": 0, "batch_size": 32},
         model_options=model_options,
@@ -456,7 +481,7 @@ def _manifest_file(value: str) -> str:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", "-o", default="runs/p1")
     parser.add_argument("--pristine", default=str(PRISTINE), help="folder with cbsd68/ and mcmaster/")
@@ -501,15 +526,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also score every run on this manifest's test images (another --per-class subset's)",
     )
     parser.add_argument("--figure", help="figure path (default OUTPUT/p1_summary.png)")
-    args = parser.parse_args(argv)
-    out = Path(args.output)
-    started = time.perf_counter()
-    bench = Path(args.bench) if args.bench else build_bench(out / "bench", Path(args.pristine), args.workers)
-    manifest = bench / "manifest.csv" if bench.is_dir() else bench
-    sub = balanced_manifest(
-        manifest, manifest.parent / f"manifest_p1_{args.per_class}.csv", args.per_class, 0
-    )
-    settings: dict[str, Any] = {
+    return parser
+
+
+def grid_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``AlignConfig`` fields every cell shares (a cell's overrides come on top)."""
+    return {
         "max_steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -523,6 +545,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": args.device,
         "precision": args.precision,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Path(args.output)
+    started = time.perf_counter()
+    bench = Path(args.bench) if args.bench else build_bench(out / "bench", Path(args.pristine), args.workers)
+    manifest = bench / "manifest.csv" if bench.is_dir() else bench
+    sub = balanced_manifest(
+        manifest, manifest.parent / f"manifest_p1_{args.per_class}.csv", args.per_class, 0
+    )
+    settings = grid_settings(args)
     cells, seeds = DEFAULT_CELLS, list(args.seeds)
     options: dict[str, Any] = {}
     if args.config:

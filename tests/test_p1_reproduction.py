@@ -68,6 +68,31 @@ def test_recipe_config_gives_the_papers_cells() -> None:
     assert by["L"].overrides["lora"] == "L" and by["V"].overrides["max_steps"] == 300
 
 
+def test_every_default_cell_is_a_valid_config_under_the_grid_defaults() -> None:
+    """A cell's overrides must fit the grid's settings (a tap inside the cached trunk is refused):
+    found here, not an hour into a full run."""
+    from iqalens.errors import InvalidInputError
+
+    script = _script()
+    settings = script.grid_settings(script.build_parser().parse_args([]))
+    for cell in script.DEFAULT_CELLS:
+        if cell.train == "-":
+            continue
+        config = script.cell_config(cell, 3, settings)
+        assert config.seed == 3 and config.w_constraint == cell.w_constraint
+        for key, value in cell.overrides.items():
+            assert getattr(config, key) == value, (cell.name, key)
+    # the target cell trains the encoder after site 4 so that tap 3 is the cached map; the grid's
+    # default (after site 5) would cache past it
+    target = next(c for c in script.DEFAULT_CELLS if c.name == "V+P+c+stats3-4+fh+std")
+    assert target.name in script.MAIN_CELLS
+    config = script.cell_config(target, 0, settings)
+    assert config.encoder_frozen_sites == 4 and "vision_encoder" in config.train
+    bad = script.Cell("bad", "V+P", overrides={**target.overrides, "encoder_frozen_sites": 5})
+    with pytest.raises(InvalidInputError, match="tap 3"):
+        script.cell_config(bad, 0, settings)
+
+
 def test_summary_table_gives_mean_and_spread_over_seeds() -> None:
     p1 = _script()
     rows = [
