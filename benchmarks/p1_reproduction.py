@@ -122,6 +122,24 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
             "patience": 100,
         },
     ),
+    # the same, trained 4x longer at 3x the learning rate (1200 steps of 32 at lr 3e-3, validation
+    # every 50): the MLP that reads these statistics best needs 60+ epochs, 300 steps are 5; added in
+    # session 20
+    Cell(
+        "P+stats3-4+fh+std+long",
+        "P",
+        overrides={
+            "projector_taps": (3, 4),
+            "projector_tap_pool": "stats",
+            "projector_head_frozen": True,
+            "projector_tap_standardise": True,
+            "patience": 100,
+            "lr": 3e-3,
+            "max_steps": 1200,
+            "eval_every": 50,
+            "checkpoint_every": 50,
+        },
+    ),
     # the paper's target cell on top of that: the encoder trained too (after site 4, whose input is
     # the cached site-3 map: the site-4 tap is then live) under the feature constraint, at encoder
     # lr 1e-5 (session 17: 1e-4 cost ImageNet agreement, 0.93); added in session 20
@@ -139,6 +157,25 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
             "pretrained_lr_scale": 0.01,
         },
     ),
+    # the same with the long recipe of P+stats3-4+fh+std+long (projector lr 3e-3, encoder 1e-5)
+    Cell(
+        "V+P+c+stats3-4+fh+std+long",
+        "V+P",
+        10.0,
+        overrides={
+            "projector_taps": (3, 4),
+            "projector_tap_pool": "stats",
+            "projector_head_frozen": True,
+            "projector_tap_standardise": True,
+            "patience": 100,
+            "encoder_frozen_sites": 4,
+            "lr": 3e-3,
+            "pretrained_lr_scale": 1 / 300,
+            "max_steps": 1200,
+            "eval_every": 50,
+            "checkpoint_every": 50,
+        },
+    ),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
     Cell("template-overfit", "L", overrides={"target": "quality"}),
@@ -151,7 +188,9 @@ MAIN_CELLS = (
     "P+stats3-4+bal",
     "P+stats3-4+fh",
     "P+stats3-4+fh+std",
+    "P+stats3-4+fh+std+long",
     "V+P+c+stats3-4+fh+std",
+    "V+P+c+stats3-4+fh+std+long",
 )
 
 
