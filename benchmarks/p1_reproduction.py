@@ -20,8 +20,9 @@ What it does (docs/p1_reproduction.md gives the numbers and says why each choice
    (forced choice, per-site linear probes, semantic similarity on the test photos; ImageNet
    agreement and feature cosine on the clean photos). The vision encoder trains from site
    ``--encoder-frozen-sites`` on (stem and first stages frozen, their output cached: the probes
-   show those sites still hold the distortion information); cells without the encoder train on
-   cached encoder outputs.
+   show those sites still hold the distortion information), unless the cell sets its own (the
+   V+P cells that tap site 3 train after site 4); cells without the encoder train on cached
+   encoder outputs.
 5. **Summary**: ``grid.json`` / ``grid.csv``, a markdown table (mean +- std over seeds) and one
    figure (forced choice per cell; probe accuracy per site before/after). ``--common-test MANIFEST``
    adds each run's forced choice on the test images of another subset (e.g. ``manifest_p1_4.csv``):
