@@ -70,6 +70,18 @@ class Cell:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+#: The tapped recipe of session 19 (``P+stats3-4+fh+std``): taps 3 and 4 as image-wide statistics,
+#: the head's columns frozen, the tap columns trained on standardised inputs, all steps run.
+_STD_TAPS: dict[str, Any] = {
+    "projector_taps": (3, 4),
+    "projector_tap_pool": "stats",
+    "projector_head_frozen": True,
+    "projector_tap_standardise": True,
+    "patience": 100,
+}
+#: Session 20's longer schedule at a higher learning rate.
+_LONG: dict[str, Any] = {"lr": 3e-3, "max_steps": 1200, "eval_every": 50, "checkpoint_every": 50}
+
 #: The paper's cells on the mini model. The constraint weight 10 makes the drift term comparable to
 #: the alignment loss (docs/alignment.md); main cells get every seed.
 DEFAULT_CELLS: tuple[Cell, ...] = (
@@ -112,35 +124,11 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
     # the same, the tap columns trained on standardised inputs (`--projector-tap-standardise`; the raw
     # statistics sit up to 9 from zero) and no early stopping (patience past the 300 steps: with 9
     # validation photos patience 4 stopped one seed of +fh at step 150); added in session 19
-    Cell(
-        "P+stats3-4+fh+std",
-        "P",
-        overrides={
-            "projector_taps": (3, 4),
-            "projector_tap_pool": "stats",
-            "projector_head_frozen": True,
-            "projector_tap_standardise": True,
-            "patience": 100,
-        },
-    ),
+    Cell("P+stats3-4+fh+std", "P", overrides=_STD_TAPS),
     # the same, trained 4x longer at 3x the learning rate (1200 steps of 32 at lr 3e-3, validation
     # every 50): the MLP that reads these statistics best needs 60+ epochs, 300 steps are 5; added in
     # session 20
-    Cell(
-        "P+stats3-4+fh+std+long",
-        "P",
-        overrides={
-            "projector_taps": (3, 4),
-            "projector_tap_pool": "stats",
-            "projector_head_frozen": True,
-            "projector_tap_standardise": True,
-            "patience": 100,
-            "lr": 3e-3,
-            "max_steps": 1200,
-            "eval_every": 50,
-            "checkpoint_every": 50,
-        },
-    ),
+    Cell("P+stats3-4+fh+std+long", "P", overrides={**_STD_TAPS, **_LONG}),
     # the paper's target cell on top of that: the encoder trained too (after site 4, whose input is
     # the cached site-3 map: the site-4 tap is then live) under the feature constraint, at encoder
     # lr 1e-5 (session 17: 1e-4 cost ImageNet agreement, 0.93); added in session 20
@@ -148,34 +136,14 @@ DEFAULT_CELLS: tuple[Cell, ...] = (
         "V+P+c+stats3-4+fh+std",
         "V+P",
         10.0,
-        overrides={
-            "projector_taps": (3, 4),
-            "projector_tap_pool": "stats",
-            "projector_head_frozen": True,
-            "projector_tap_standardise": True,
-            "patience": 100,
-            "encoder_frozen_sites": 4,
-            "pretrained_lr_scale": 0.01,
-        },
+        overrides={**_STD_TAPS, "encoder_frozen_sites": 4, "pretrained_lr_scale": 0.01},
     ),
-    # the same with the long recipe of P+stats3-4+fh+std+long (projector lr 3e-3, encoder 1e-5)
+    # the same with the long recipe (projector lr 3e-3, encoder still 1e-5)
     Cell(
         "V+P+c+stats3-4+fh+std+long",
         "V+P",
         10.0,
-        overrides={
-            "projector_taps": (3, 4),
-            "projector_tap_pool": "stats",
-            "projector_head_frozen": True,
-            "projector_tap_standardise": True,
-            "patience": 100,
-            "encoder_frozen_sites": 4,
-            "lr": 3e-3,
-            "pretrained_lr_scale": 1 / 300,
-            "max_steps": 1200,
-            "eval_every": 50,
-            "checkpoint_every": 50,
-        },
+        overrides={**_STD_TAPS, **_LONG, "encoder_frozen_sites": 4, "pretrained_lr_scale": 1 / 300},
     ),
     # the paper's Q-Instruct observation: the language model trained on quality-description templates
     # only (five MOS levels, "bad quality" .. "excellent quality"), then asked to name the distortion
