@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalens.align.config import AlignConfig, parse_components
 from iqalens.align.grid_result import AlignGridResult, cell_numbers, mean_std, write_grid_result
 from iqalens.align.mini import save_mini_at_resolution
 from iqalens.align.run import finished
@@ -204,12 +205,10 @@ def balanced_manifest(manifest: Path, out: Path, per_class: int, seed: int) -> P
 # -- cells -----------------------------------------------------------------------------------------
 
 
-def cell_config(cell: Cell, seed: int, settings: dict[str, Any]) -> Any:
-    """The cell's ``AlignConfig``: the grid's settings, then the cell's overrides (which win).
+def cell_config(cell: Cell, seed: int, settings: dict[str, Any]) -> AlignConfig:
+    """The cell's config: the grid's settings, then the cell's overrides (which win).
     A cell that trains no encoder drops ``encoder_frozen_sites``; the config refuses a bad mix
     (a tap inside the cached trunk, say) here, before any work."""
-    from iqalens.align.config import AlignConfig, parse_components
-
     train = parse_components(cell.train)
     fields = dict(settings)
     if "vision_encoder" not in train:
