@@ -409,13 +409,20 @@ def figure(
     for r in rows:
         if isinstance(r["fc_after"], int | float):
             by[r["cell"]].append(float(r["fc_after"]))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
     names = list(by)
-    a.bar(names, [statistics.fmean(by[n]) for n in names], yerr=[statistics.pstdev(by[n]) for n in names])
+    means = [statistics.fmean(by[n]) for n in names]
+    spreads = [statistics.pstdev(by[n]) for n in names]
+    a.bar(range(len(names)), means, yerr=spreads)
+    # cell names are long (P+stats3-4+fh+std+long): slanted, and each bar says its mean and seed count
+    a.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    for i, (name, mean, spread) in enumerate(zip(names, means, spreads, strict=True)):
+        a.annotate(f"{mean:.3f}\nn={len(by[name])}", (i, mean + spread), ha="center", va="bottom", fontsize=6)
     a.axhline(chance, ls="--", c="grey", label=f"chance {chance:.3f}")
     a.set_ylabel("forced-choice accuracy (test photos)")
     a.set_title("Which component to fine-tune")
-    a.legend()
+    a.set_ylim(0, min(1.0, max(means) + max(spreads) + 0.08))  # room for the labels above the bars
+    a.legend(loc="center left")  # above the untrained bar, where no bar or label is
     sites = list(curves.get("untrained", next(iter(curves.values()), {})))
     for label, curve in curves.items():
         a_ = [curve.get(s, float("nan")) for s in sites]
